@@ -1,0 +1,349 @@
+//! Chunks and their ids: the description a caller hands to the manager, and its validation.
+//!
+//! A [`DataChunk`] is immutable: the content behind an id never changes. Its description is
+//! checked by [`DataChunk::validate`] before anything touches the disk, so a hostile or broken
+//! description (a file name like `../../etc/passwd`, an empty range, an `ftp://` URL) becomes a
+//! clear [`InvalidChunk`] error instead of a path outside the data directory.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+use std::ops::Range;
+
+use serde::{Deserialize, Serialize};
+
+/// The id of a dataset (for example one blockchain).
+pub type DatasetId = [u8; 32];
+
+/// The id of a chunk. Unique; the content behind an id never changes.
+pub type ChunkId = [u8; 32];
+
+/// The longest file name accepted, in bytes (the limit of common Linux filesystems).
+pub const MAX_FILE_NAME_LEN: usize = 255;
+
+/// Formats an id as lowercase hex, the form used in directory names, logs and JSON.
+///
+/// ```
+/// assert_eq!(chunk_manager::id_to_hex(&[0xab; 32]).len(), 64);
+/// ```
+pub fn id_to_hex(id: &[u8; 32]) -> String {
+    hex::encode(id)
+}
+
+/// Parses a 64-character hex id (either case).
+///
+/// ```
+/// let id = [7u8; 32];
+/// assert_eq!(chunk_manager::id_from_hex(&chunk_manager::id_to_hex(&id)).unwrap(), id);
+/// assert!(chunk_manager::id_from_hex("not hex").is_err());
+/// ```
+pub fn id_from_hex(text: &str) -> Result<[u8; 32], InvalidId> {
+    let mut id = [0u8; 32];
+    hex::decode_to_slice(text, &mut id).map_err(|_| InvalidId {
+        text: text.chars().take(80).collect(),
+    })?;
+    Ok(id)
+}
+
+/// A string that is not a 64-character hex id.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid id {text:?}: expected 64 hex characters")]
+pub struct InvalidId {
+    /// The offending text (at most 80 characters of it).
+    pub text: String,
+}
+
+/// A short, human-friendly form of an id for logs and events: the first 12 hex characters.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct ShortId<'a>(pub &'a [u8; 32]);
+
+impl fmt::Display for ShortId<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for byte in &self.0[..6] {
+            write!(f, "{byte:02x}")?;
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Debug for ShortId<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
+/// One chunk of a dataset: an id, a half-open block range and 1 to 10 files, each a name and a
+/// URL to download it from.
+///
+/// Serialises with ids as hex:
+///
+/// ```
+/// use chunk_manager::DataChunk;
+/// let chunk = DataChunk::new(
+///     [1; 32],
+///     [2; 32],
+///     100..200,
+///     [("blocks.parquet".to_string(), "http://127.0.0.1:8000/blocks".to_string())].into(),
+/// );
+/// let json = serde_json::to_string(&chunk).unwrap();
+/// assert!(json.contains(&"01".repeat(32)));
+/// let back: DataChunk = serde_json::from_str(&json).unwrap();
+/// assert_eq!(back, chunk);
+/// assert!(chunk.validate().is_ok());
+/// ```
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DataChunk {
+    #[serde(with = "hex_id")]
+    id: ChunkId,
+    #[serde(with = "hex_id")]
+    dataset_id: DatasetId,
+    block_range: Range<u64>,
+    /// File name to URL; ordered so manifests and comparisons are deterministic.
+    files: BTreeMap<String, String>,
+}
+
+impl DataChunk {
+    /// Describes a chunk. Nothing is checked here; [`DataChunk::validate`] checks, and the
+    /// manager validates every chunk it is given.
+    pub fn new(
+        id: ChunkId,
+        dataset_id: DatasetId,
+        block_range: Range<u64>,
+        files: HashMap<String, String>,
+    ) -> Self {
+        Self {
+            id,
+            dataset_id,
+            block_range,
+            files: files.into_iter().collect(),
+        }
+    }
+
+    /// The chunk's id.
+    pub fn id(&self) -> &ChunkId {
+        &self.id
+    }
+
+    /// The dataset the chunk belongs to.
+    pub fn dataset_id(&self) -> &DatasetId {
+        &self.dataset_id
+    }
+
+    /// The half-open block range `start..end` the chunk covers.
+    pub fn block_range(&self) -> Range<u64> {
+        self.block_range.clone()
+    }
+
+    /// File name to URL, ordered by name.
+    pub fn files(&self) -> &BTreeMap<String, String> {
+        &self.files
+    }
+
+    /// Checks everything that can be checked without the network: file names are single plain
+    /// path components, the range is not empty, there is at least one file, and every URL is a
+    /// well-formed `http` or `https` URL.
+    pub fn validate(&self) -> Result<(), InvalidChunk> {
+        if self.block_range.start >= self.block_range.end {
+            return Err(InvalidChunk::EmptyRange {
+                start: self.block_range.start,
+                end: self.block_range.end,
+            });
+        }
+        if self.files.is_empty() {
+            return Err(InvalidChunk::NoFiles);
+        }
+        for (name, url) in &self.files {
+            validate_file_name(name)?;
+            validate_url(name, url)?;
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Debug for DataChunk {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DataChunk")
+            .field("id", &id_to_hex(&self.id))
+            .field("dataset_id", &id_to_hex(&self.dataset_id))
+            .field("block_range", &self.block_range)
+            .field("files", &self.files)
+            .finish()
+    }
+}
+
+/// Why a chunk description was refused. Each variant names what is wrong.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum InvalidChunk {
+    /// `start >= end`.
+    #[error("empty block range {start}..{end}")]
+    EmptyRange {
+        /// The range start.
+        start: u64,
+        /// The range end.
+        end: u64,
+    },
+    /// The chunk lists no files.
+    #[error("the chunk has no files")]
+    NoFiles,
+    /// A file name that is not one plain path component.
+    #[error("invalid file name {name:?}: {reason}")]
+    FileName {
+        /// The name as given (lossy if it was very long).
+        name: String,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+    /// A URL that does not parse, or whose scheme is not supported.
+    #[error("invalid url {url:?} for file {file:?}: {reason}")]
+    Url {
+        /// The file the URL belongs to.
+        file: String,
+        /// The URL as given.
+        url: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+}
+
+fn validate_file_name(name: &str) -> Result<(), InvalidChunk> {
+    let reason = if name.is_empty() {
+        Some("empty")
+    } else if name == "." || name == ".." {
+        Some("a relative directory")
+    } else if name.starts_with('.') {
+        Some("starts with '.'")
+    } else if name.len() > MAX_FILE_NAME_LEN {
+        Some("longer than 255 bytes")
+    } else if name.contains(['/', '\\']) {
+        Some("contains a path separator")
+    } else if name.contains('\0') {
+        Some("contains NUL")
+    } else if name.chars().any(char::is_control) {
+        Some("contains a control character")
+    } else {
+        None
+    };
+    match reason {
+        None => Ok(()),
+        Some(reason) => Err(InvalidChunk::FileName {
+            name: name.chars().take(300).collect(),
+            reason,
+        }),
+    }
+}
+
+fn validate_url(file: &str, url: &str) -> Result<(), InvalidChunk> {
+    let invalid = |reason: String| InvalidChunk::Url {
+        file: file.to_string(),
+        url: url.to_string(),
+        reason,
+    };
+    let parsed = reqwest::Url::parse(url).map_err(|error| invalid(error.to_string()))?;
+    match parsed.scheme() {
+        "http" | "https" => {}
+        other => return Err(invalid(format!("unsupported scheme {other:?}"))),
+    }
+    if parsed.host_str().is_none_or(str::is_empty) {
+        return Err(invalid("no host".to_string()));
+    }
+    Ok(())
+}
+
+/// Serde support for 32-byte ids as hex strings.
+pub(crate) mod hex_id {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub(crate) fn serialize<S: Serializer>(
+        id: &[u8; 32],
+        serializer: S,
+    ) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&hex::encode(id))
+    }
+
+    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<[u8; 32], D::Error> {
+        let text = <std::borrow::Cow<'de, str>>::deserialize(deserializer)?;
+        super::id_from_hex(&text).map_err(serde::de::Error::custom)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn chunk_with(name: &str, url: &str) -> DataChunk {
+        DataChunk::new(
+            [0; 32],
+            [0; 32],
+            0..10,
+            [(name.to_string(), url.to_string())].into(),
+        )
+    }
+
+    #[test]
+    fn rejects_every_kind_of_bad_file_name() {
+        let long = "a".repeat(256);
+        for name in [
+            "", ".", "..", "../x", "a/b", "a\\b", "a\0b", ".hidden", "a\nb", &long,
+        ] {
+            let error = chunk_with(name, "http://h/x").validate().unwrap_err();
+            assert!(
+                matches!(error, InvalidChunk::FileName { .. }),
+                "{name:?}: {error}"
+            );
+        }
+        assert!(
+            chunk_with(&"a".repeat(255), "http://h/x")
+                .validate()
+                .is_ok()
+        );
+        assert!(
+            chunk_with("blocks.parquet", "http://h/x")
+                .validate()
+                .is_ok()
+        );
+    }
+
+    #[test]
+    fn rejects_bad_urls() {
+        for url in [
+            "",
+            "not a url",
+            "ftp://h/x",
+            "file:///etc/passwd",
+            "http://",
+        ] {
+            let error = chunk_with("f", url).validate().unwrap_err();
+            assert!(
+                matches!(error, InvalidChunk::Url { .. }),
+                "{url:?}: {error}"
+            );
+        }
+    }
+
+    #[test]
+    fn rejects_empty_range_and_no_files() {
+        let empty = DataChunk::new(
+            [0; 32],
+            [0; 32],
+            5..5,
+            [("f".into(), "http://h/".into())].into(),
+        );
+        assert_eq!(
+            empty.validate(),
+            Err(InvalidChunk::EmptyRange { start: 5, end: 5 })
+        );
+        let none = DataChunk::new([0; 32], [0; 32], 0..5, HashMap::new());
+        assert_eq!(none.validate(), Err(InvalidChunk::NoFiles));
+    }
+
+    #[test]
+    fn hex_ids_round_trip_and_reject_garbage() {
+        let id = [0xfe; 32];
+        assert_eq!(id_from_hex(&id_to_hex(&id)), Ok(id));
+        assert!(id_from_hex("ab").is_err());
+        assert!(id_from_hex(&"zz".repeat(32)).is_err());
+        assert_eq!(ShortId(&id).to_string(), "fefefefefefe");
+    }
+}

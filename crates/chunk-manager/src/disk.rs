@@ -1,0 +1,486 @@
+//! The data directory: layout, manifests, durable renames, the lock and the startup scan.
+//!
+//! # Layout
+//!
+//! ```text
+//! data_dir/
+//!   LOCK                                  OS advisory lock, held for the manager's lifetime
+//!   chunks/<dataset hex>/<start>-<end>-<chunk hex>/
+//!       <file>...                         the chunk's files, by their names
+//!       .manifest.json                    description, sizes and BLAKE3 of every file
+//!   tmp/<chunk hex>/                      downloads in flight (same filesystem)
+//!   trash/<chunk hex>.<n>/                chunks being removed
+//!   deleted/<chunk hex>                   tombstones: deleted while pinned, remove on start
+//! ```
+//!
+//! `ls chunks/<dataset>` lists a dataset's chunks by range. File names are validated as single
+//! path components and can never start with `.`, so no file can collide with the manifest.
+//!
+//! # Crash consistency
+//!
+//! A chunk is committed by renaming its complete, fsynced temporary directory into `chunks/`,
+//! then fsyncing the parent: a crash leaves it either absent (its temporary data is removed at
+//! the next start) or complete. Removal renames the directory into `trash/` first, so a crash
+//! never leaves a half-removed chunk visible. A chunk deleted while refs hold it gets a
+//! tombstone first, so it stays deleted across a crash. Every rename goes through
+//! [`durable_rename`], which includes the fsyncs.
+
+use std::collections::HashSet;
+use std::fs::{self, File, OpenOptions, TryLockError};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use serde::{Deserialize, Serialize};
+
+use crate::chunk::{ChunkId, DataChunk, id_from_hex, id_to_hex};
+use crate::error::Error;
+
+/// The manifest's file name inside a chunk directory.
+pub(crate) const MANIFEST: &str = ".manifest.json";
+const LOCK: &str = "LOCK";
+const MANIFEST_FORMAT: u32 = 1;
+
+/// Paths inside the data directory.
+#[derive(Debug)]
+pub(crate) struct Layout {
+    pub(crate) root: PathBuf,
+    pub(crate) fsync: bool,
+    trash_counter: AtomicU64,
+}
+
+impl Layout {
+    pub(crate) fn new(root: PathBuf, fsync: bool) -> Self {
+        Self {
+            root,
+            fsync,
+            trash_counter: AtomicU64::new(0),
+        }
+    }
+
+    pub(crate) fn chunks_dir(&self) -> PathBuf {
+        self.root.join("chunks")
+    }
+
+    pub(crate) fn tmp_dir(&self) -> PathBuf {
+        self.root.join("tmp")
+    }
+
+    pub(crate) fn trash_dir(&self) -> PathBuf {
+        self.root.join("trash")
+    }
+
+    pub(crate) fn tombstones_dir(&self) -> PathBuf {
+        self.root.join("deleted")
+    }
+
+    /// Where a chunk lives once committed.
+    pub(crate) fn chunk_dir(&self, chunk: &DataChunk) -> PathBuf {
+        let range = chunk.block_range();
+        self.chunks_dir()
+            .join(id_to_hex(chunk.dataset_id()))
+            .join(format!(
+                "{:010}-{:010}-{}",
+                range.start,
+                range.end,
+                id_to_hex(chunk.id())
+            ))
+    }
+
+    /// Where a chunk is downloaded before it is committed.
+    pub(crate) fn download_dir(&self, id: &ChunkId) -> PathBuf {
+        self.tmp_dir().join(id_to_hex(id))
+    }
+
+    pub(crate) fn tombstone(&self, id: &ChunkId) -> PathBuf {
+        self.tombstones_dir().join(id_to_hex(id))
+    }
+
+    fn fresh_trash_path(&self, name: &str) -> PathBuf {
+        let n = self.trash_counter.fetch_add(1, Ordering::Relaxed);
+        self.trash_dir()
+            .join(format!("{name}.{}.{n}", std::process::id()))
+    }
+
+    /// Fsyncs a directory, so renames and creations inside it are durable.
+    pub(crate) fn sync_dir(&self, dir: &Path) -> io::Result<()> {
+        if self.fsync {
+            File::open(dir)?.sync_all()?;
+        }
+        Ok(())
+    }
+
+    /// Renames `from` to `to` and makes the rename durable: the one way anything moves.
+    pub(crate) fn durable_rename(&self, from: &Path, to: &Path) -> io::Result<()> {
+        fs::rename(from, to)?;
+        let to_parent = to.parent().unwrap_or(Path::new("."));
+        self.sync_dir(to_parent)?;
+        let from_parent = from.parent().unwrap_or(Path::new("."));
+        if from_parent != to_parent {
+            self.sync_dir(from_parent)?;
+        }
+        Ok(())
+    }
+
+    /// Writes a small file and fsyncs it (the directory is synced by the caller's rename).
+    pub(crate) fn write_synced(&self, path: &Path, bytes: &[u8]) -> io::Result<()> {
+        let mut file = File::create(path)?;
+        file.write_all(bytes)?;
+        if self.fsync {
+            file.sync_all()?;
+        }
+        Ok(())
+    }
+
+    /// Moves a directory into the trash (the durable step), then deletes it.
+    pub(crate) fn remove_dir(&self, dir: &Path) -> io::Result<()> {
+        let name = dir
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let trashed = self.fresh_trash_path(&name);
+        self.durable_rename(dir, &trashed)?;
+        fs::remove_dir_all(&trashed)
+    }
+
+    /// Commits a fully written, fsynced download directory to its place in `chunks/`.
+    pub(crate) fn commit(&self, download: &Path, target: &Path) -> io::Result<()> {
+        self.sync_dir(download)?;
+        let dataset_dir = target.parent().unwrap_or(Path::new("."));
+        if !dataset_dir.exists() {
+            fs::create_dir_all(dataset_dir)?;
+            self.sync_dir(&self.chunks_dir())?;
+        }
+        if target.exists() {
+            // A corrupt leftover under the same name, reported at startup: never served, now
+            // replaced by a verified copy.
+            self.remove_dir(target)?;
+        }
+        self.durable_rename(download, target)
+    }
+
+    pub(crate) fn write_tombstone(&self, id: &ChunkId) -> io::Result<()> {
+        let path = self.tombstone(id);
+        self.write_synced(&path, b"")?;
+        self.sync_dir(&self.tombstones_dir())
+    }
+
+    pub(crate) fn remove_tombstone(&self, id: &ChunkId) -> io::Result<()> {
+        match fs::remove_file(self.tombstone(id)) {
+            Ok(()) => self.sync_dir(&self.tombstones_dir()),
+            Err(error) if error.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(error) => Err(error),
+        }
+    }
+}
+
+/// What a committed chunk's directory says about itself.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Manifest {
+    pub(crate) format: u32,
+    pub(crate) chunk: DataChunk,
+    pub(crate) files: std::collections::BTreeMap<String, FileEntry>,
+}
+
+/// One file of a committed chunk.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct FileEntry {
+    pub(crate) size: u64,
+    pub(crate) blake3: String,
+}
+
+impl Manifest {
+    pub(crate) fn new(
+        chunk: DataChunk,
+        files: std::collections::BTreeMap<String, FileEntry>,
+    ) -> Self {
+        Self {
+            format: MANIFEST_FORMAT,
+            chunk,
+            files,
+        }
+    }
+
+    pub(crate) fn size(&self) -> u64 {
+        self.files.values().map(|file| file.size).sum()
+    }
+}
+
+/// The exclusive OS lock on a data directory, released when dropped (or when the process
+/// dies, so a crash never blocks the next start).
+#[derive(Debug)]
+pub(crate) struct DirLock {
+    _file: File,
+}
+
+impl DirLock {
+    pub(crate) fn acquire(root: &Path) -> Result<Self, Error> {
+        let path = root.join(LOCK);
+        let mut file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .map_err(|source| Error::DataDir {
+                path: root.to_path_buf(),
+                action: "open the lock file",
+                source,
+            })?;
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(TryLockError::WouldBlock) => {
+                let holder = fs::read_to_string(&path)
+                    .ok()
+                    .map(|text| text.trim().to_string());
+                return Err(Error::Locked {
+                    path: root.to_path_buf(),
+                    lock: path,
+                    holder: holder.filter(|text| !text.is_empty()),
+                });
+            }
+            Err(TryLockError::Error(source)) => {
+                return Err(Error::DataDir {
+                    path: root.to_path_buf(),
+                    action: "lock the lock file",
+                    source,
+                });
+            }
+        }
+        let pid = format!("pid {}\n", std::process::id());
+        let written = file
+            .set_len(0)
+            .and_then(|()| file.write_all(pid.as_bytes()));
+        if let Err(error) = written {
+            tracing::warn!(path = %path.display(), %error, "cannot record the pid in the lock file");
+        }
+        Ok(Self { _file: file })
+    }
+}
+
+/// A chunk found committed at startup.
+#[derive(Debug)]
+pub(crate) struct Found {
+    pub(crate) chunk: Arc<DataChunk>,
+    pub(crate) path: PathBuf,
+    pub(crate) size: u64,
+}
+
+/// What `open` found in the data directory.
+#[derive(Debug, Default)]
+pub struct StartupReport {
+    /// Committed chunks adopted as ready.
+    pub adopted: usize,
+    /// Their bytes.
+    pub adopted_bytes: u64,
+    /// Chunks removed because their deletion had been recorded before a stop or crash.
+    pub removed_deleted: usize,
+    /// Temporary and trash entries cleaned up (interrupted downloads and removals).
+    pub cleaned_temporary: usize,
+    /// Directories that are not valid chunks: never served; left for an operator to inspect.
+    pub problems: Vec<Error>,
+}
+
+/// Prepares the data directory: creates the layout, cleans temporary data, applies tombstones
+/// and finds the committed chunks.
+pub(crate) fn scan(layout: &Layout) -> Result<(Vec<Found>, StartupReport), Error> {
+    let data_dir_error = |path: &Path, action: &'static str| {
+        let path = path.to_path_buf();
+        move |source| Error::DataDir {
+            path,
+            action,
+            source,
+        }
+    };
+    for dir in [
+        layout.chunks_dir(),
+        layout.tmp_dir(),
+        layout.trash_dir(),
+        layout.tombstones_dir(),
+    ] {
+        fs::create_dir_all(&dir).map_err(data_dir_error(&dir, "create"))?;
+    }
+    let mut report = StartupReport::default();
+    for dir in [layout.tmp_dir(), layout.trash_dir()] {
+        for entry in fs::read_dir(&dir).map_err(data_dir_error(&dir, "list"))? {
+            let path = entry.map_err(data_dir_error(&dir, "list"))?.path();
+            let removed = if path.is_dir() {
+                fs::remove_dir_all(&path)
+            } else {
+                fs::remove_file(&path)
+            };
+            removed.map_err(data_dir_error(&path, "remove temporary data"))?;
+            report.cleaned_temporary += 1;
+        }
+    }
+    let tombstones_dir = layout.tombstones_dir();
+    let mut tombstones = HashSet::new();
+    for entry in fs::read_dir(&tombstones_dir).map_err(data_dir_error(&tombstones_dir, "list"))? {
+        let entry = entry.map_err(data_dir_error(&tombstones_dir, "list"))?;
+        match entry.file_name().to_str().map(id_from_hex) {
+            Some(Ok(id)) => {
+                tombstones.insert(id);
+            }
+            _ => report.problems.push(Error::Corrupt {
+                path: entry.path(),
+                reason: "not a tombstone (expected a 64-character hex chunk id)".to_string(),
+            }),
+        }
+    }
+
+    let mut found = Vec::new();
+    let mut seen = HashSet::new();
+    let chunks_dir = layout.chunks_dir();
+    for dataset_entry in fs::read_dir(&chunks_dir).map_err(data_dir_error(&chunks_dir, "list"))? {
+        let dataset_path = dataset_entry
+            .map_err(data_dir_error(&chunks_dir, "list"))?
+            .path();
+        let dataset_name = dataset_path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or_default();
+        if id_from_hex(dataset_name).is_err() || !dataset_path.is_dir() {
+            report.problems.push(Error::Corrupt {
+                path: dataset_path,
+                reason: "unknown entry: not a dataset directory".to_string(),
+            });
+            continue;
+        }
+        for chunk_entry in
+            fs::read_dir(&dataset_path).map_err(data_dir_error(&dataset_path, "list"))?
+        {
+            let path = chunk_entry
+                .map_err(data_dir_error(&dataset_path, "list"))?
+                .path();
+            match check_chunk_dir(layout, &path) {
+                Ok(manifest) => {
+                    let id = *manifest.chunk.id();
+                    if tombstones.contains(&id) {
+                        layout
+                            .remove_dir(&path)
+                            .map_err(data_dir_error(&path, "remove a deleted chunk"))?;
+                        report.removed_deleted += 1;
+                        continue;
+                    }
+                    if !seen.insert(id) {
+                        report.problems.push(Error::Corrupt {
+                            path,
+                            reason: "a second directory for the same chunk id".to_string(),
+                        });
+                        continue;
+                    }
+                    let size = manifest.size();
+                    report.adopted += 1;
+                    report.adopted_bytes += size;
+                    found.push(Found {
+                        chunk: Arc::new(manifest.chunk),
+                        path,
+                        size,
+                    });
+                }
+                Err(reason) => report.problems.push(Error::Corrupt { path, reason }),
+            }
+        }
+    }
+    for id in tombstones {
+        layout
+            .remove_tombstone(&id)
+            .map_err(data_dir_error(&layout.tombstone(&id), "remove a tombstone"))?;
+    }
+    Ok((found, report))
+}
+
+/// Checks that a chunk directory is named after its manifest and holds every file at its size.
+/// Contents are not hashed here (that is `verify`), so startup stays fast.
+fn check_chunk_dir(layout: &Layout, path: &Path) -> Result<Manifest, String> {
+    if !path.is_dir() {
+        return Err("unknown entry: not a chunk directory".to_string());
+    }
+    let text = fs::read(path.join(MANIFEST))
+        .map_err(|error| format!("cannot read the manifest: {error}"))?;
+    let manifest: Manifest =
+        serde_json::from_slice(&text).map_err(|error| format!("unreadable manifest: {error}"))?;
+    if manifest.format != MANIFEST_FORMAT {
+        return Err(format!("unknown manifest format {}", manifest.format));
+    }
+    manifest
+        .chunk
+        .validate()
+        .map_err(|error| format!("invalid chunk description in the manifest: {error}"))?;
+    if layout.chunk_dir(&manifest.chunk) != path {
+        return Err("the directory's name does not match its manifest".to_string());
+    }
+    let names: Vec<&String> = manifest.chunk.files().keys().collect();
+    if names != manifest.files.keys().collect::<Vec<_>>() {
+        return Err("the manifest's files do not match the chunk's description".to_string());
+    }
+    for (name, file) in &manifest.files {
+        let actual = fs::metadata(path.join(name))
+            .map_err(|error| format!("file {name:?}: {error}"))?
+            .len();
+        if actual != file.size {
+            return Err(format!(
+                "file {name:?} has {actual} bytes, the manifest says {}",
+                file.size
+            ));
+        }
+    }
+    Ok(manifest)
+}
+
+/// Re-reads every file of a committed chunk and compares sizes and BLAKE3 hashes with its
+/// manifest.
+pub(crate) fn verify_chunk_dir(path: &Path) -> Result<(), String> {
+    let text = fs::read(path.join(MANIFEST))
+        .map_err(|error| format!("cannot read the manifest: {error}"))?;
+    let manifest: Manifest =
+        serde_json::from_slice(&text).map_err(|error| format!("unreadable manifest: {error}"))?;
+    for (name, file) in &manifest.files {
+        let mut hasher = blake3::Hasher::new();
+        let size = hasher
+            .update_reader(
+                File::open(path.join(name)).map_err(|error| format!("file {name:?}: {error}"))?,
+            )
+            .map_err(|error| format!("file {name:?}: {error}"))?
+            .count();
+        let hash = hasher.finalize().to_hex();
+        if size != file.size || hash.as_str() != file.blake3 {
+            return Err(format!("file {name:?} does not match its manifest"));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durable_rename_moves_across_directories() {
+        let dir = tempfile::tempdir().unwrap();
+        let layout = Layout::new(dir.path().to_path_buf(), true);
+        fs::create_dir_all(dir.path().join("a/x")).unwrap();
+        fs::create_dir_all(dir.path().join("b")).unwrap();
+        layout
+            .durable_rename(&dir.path().join("a/x"), &dir.path().join("b/y"))
+            .unwrap();
+        assert!(dir.path().join("b/y").is_dir());
+        assert!(!dir.path().join("a/x").exists());
+    }
+
+    #[test]
+    fn a_second_lock_on_the_same_directory_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = DirLock::acquire(dir.path()).unwrap();
+        let error = DirLock::acquire(dir.path()).unwrap_err();
+        assert!(matches!(error, Error::Locked { .. }), "{error}");
+        assert!(
+            error
+                .to_string()
+                .contains(&dir.path().display().to_string())
+        );
+        drop(first);
+        DirLock::acquire(dir.path()).unwrap();
+    }
+}

@@ -1,0 +1,273 @@
+//! The public error type.
+//!
+//! One `#[non_exhaustive]` enum whose variants are the cases a caller can act on. Every
+//! variant names what it is about: the chunk, the file, the URL or the path.
+
+use std::io;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::chunk::{ChunkId, InvalidChunk, ShortId};
+
+/// Everything that can go wrong in the chunk manager.
+///
+/// Failures of one chunk are reported in its [status](crate::ChunkStatus), as an
+/// [event](crate::Event) and in the log; they never affect other chunks. Errors that prevent
+/// the manager from running at all are returned by [`ChunkManager::open`](crate::ChunkManager::open).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The chunk description is invalid; nothing was downloaded.
+    #[error("chunk {}: {source}", ShortId(chunk))]
+    InvalidChunk {
+        /// The chunk.
+        chunk: ChunkId,
+        /// What is wrong with the description.
+        #[source]
+        source: InvalidChunk,
+    },
+
+    /// The id was sent again with a different description while the first one is still in use.
+    #[error(
+        "chunk {}: sent again with a different description; the first one stays in effect",
+        ShortId(chunk)
+    )]
+    Conflict {
+        /// The chunk.
+        chunk: ChunkId,
+    },
+
+    /// The data directory cannot be used.
+    #[error("data dir {}: cannot {action}: {source}", path.display())]
+    DataDir {
+        /// The path that failed.
+        path: PathBuf,
+        /// What was being done.
+        action: &'static str,
+        /// The underlying error.
+        #[source]
+        source: io::Error,
+    },
+
+    /// Another live chunk manager holds the data directory's lock.
+    #[error(
+        "data dir {} is in use by another chunk manager (lock {} is held{})",
+        path.display(),
+        lock.display(),
+        holder.as_deref().map(|h| format!(" by {h}")).unwrap_or_default()
+    )]
+    Locked {
+        /// The data directory.
+        path: PathBuf,
+        /// The lock file.
+        lock: PathBuf,
+        /// What the holder wrote into the lock file (its pid), if readable.
+        holder: Option<String>,
+    },
+
+    /// The origin answered with an HTTP status other than success.
+    #[error("chunk {} file {file:?}: {url} answered HTTP {status}", ShortId(chunk))]
+    HttpStatus {
+        /// The chunk.
+        chunk: ChunkId,
+        /// The file name.
+        file: String,
+        /// The URL requested.
+        url: String,
+        /// The status code.
+        status: u16,
+    },
+
+    /// A network failure: connection refused or reset, a broken body, a protocol error.
+    #[error("chunk {} file {file:?}: {url}: {message}", ShortId(chunk))]
+    Network {
+        /// The chunk.
+        chunk: ChunkId,
+        /// The file name.
+        file: String,
+        /// The URL requested.
+        url: String,
+        /// What happened, with the source chain flattened.
+        message: String,
+    },
+
+    /// The origin sent nothing for longer than the read timeout.
+    #[error(
+        "chunk {} file {file:?}: {url}: no data for {timeout:?}",
+        ShortId(chunk)
+    )]
+    Timeout {
+        /// The chunk.
+        chunk: ChunkId,
+        /// The file name.
+        file: String,
+        /// The URL requested.
+        url: String,
+        /// The idle time allowed.
+        timeout: Duration,
+    },
+
+    /// The body was shorter or longer than announced, or the file's size changed between
+    /// requests.
+    #[error(
+        "chunk {} file {file:?}: {url}: expected {expected} bytes, got {actual}",
+        ShortId(chunk)
+    )]
+    SizeMismatch {
+        /// The chunk.
+        chunk: ChunkId,
+        /// The file name.
+        file: String,
+        /// The URL requested.
+        url: String,
+        /// The size announced.
+        expected: u64,
+        /// The size received (so far, for a short body).
+        actual: u64,
+    },
+
+    /// The origin's answer cannot be used as a file: no size, a redirect, a bad range reply.
+    #[error("chunk {} file {file:?}: {url}: {reason}", ShortId(chunk))]
+    BadResponse {
+        /// The chunk.
+        chunk: ChunkId,
+        /// The file name.
+        file: String,
+        /// The URL requested.
+        url: String,
+        /// What is wrong.
+        reason: String,
+    },
+
+    /// A filesystem operation on a chunk's files failed (a full disk, permissions, ...).
+    #[error("chunk {}: cannot {action} {}: {source}", ShortId(chunk), path.display())]
+    Io {
+        /// The chunk.
+        chunk: ChunkId,
+        /// What was being done.
+        action: &'static str,
+        /// The path involved.
+        path: PathBuf,
+        /// The underlying error.
+        #[source]
+        source: io::Error,
+    },
+
+    /// The chunk is larger than the whole disk budget, so it can never be downloaded.
+    #[error(
+        "chunk {} needs {needed} bytes but the whole disk budget is {budget} bytes",
+        ShortId(chunk)
+    )]
+    TooLargeForBudget {
+        /// The chunk.
+        chunk: ChunkId,
+        /// The chunk's size.
+        needed: u64,
+        /// The configured budget.
+        budget: u64,
+    },
+
+    /// A chunk directory on disk does not match its manifest, or is not a chunk at all. It is
+    /// never served.
+    #[error("{}: {reason}", path.display())]
+    Corrupt {
+        /// The directory.
+        path: PathBuf,
+        /// What does not match.
+        reason: String,
+    },
+
+    /// The chunk is not wanted (it was deleted, or never requested).
+    #[error("chunk {} is not wanted", ShortId(chunk))]
+    NotWanted {
+        /// The chunk.
+        chunk: ChunkId,
+    },
+
+    /// The manager has shut down.
+    #[error("the chunk manager has shut down")]
+    Shutdown,
+
+    /// A bug: a job of the manager panicked. The chunk is reported failed instead of hanging.
+    #[error("chunk {}: internal error: {message}", ShortId(chunk))]
+    Internal {
+        /// The chunk.
+        chunk: ChunkId,
+        /// The panic's message.
+        message: String,
+    },
+
+    /// The manager's background thread could not be started.
+    #[error("cannot start the background thread: {source}")]
+    Runtime {
+        /// The underlying error.
+        #[source]
+        source: io::Error,
+    },
+}
+
+impl Error {
+    /// Whether trying again later may succeed: network faults, timeouts, short bodies, HTTP
+    /// 408, 429 and 5xx. Client errors (404, 403, ...) and bad input are permanent.
+    ///
+    /// ```
+    /// use chunk_manager::Error;
+    /// let not_found = Error::HttpStatus { chunk: [0; 32], file: "f".into(), url: "u".into(), status: 404 };
+    /// assert!(!not_found.is_retryable());
+    /// let unavailable = Error::HttpStatus { chunk: [0; 32], file: "f".into(), url: "u".into(), status: 503 };
+    /// assert!(unavailable.is_retryable());
+    /// ```
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            Error::HttpStatus { status, .. } => {
+                *status == 408 || *status == 429 || (500..600).contains(status)
+            }
+            Error::Network { .. } | Error::Timeout { .. } | Error::SizeMismatch { .. } => true,
+            _ => false,
+        }
+    }
+
+    /// The chunk the error is about, if it is about one.
+    pub fn chunk(&self) -> Option<&ChunkId> {
+        match self {
+            Error::InvalidChunk { chunk, .. }
+            | Error::Conflict { chunk }
+            | Error::HttpStatus { chunk, .. }
+            | Error::Network { chunk, .. }
+            | Error::Timeout { chunk, .. }
+            | Error::SizeMismatch { chunk, .. }
+            | Error::BadResponse { chunk, .. }
+            | Error::Io { chunk, .. }
+            | Error::TooLargeForBudget { chunk, .. }
+            | Error::NotWanted { chunk }
+            | Error::Internal { chunk, .. } => Some(chunk),
+            Error::DataDir { .. }
+            | Error::Locked { .. }
+            | Error::Corrupt { .. }
+            | Error::Shutdown
+            | Error::Runtime { .. } => None,
+        }
+    }
+
+    /// A short, stable name for the kind of error, for metrics labels and JSON.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Error::InvalidChunk { .. } => "invalid_chunk",
+            Error::Conflict { .. } => "conflict",
+            Error::DataDir { .. } => "data_dir",
+            Error::Locked { .. } => "locked",
+            Error::HttpStatus { .. } => "http_status",
+            Error::Network { .. } => "network",
+            Error::Timeout { .. } => "timeout",
+            Error::SizeMismatch { .. } => "size_mismatch",
+            Error::BadResponse { .. } => "bad_response",
+            Error::Io { .. } => "io",
+            Error::TooLargeForBudget { .. } => "too_large_for_budget",
+            Error::Corrupt { .. } => "corrupt",
+            Error::NotWanted { .. } => "not_wanted",
+            Error::Shutdown => "shutdown",
+            Error::Internal { .. } => "internal",
+            Error::Runtime { .. } => "runtime",
+        }
+    }
+}

@@ -1,0 +1,255 @@
+//! Events: what the manager did, one step at a time, for logs, progress displays and metrics.
+
+use std::fmt;
+use std::sync::Arc;
+
+use crate::chunk::{ChunkId, ShortId};
+use crate::error::Error;
+
+/// One step of the manager's work. Subscribe with
+/// [`ChunkManager::subscribe`](crate::ChunkManager::subscribe).
+///
+/// `Display` prints the line the original demo printed, emoji first.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub enum Event {
+    /// 📡 A chunk's download started.
+    DownloadStarted {
+        /// The chunk.
+        chunk: ChunkId,
+    },
+    /// 💾 One file of a chunk is downloaded and synced to disk.
+    FileDownloaded {
+        /// The chunk.
+        chunk: ChunkId,
+        /// The file name.
+        file: String,
+        /// The file's size.
+        bytes: u64,
+    },
+    /// A file's download failed and will be tried again.
+    Retrying {
+        /// The chunk.
+        chunk: ChunkId,
+        /// The file name.
+        file: String,
+        /// The attempt that failed (1 for the first).
+        attempt: u32,
+        /// Why it failed.
+        error: Arc<Error>,
+    },
+    /// ✅ A chunk is committed and visible.
+    ChunkReady {
+        /// The chunk.
+        chunk: ChunkId,
+        /// Its size on disk.
+        bytes: u64,
+    },
+    /// A chunk's download failed for good (until it is requested again).
+    DownloadFailed {
+        /// The chunk.
+        chunk: ChunkId,
+        /// Why.
+        error: Arc<Error>,
+        /// Attempts made for the failing file.
+        attempts: u32,
+    },
+    /// ❌ A chunk is deleted: its files are gone (or it never had any).
+    ChunkDeleted {
+        /// The chunk.
+        chunk: ChunkId,
+    },
+    /// 🚫 A download waits because the disk budget has no room for it.
+    BudgetExceeded {
+        /// The chunk.
+        chunk: ChunkId,
+        /// Bytes the chunk needs.
+        needed: u64,
+        /// Bytes free in the budget now.
+        available: u64,
+    },
+    /// ⌛️ A deleted chunk is hidden and its deletion recorded; its files stay until the last
+    /// ref is dropped.
+    WaitingForRefs {
+        /// The chunk.
+        chunk: ChunkId,
+    },
+    /// 📏 Disk usage changed.
+    StorageUsed {
+        /// Bytes of committed chunks.
+        used: u64,
+        /// Bytes reserved by downloads in flight.
+        reserved: u64,
+        /// The disk budget.
+        budget: u64,
+    },
+    /// A request was refused; the chunk's state is unchanged.
+    Rejected {
+        /// The chunk.
+        chunk: ChunkId,
+        /// Why.
+        error: Arc<Error>,
+    },
+    /// A filesystem operation on a chunk failed (removal, deletion record).
+    IoFailed {
+        /// The chunk.
+        chunk: ChunkId,
+        /// What failed.
+        error: Arc<Error>,
+    },
+    /// 🛑 The manager shut down.
+    Shutdown,
+}
+
+impl Event {
+    /// The chunk the event is about, if any.
+    pub fn chunk(&self) -> Option<&ChunkId> {
+        match self {
+            Event::DownloadStarted { chunk }
+            | Event::FileDownloaded { chunk, .. }
+            | Event::Retrying { chunk, .. }
+            | Event::ChunkReady { chunk, .. }
+            | Event::DownloadFailed { chunk, .. }
+            | Event::ChunkDeleted { chunk }
+            | Event::BudgetExceeded { chunk, .. }
+            | Event::WaitingForRefs { chunk }
+            | Event::Rejected { chunk, .. }
+            | Event::IoFailed { chunk, .. } => Some(chunk),
+            Event::StorageUsed { .. } | Event::Shutdown => None,
+        }
+    }
+}
+
+impl fmt::Display for Event {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Event::DownloadStarted { chunk } => write!(f, "📡 download started {}", ShortId(chunk)),
+            Event::FileDownloaded { chunk, file, bytes } => {
+                write!(
+                    f,
+                    "💾 file downloaded {} {file} ({})",
+                    ShortId(chunk),
+                    Bytes(*bytes)
+                )
+            }
+            Event::Retrying {
+                chunk,
+                file,
+                attempt,
+                error,
+            } => write!(
+                f,
+                "🔁 retrying {} {file} after attempt {attempt}: {error}",
+                ShortId(chunk)
+            ),
+            Event::ChunkReady { chunk, bytes } => {
+                write!(f, "✅ chunk ready {} ({})", ShortId(chunk), Bytes(*bytes))
+            }
+            Event::DownloadFailed {
+                chunk,
+                error,
+                attempts,
+            } => write!(
+                f,
+                "⚠️ download failed {} after {attempts} attempt(s): {error}",
+                ShortId(chunk)
+            ),
+            Event::ChunkDeleted { chunk } => write!(f, "❌ chunk deleted {}", ShortId(chunk)),
+            Event::BudgetExceeded {
+                chunk,
+                needed,
+                available,
+            } => write!(
+                f,
+                "🚫 storage budget exceeded: {} needs {}, {} free; waiting for deletions",
+                ShortId(chunk),
+                Bytes(*needed),
+                Bytes(*available)
+            ),
+            Event::WaitingForRefs { chunk } => {
+                write!(f, "⌛️ waiting for refs to drop {}", ShortId(chunk))
+            }
+            Event::StorageUsed {
+                used,
+                reserved,
+                budget,
+            } => write!(
+                f,
+                "📏 storage used {} + {} reserved of {}",
+                Bytes(*used),
+                Bytes(*reserved),
+                Bytes(*budget)
+            ),
+            Event::Rejected { chunk, error } => {
+                write!(f, "⛔ request rejected {}: {error}", ShortId(chunk))
+            }
+            Event::IoFailed { chunk, error } => {
+                write!(f, "⚠️ disk operation failed {}: {error}", ShortId(chunk))
+            }
+            Event::Shutdown => write!(f, "🛑 shutdown"),
+        }
+    }
+}
+
+/// A byte count printed with a binary unit, e.g. `1.5 MiB`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Bytes(pub u64);
+
+impl fmt::Display for Bytes {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        const UNITS: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
+        let mut value = self.0 as f64;
+        let mut unit = 0;
+        while value >= 1024.0 && unit + 1 < UNITS.len() {
+            value /= 1024.0;
+            unit += 1;
+        }
+        if unit == 0 {
+            write!(f, "{} B", self.0)
+        } else {
+            write!(f, "{value:.1} {}", UNITS[unit])
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bytes_use_binary_units() {
+        assert_eq!(Bytes(0).to_string(), "0 B");
+        assert_eq!(Bytes(1023).to_string(), "1023 B");
+        assert_eq!(Bytes(1536).to_string(), "1.5 KiB");
+        assert_eq!(Bytes(1 << 40).to_string(), "1.0 TiB");
+    }
+
+    #[test]
+    fn events_print_the_original_emoji() {
+        let id = [0xab; 32];
+        assert!(
+            Event::DownloadStarted { chunk: id }
+                .to_string()
+                .starts_with("📡")
+        );
+        assert!(
+            Event::ChunkReady {
+                chunk: id,
+                bytes: 1
+            }
+            .to_string()
+            .starts_with("✅")
+        );
+        assert!(
+            Event::ChunkDeleted { chunk: id }
+                .to_string()
+                .starts_with("❌")
+        );
+        assert!(
+            Event::WaitingForRefs { chunk: id }
+                .to_string()
+                .starts_with("⌛️")
+        );
+        assert!(Event::Shutdown.to_string().starts_with("🛑"));
+    }
+}

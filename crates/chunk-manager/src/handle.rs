@@ -1,0 +1,134 @@
+//! The ref (pin) type: what a query holds while it reads a chunk's files.
+//!
+//! A chunk that is on disk is a [`Resident`], shared through an `Arc`. While the chunk is
+//! wanted, the manager's table and its lookup snapshot hold strong references; a
+//! [`ChunkRef`] is one more. When the chunk is deleted, the manager keeps only a `Weak`, so the
+//! strong count falls to zero exactly when the last ref (or lookup snapshot) is dropped. That
+//! drop tells the reconciler, which then removes the files. No polling, no manual counter.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use tokio::sync::mpsc;
+
+use crate::chunk::{ChunkId, DataChunk, DatasetId};
+
+/// A message from a resident chunk to the reconciler: the last strong reference is gone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Released {
+    pub(crate) id: ChunkId,
+    pub(crate) generation: u64,
+}
+
+/// A committed chunk on disk. Owned through `Arc`; see the module docs.
+#[derive(Debug)]
+pub(crate) struct Resident {
+    pub(crate) chunk: Arc<DataChunk>,
+    pub(crate) path: PathBuf,
+    pub(crate) size: u64,
+    /// Tells a stale release (of a resident replaced after a revive) from the current one.
+    pub(crate) generation: u64,
+    /// Set under the table lock when the chunk is deleted, so lookups stop returning it at once,
+    /// before the lookup snapshot is rebuilt without it.
+    pub(crate) hidden: AtomicBool,
+    released: mpsc::UnboundedSender<Released>,
+}
+
+impl Resident {
+    pub(crate) fn new(
+        chunk: Arc<DataChunk>,
+        path: PathBuf,
+        size: u64,
+        generation: u64,
+        released: mpsc::UnboundedSender<Released>,
+    ) -> Self {
+        Self {
+            chunk,
+            path,
+            size,
+            generation,
+            hidden: AtomicBool::new(false),
+            released,
+        }
+    }
+
+    pub(crate) fn is_hidden(&self) -> bool {
+        self.hidden.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn set_hidden(&self, hidden: bool) {
+        self.hidden.store(hidden, Ordering::Release);
+    }
+}
+
+impl Drop for Resident {
+    fn drop(&mut self) {
+        let released = Released {
+            id: *self.chunk.id(),
+            generation: self.generation,
+        };
+        // A closed channel means the manager is gone; the next start removes the files of a
+        // chunk whose deletion was recorded.
+        if self.released.send(released).is_err() {
+            tracing::debug!(chunk = %crate::ShortId(&released.id), "chunk released after shutdown");
+        }
+    }
+}
+
+/// A pinned, fully downloaded chunk.
+///
+/// While any clone of a `ChunkRef` lives, the chunk's directory and files are neither removed,
+/// moved nor changed, even if the chunk is deleted meanwhile: the files go right after the last
+/// ref is dropped. A ref is cheap to clone, `Send + Sync + 'static`, and may outlive the
+/// manager.
+#[derive(Debug, Clone)]
+pub struct ChunkRef {
+    resident: Arc<Resident>,
+}
+
+impl ChunkRef {
+    pub(crate) fn new(resident: Arc<Resident>) -> Self {
+        Self { resident }
+    }
+
+    /// The chunk's directory, which holds one file per name in [`DataChunk::files`].
+    pub fn path(&self) -> &Path {
+        &self.resident.path
+    }
+
+    /// The chunk's description.
+    pub fn chunk(&self) -> &DataChunk {
+        &self.resident.chunk
+    }
+
+    /// The chunk's id.
+    pub fn id(&self) -> &ChunkId {
+        self.resident.chunk.id()
+    }
+
+    /// The chunk's dataset.
+    pub fn dataset_id(&self) -> &DatasetId {
+        self.resident.chunk.dataset_id()
+    }
+
+    /// The path of one of the chunk's files, or `None` if the chunk has no file of that name.
+    pub fn file_path(&self, name: &str) -> Option<PathBuf> {
+        self.resident
+            .chunk
+            .files()
+            .contains_key(name)
+            .then(|| self.resident.path.join(name))
+    }
+
+    /// The total size of the chunk's files in bytes.
+    pub fn size(&self) -> u64 {
+        self.resident.size
+    }
+}
+
+impl crate::DataChunkRef for ChunkRef {
+    fn path(&self) -> &Path {
+        ChunkRef::path(self)
+    }
+}

@@ -1,0 +1,232 @@
+//! The lookup index: an immutable snapshot of the visible chunks, published through `ArcSwap`
+//! so lookups take no lock and send no message.
+//!
+//! Per dataset, chunks are sorted by `(start, id)`. Ranges of one dataset may overlap, so the
+//! chunk with the greatest start at or below the block may end before it while an earlier,
+//! longer chunk still covers it; a max-segment tree over the range ends finds the rightmost
+//! covering chunk in O(log n). The common case, no overlap, is answered by the first probe.
+//!
+//! A chunk deleted after the snapshot was built is skipped through its `hidden` flag until the
+//! reconciler publishes the next snapshot.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use crate::chunk::{ChunkId, DatasetId};
+use crate::handle::Resident;
+use crate::table::IndexKey;
+
+/// The visible chunks of every dataset.
+#[derive(Debug, Default)]
+pub(crate) struct Index {
+    /// Sorted by dataset id.
+    datasets: Vec<DatasetIndex>,
+    len: usize,
+}
+
+#[derive(Debug)]
+struct DatasetIndex {
+    dataset: DatasetId,
+    starts: Vec<u64>,
+    ends: Vec<u64>,
+    residents: Vec<Arc<Resident>>,
+    /// `max_end[leaves + i] = ends[i]`; inner nodes hold the max of their children.
+    max_end: Vec<u64>,
+    leaves: usize,
+}
+
+impl Index {
+    /// Builds the snapshot from the reconciler's ordered map of visible chunks.
+    pub(crate) fn build(visible: &BTreeMap<IndexKey, Arc<Resident>>) -> Self {
+        let mut datasets: Vec<DatasetIndex> = Vec::new();
+        for ((dataset, start, _), resident) in visible {
+            if datasets.last().is_none_or(|last| last.dataset != *dataset) {
+                datasets.push(DatasetIndex {
+                    dataset: *dataset,
+                    starts: Vec::new(),
+                    ends: Vec::new(),
+                    residents: Vec::new(),
+                    max_end: Vec::new(),
+                    leaves: 0,
+                });
+            }
+            let Some(current) = datasets.last_mut() else {
+                unreachable!("a dataset was pushed above");
+            };
+            current.starts.push(*start);
+            current.ends.push(resident.chunk.block_range().end);
+            current.residents.push(resident.clone());
+        }
+        for dataset in &mut datasets {
+            dataset.build_tree();
+        }
+        Self {
+            datasets,
+            len: visible.len(),
+        }
+    }
+
+    /// A visible chunk of `dataset` whose range contains `block`: the one with the greatest
+    /// `(start, id)` among those that do, so the answer is the same each time.
+    pub(crate) fn find(&self, dataset: &DatasetId, block: u64) -> Option<&Arc<Resident>> {
+        let position = self
+            .datasets
+            .binary_search_by(|candidate| candidate.dataset.cmp(dataset))
+            .ok()?;
+        self.datasets[position].find(block)
+    }
+
+    /// Every visible chunk's id.
+    pub(crate) fn ids(&self) -> Vec<ChunkId> {
+        let mut ids = Vec::with_capacity(self.len);
+        for dataset in &self.datasets {
+            ids.extend(
+                dataset
+                    .residents
+                    .iter()
+                    .filter(|resident| !resident.is_hidden())
+                    .map(|resident| *resident.chunk.id()),
+            );
+        }
+        ids
+    }
+}
+
+impl DatasetIndex {
+    fn build_tree(&mut self) {
+        self.leaves = self.ends.len().next_power_of_two();
+        self.max_end = vec![0; 2 * self.leaves];
+        self.max_end[self.leaves..self.leaves + self.ends.len()].copy_from_slice(&self.ends);
+        for node in (1..self.leaves).rev() {
+            self.max_end[node] = self.max_end[2 * node].max(self.max_end[2 * node + 1]);
+        }
+    }
+
+    fn find(&self, block: u64) -> Option<&Arc<Resident>> {
+        // Chunks at positions below `limit` start at or before `block`.
+        let mut limit = self.starts.partition_point(|&start| start <= block);
+        while limit > 0 {
+            let last = limit - 1;
+            let position = if self.ends[last] > block {
+                last
+            } else {
+                self.rightmost_covering(1, 0, self.leaves, last, block)?
+            };
+            let resident = &self.residents[position];
+            if !resident.is_hidden() {
+                return Some(resident);
+            }
+            limit = position;
+        }
+        None
+    }
+
+    /// The greatest position `<= last` in the subtree `node` (covering `lo..hi`) whose end is
+    /// greater than `block`.
+    fn rightmost_covering(
+        &self,
+        node: usize,
+        lo: usize,
+        hi: usize,
+        last: usize,
+        block: u64,
+    ) -> Option<usize> {
+        if lo > last || self.max_end[node] <= block {
+            return None;
+        }
+        if hi - lo == 1 {
+            return Some(lo);
+        }
+        let mid = (lo + hi) / 2;
+        self.rightmost_covering(2 * node + 1, mid, hi, last, block)
+            .or_else(|| self.rightmost_covering(2 * node, lo, mid, last, block))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::DataChunk;
+    use proptest::prelude::*;
+    use std::path::PathBuf;
+
+    fn resident(id: u8, dataset: u8, range: std::ops::Range<u64>) -> Arc<Resident> {
+        let (sender, _) = tokio::sync::mpsc::unbounded_channel();
+        let chunk = DataChunk::new([id; 32], [dataset; 32], range, Default::default());
+        Arc::new(Resident::new(Arc::new(chunk), PathBuf::new(), 0, 0, sender))
+    }
+
+    fn index_of(residents: &[Arc<Resident>]) -> Index {
+        let map = residents
+            .iter()
+            .map(|r| (crate::table::index_key(&r.chunk), r.clone()))
+            .collect();
+        Index::build(&map)
+    }
+
+    #[test]
+    fn boundaries_are_half_open() {
+        let index = index_of(&[resident(1, 0, 100..200), resident(2, 0, 200..300)]);
+        let find = |block| index.find(&[0; 32], block).map(|r| r.chunk.id()[0]);
+        assert_eq!(find(99), None);
+        assert_eq!(find(100), Some(1));
+        assert_eq!(find(199), Some(1));
+        assert_eq!(find(200), Some(2));
+        assert_eq!(find(299), Some(2));
+        assert_eq!(find(300), None);
+        assert_eq!(index.find(&[9; 32], 150).map(|r| r.chunk.id()[0]), None);
+    }
+
+    #[test]
+    fn a_long_earlier_chunk_covers_past_short_later_ones() {
+        let index = index_of(&[
+            resident(1, 0, 0..1000),
+            resident(2, 0, 10..20),
+            resident(3, 0, 30..40),
+        ]);
+        assert_eq!(index.find(&[0; 32], 500).map(|r| r.chunk.id()[0]), Some(1));
+        assert_eq!(index.find(&[0; 32], 15).map(|r| r.chunk.id()[0]), Some(2));
+    }
+
+    #[test]
+    fn hidden_chunks_are_skipped() {
+        let long = resident(1, 0, 0..1000);
+        let short = resident(2, 0, 10..20);
+        let index = index_of(&[long.clone(), short.clone()]);
+        short.set_hidden(true);
+        assert_eq!(index.find(&[0; 32], 15).map(|r| r.chunk.id()[0]), Some(1));
+        long.set_hidden(true);
+        assert!(index.find(&[0; 32], 15).is_none());
+        assert!(index.ids().is_empty());
+    }
+
+    proptest! {
+        /// The index agrees with a linear scan that takes the greatest (start, id) covering chunk.
+        #[test]
+        fn agrees_with_a_linear_scan(
+            ranges in prop::collection::vec((0u8..3, 0u64..200, 1u64..60, any::<bool>()), 0..40),
+            blocks in prop::collection::vec(0u64..270, 1..40),
+        ) {
+            let residents: Vec<_> = ranges
+                .iter()
+                .enumerate()
+                .map(|(i, &(dataset, start, len, _))| resident(i as u8, dataset, start..start + len))
+                .collect();
+            let index = index_of(&residents);
+            for (resident, &(_, _, _, hidden)) in residents.iter().zip(&ranges) {
+                resident.set_hidden(hidden);
+            }
+            for dataset in 0u8..3 {
+                for &block in &blocks {
+                    let expected = residents
+                        .iter()
+                        .filter(|r| !r.is_hidden() && r.chunk.dataset_id()[0] == dataset && r.chunk.block_range().contains(&block))
+                        .max_by_key(|r| (r.chunk.block_range().start, *r.chunk.id()))
+                        .map(|r| *r.chunk.id());
+                    let found = index.find(&[dataset; 32], block).map(|r| *r.chunk.id());
+                    prop_assert_eq!(found, expected);
+                }
+            }
+        }
+    }
+}

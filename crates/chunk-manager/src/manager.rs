@@ -1,0 +1,419 @@
+//! [`ChunkManager`]: the public face of the library.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::thread::JoinHandle;
+
+use tokio::sync::{broadcast, mpsc, watch};
+
+use crate::chunk::{ChunkId, DataChunk, DatasetId};
+use crate::config::Config;
+use crate::disk::{self, DirLock, Layout, StartupReport};
+use crate::download;
+use crate::error::Error;
+use crate::event::Event;
+use crate::handle::ChunkRef;
+use crate::index::Index;
+use crate::reconciler::{self, Shared};
+use crate::status::{ChunkStatus, Totals};
+use crate::table::{IndexChange, Settled, Table, index_key};
+use crate::{DataManager, ShortId};
+
+/// The worker's data layer: keeps on local disk exactly the chunks it is told to keep.
+///
+/// Calls say what the caller wants for one chunk ([`download_chunk`](Self::download_chunk),
+/// [`delete_chunk`](Self::delete_chunk)); the last call for an id wins, and the manager
+/// converges to it in the background. Only fully downloaded, committed chunks are visible
+/// ([`find_chunk`](Self::find_chunk), [`list_chunks`](Self::list_chunks)), and a chunk held by
+/// a [`ChunkRef`] keeps its files until the ref is dropped.
+///
+/// Every call returns at once: none does IO or waits. The manager runs its work on its own
+/// background thread, so it is usable from plain threads and from inside any tokio runtime.
+///
+/// # Example
+///
+/// ```
+/// use chunk_manager::{ChunkManager, Config, DataChunk};
+///
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// # let origin = chunk_origin::Origin::start()?;
+/// # origin.insert("c1/blocks", chunk_origin::content(1, 1000));
+/// # let url = origin.url("c1/blocks");
+/// let dir = tempfile::tempdir()?;
+/// let manager = ChunkManager::open(Config::new(dir.path()))?;
+///
+/// let chunk = DataChunk::new([1; 32], [9; 32], 100..200, [("blocks".to_string(), url)].into());
+/// manager.download_chunk(chunk);
+/// let ready = manager.wait_ready_blocking([1; 32])?;
+/// assert_eq!(std::fs::metadata(ready.path().join("blocks"))?.len(), 1000);
+///
+/// let found = manager.find_chunk([9; 32], 150).expect("block 150 is in the chunk");
+/// assert_eq!(found.id(), &[1; 32]);
+/// assert!(manager.find_chunk([9; 32], 200).is_none(), "ranges are half-open");
+///
+/// manager.delete_chunk([1; 32]);
+/// assert!(manager.find_chunk([9; 32], 150).is_none(), "hidden at once");
+/// assert!(found.path().join("blocks").exists(), "kept while a ref lives");
+/// drop((found, ready));
+/// manager.wait_idle_blocking();
+/// manager.shutdown_blocking();
+/// # Ok(())
+/// # }
+/// ```
+pub struct ChunkManager {
+    shared: Arc<Shared>,
+    thread: Mutex<Option<JoinHandle<()>>>,
+    stopped: watch::Receiver<bool>,
+    report: StartupReport,
+}
+
+impl ChunkManager {
+    /// Opens (creating if needed) the data directory and starts the manager.
+    ///
+    /// Takes the directory's lock, removes temporary data left by a crash, removes chunks
+    /// whose deletion was recorded, and adopts every committed chunk as ready. Directories that
+    /// are not valid chunks are reported in [`startup_report`](Self::startup_report) and never
+    /// served.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Locked`] if a live manager holds the directory; [`Error::DataDir`] if it
+    /// cannot be created, read or written (or is a file); [`Error::Runtime`] if the background
+    /// thread cannot start.
+    pub fn open(config: Config) -> Result<Self, Error> {
+        let root = config.data_dir.clone();
+        std::fs::create_dir_all(&root).map_err(|source| Error::DataDir {
+            path: root.clone(),
+            action: "create the directory",
+            source,
+        })?;
+        let lock = DirLock::acquire(&root)?;
+        let layout = Layout::new(root, config.fsync);
+        let (found, report) = disk::scan(&layout)?;
+        for problem in &report.problems {
+            tracing::warn!(%problem, "not serving a directory that is not a valid chunk");
+        }
+
+        let (events, _) = broadcast::channel(config.event_capacity);
+        let (released_sender, released) = mpsc::unbounded_channel();
+        let mut table = Table::new(
+            config.disk_budget,
+            config.max_concurrent_downloads,
+            events.clone(),
+            released_sender,
+        );
+        for found in found {
+            table.adopt(found.chunk, found.path, found.size);
+        }
+        let mut visible = BTreeMap::new();
+        for change in table.take_index_changes().0 {
+            if let IndexChange::Show(resident) = change {
+                visible.insert(index_key(&resident.chunk), resident);
+            }
+        }
+        let index = Index::build(&visible);
+        let http = download::http_client(&config).map_err(|error| Error::Runtime {
+            source: std::io::Error::other(format!("cannot build the HTTP client: {error}")),
+        })?;
+        tracing::info!(
+            data_dir = %layout.root.display(),
+            chunks = report.adopted,
+            bytes = report.adopted_bytes,
+            cleaned = report.cleaned_temporary,
+            removed_deleted = report.removed_deleted,
+            problems = report.problems.len(),
+            "chunk manager opened"
+        );
+        let threads = config.worker_threads;
+        let shared = Arc::new(Shared::new(config, layout, http, table, index, events));
+
+        let (stopped_sender, stopped) = watch::channel(false);
+        let (started_sender, started) = std::sync::mpsc::channel();
+        let background = shared.clone();
+        let thread = std::thread::Builder::new()
+            .name("chunk-manager".to_string())
+            .spawn(move || {
+                let runtime = tokio::runtime::Builder::new_multi_thread()
+                    .worker_threads(threads)
+                    .thread_name("chunk-manager-worker")
+                    .enable_all()
+                    .build();
+                match runtime {
+                    Ok(runtime) => {
+                        let _opener_waits = started_sender.send(Ok(()));
+                        runtime.block_on(reconciler::run(background, released, visible));
+                        // Blocking work (file writers) ends before the lock is released.
+                        drop(runtime);
+                    }
+                    Err(error) => {
+                        let _opener_waits = started_sender.send(Err(error));
+                    }
+                }
+                drop(lock);
+                stopped_sender.send_replace(true);
+            })
+            .map_err(|source| Error::Runtime { source })?;
+        match started.recv() {
+            Ok(Ok(())) => {}
+            Ok(Err(source)) => {
+                let _stopped = thread.join();
+                return Err(Error::Runtime { source });
+            }
+            Err(_) => {
+                let _stopped = thread.join();
+                return Err(Error::Runtime {
+                    source: std::io::Error::other("the background thread exited at start"),
+                });
+            }
+        }
+        Ok(Self {
+            shared,
+            thread: Mutex::new(Some(thread)),
+            stopped,
+            report,
+        })
+    }
+
+    /// Asks for the chunk to be on disk. The last call for an id wins: a queued or running
+    /// download continues, a deleted chunk still held by refs is shown again without a
+    /// download, a failed one is tried again now.
+    ///
+    /// An invalid description, or an id sent again with a different description while the
+    /// first is in use, is refused: the error is in the chunk's [status](Self::status), an
+    /// [`Event::Rejected`] or [`Event::DownloadFailed`], and the log.
+    pub fn download_chunk(&self, chunk: DataChunk) {
+        let invalid = chunk.validate().err();
+        let refused = self
+            .shared
+            .table()
+            .request_download(Arc::new(chunk), invalid);
+        self.shared.changed();
+        if let Some(error) = refused {
+            tracing::warn!(%error, "download request refused");
+        }
+        if self.shared.shutdown.is_cancelled() {
+            tracing::warn!("download requested after shutdown; nothing will happen");
+        }
+    }
+
+    /// Asks for the chunk to be gone. A queued download is unqueued, a running one cancelled
+    /// (its partial files removed); a ready chunk is hidden at once and its files removed as
+    /// soon as no [`ChunkRef`] holds it.
+    pub fn delete_chunk(&self, chunk_id: ChunkId) {
+        self.shared.table().request_delete(chunk_id);
+        self.shared.changed();
+    }
+
+    /// The ids of every ready chunk.
+    pub fn list_chunks(&self) -> Vec<ChunkId> {
+        self.shared.index.load().ids()
+    }
+
+    /// A ready chunk of `dataset_id` whose range contains `block_number`, pinned.
+    ///
+    /// O(log n), lock-free. Where ranges overlap, the covering chunk with the greatest
+    /// `(start, id)` is returned, the same one each time.
+    pub fn find_chunk(&self, dataset_id: DatasetId, block_number: u64) -> Option<ChunkRef> {
+        self.shared
+            .index
+            .load()
+            .find(&dataset_id, block_number)
+            .map(|resident| ChunkRef::new(resident.clone()))
+    }
+
+    /// The ready chunk `chunk_id`, pinned.
+    pub fn get_chunk(&self, chunk_id: &ChunkId) -> Option<ChunkRef> {
+        self.shared.table().shown(chunk_id).map(ChunkRef::new)
+    }
+
+    /// Where one chunk stands, or `None` if the manager does not know it (never requested, or
+    /// deleted and gone).
+    pub fn status(&self, chunk_id: &ChunkId) -> Option<ChunkStatus> {
+        self.shared.table().status(chunk_id)
+    }
+
+    /// The status of every chunk the manager knows. O(n).
+    pub fn statuses(&self) -> Vec<ChunkStatus> {
+        self.shared.table().statuses()
+    }
+
+    /// Counts by state and bytes. O(n).
+    pub fn totals(&self) -> Totals {
+        self.shared.table().totals()
+    }
+
+    /// A stream of [`Event`]s from now on. A subscriber that falls more than
+    /// [`Config::event_capacity`] events behind misses the oldest ones (and is told so by
+    /// `RecvError::Lagged`).
+    pub fn subscribe(&self) -> broadcast::Receiver<Event> {
+        self.shared.subscribe()
+    }
+
+    /// What [`open`](Self::open) found in the data directory.
+    pub fn startup_report(&self) -> &StartupReport {
+        &self.report
+    }
+
+    /// The configuration the manager runs with.
+    pub fn config(&self) -> &Config {
+        &self.shared.config
+    }
+
+    /// Waits until the chunk is ready and visible to lookups, and returns it pinned.
+    ///
+    /// # Errors
+    ///
+    /// The chunk's error if its download failed, [`Error::NotWanted`] if it is not (or no
+    /// longer) requested, [`Error::Shutdown`] if the manager stops first.
+    pub async fn wait_ready(&self, chunk_id: ChunkId) -> Result<ChunkRef, Arc<Error>> {
+        let mut changes = self.shared.watch();
+        loop {
+            changes.borrow_and_update();
+            {
+                let table = self.shared.table();
+                match table.settled(&chunk_id) {
+                    Settled::Ready(resident) if self.shared.index_current(&table) => {
+                        return Ok(ChunkRef::new(resident));
+                    }
+                    Settled::Failed(error) => return Err(error),
+                    Settled::NotWanted => {
+                        return Err(Arc::new(Error::NotWanted { chunk: chunk_id }));
+                    }
+                    Settled::Ready(_) | Settled::Pending => {}
+                }
+            }
+            if changes.changed().await.is_err() {
+                return Err(Arc::new(Error::Shutdown));
+            }
+        }
+    }
+
+    /// [`wait_ready`](Self::wait_ready) for plain threads. Do not call it on an async task.
+    pub fn wait_ready_blocking(&self, chunk_id: ChunkId) -> Result<ChunkRef, Arc<Error>> {
+        futures::executor::block_on(self.wait_ready(chunk_id))
+    }
+
+    /// Waits until the manager is idle: no job runs, nothing can start until something
+    /// changes, and lookups see every change. Chunks waiting for refs to drop or for room in
+    /// the budget do not keep the manager busy.
+    pub async fn wait_idle(&self) {
+        let mut changes = self.shared.watch();
+        loop {
+            changes.borrow_and_update();
+            {
+                let table = self.shared.table();
+                if table.is_idle() && self.shared.index_current(&table) {
+                    return;
+                }
+            }
+            if self.shared.shutdown.is_cancelled() || changes.changed().await.is_err() {
+                return;
+            }
+        }
+    }
+
+    /// [`wait_idle`](Self::wait_idle) for plain threads. Do not call it on an async task.
+    pub fn wait_idle_blocking(&self) {
+        futures::executor::block_on(self.wait_idle());
+    }
+
+    /// Stops gracefully: running downloads are cancelled, jobs end, the lock is released.
+    /// Refs stay valid. Calling it again, or dropping the manager after it, is fine.
+    pub async fn shutdown(&self) {
+        self.shared.shutdown.cancel();
+        let mut stopped = self.stopped.clone();
+        let _background_thread_gone = stopped.wait_for(|stopped| *stopped).await;
+        self.join();
+    }
+
+    /// [`shutdown`](Self::shutdown) for plain threads.
+    pub fn shutdown_blocking(&self) {
+        self.shared.shutdown.cancel();
+        self.join();
+    }
+
+    fn join(&self) {
+        let thread = self
+            .thread
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        if let Some(thread) = thread
+            && thread.join().is_err()
+        {
+            tracing::error!("the chunk manager's background thread panicked");
+        }
+    }
+
+    /// Re-reads every ready chunk's files and checks sizes and hashes against the manifests.
+    /// Returns the chunks that do not match. Blocking and slow (it reads every byte): meant for
+    /// operators' checks, not for the query path.
+    pub fn verify(&self) -> Vec<(ChunkId, Error)> {
+        let ready = self.shared.index.load();
+        let mut bad = Vec::new();
+        for id in ready.ids() {
+            let Some(chunk) = self.get_chunk(&id) else {
+                continue;
+            };
+            if let Err(reason) = disk::verify_chunk_dir(chunk.path()) {
+                tracing::warn!(chunk = %ShortId(&id), %reason, "chunk does not match its manifest");
+                bad.push((
+                    id,
+                    Error::Corrupt {
+                        path: chunk.path().to_path_buf(),
+                        reason,
+                    },
+                ));
+            }
+        }
+        bad
+    }
+}
+
+impl Drop for ChunkManager {
+    fn drop(&mut self) {
+        self.shared.shutdown.cancel();
+        self.join();
+    }
+}
+
+impl std::fmt::Debug for ChunkManager {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ChunkManager")
+            .field("data_dir", &self.shared.config.data_dir)
+            .finish_non_exhaustive()
+    }
+}
+
+impl DataManager for ChunkManager {
+    /// Opens the manager with [`Config::new`].
+    ///
+    /// # Panics
+    ///
+    /// If [`ChunkManager::open`] fails (the directory is locked by a live manager, or cannot
+    /// be used), with the error's message. Use [`ChunkManager::open`] to handle the error.
+    fn new(data_dir: PathBuf) -> Self {
+        match ChunkManager::open(Config::new(data_dir)) {
+            Ok(manager) => manager,
+            Err(error) => panic!("cannot open the chunk manager: {error}"),
+        }
+    }
+
+    fn download_chunk(&self, chunk: DataChunk) {
+        ChunkManager::download_chunk(self, chunk);
+    }
+
+    fn list_chunks(&self) -> Vec<ChunkId> {
+        ChunkManager::list_chunks(self)
+    }
+
+    #[allow(refining_impl_trait)]
+    fn find_chunk(&self, dataset_id: [u8; 32], block_number: u64) -> Option<ChunkRef> {
+        ChunkManager::find_chunk(self, dataset_id, block_number)
+    }
+
+    fn delete_chunk(&self, chunk_id: [u8; 32]) {
+        ChunkManager::delete_chunk(self, chunk_id);
+    }
+}

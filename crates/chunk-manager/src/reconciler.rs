@@ -1,0 +1,395 @@
+//! The reconciler: the one task that turns the table's wishes into jobs and publishes the
+//! lookup index.
+//!
+//! # Overview
+//!
+//! [`Shared`] is what API calls, jobs and the reconciler share: the table behind a mutex, the
+//! published index, the event channel and the wake-ups. API calls change the table and wake
+//! the reconciler; they never wait for it. Each turn of [`run`] folds in finished jobs and
+//! released refs, asks the table for new work, rebuilds the index if the visible set changed,
+//! spawns the jobs, and tells waiters that something changed.
+//!
+//! # Concurrency
+//!
+//! The table lock is a `std::sync::Mutex` held for in-memory steps only; no IO and no await
+//! happens under it. The index is rebuilt outside the lock from the reconciler's own ordered
+//! map of visible chunks and swapped in atomically.
+//!
+//! # Cancellation
+//!
+//! Shutdown cancels the token: the loop stops starting work, cancels the downloads, waits for
+//! every job (tracked by a `TaskTracker`) and emits the shutdown event.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use arc_swap::ArcSwap;
+use tokio::sync::{Notify, Semaphore, broadcast, mpsc, watch};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::chunk::{ChunkId, ShortId};
+use crate::config::Config;
+use crate::disk::Layout;
+use crate::download::DownloadJob;
+use crate::error::Error;
+use crate::event::Event;
+use crate::handle::{Released, Resident};
+use crate::index::Index;
+use crate::table::{DownloadOutcome, IndexChange, IndexKey, Outcome, Reservation, Table, Work};
+
+/// State shared by the API, the reconciler and the jobs. Owned through `Arc`.
+pub(crate) struct Shared {
+    pub(crate) config: Config,
+    pub(crate) layout: Layout,
+    /// The one HTTP client: pooled connections for every file.
+    pub(crate) http: reqwest::Client,
+    table: Mutex<Table>,
+    /// The visible chunks, for lock-free lookups.
+    pub(crate) index: ArcSwap<Index>,
+    /// The table's index version the published index reflects.
+    published: AtomicU64,
+    /// Wakes the reconciler after an API call.
+    wake: Notify,
+    /// Bumped after every change, for waiters.
+    version: watch::Sender<u64>,
+    events: broadcast::Sender<Event>,
+    pub(crate) shutdown: CancellationToken,
+}
+
+impl Shared {
+    pub(crate) fn new(
+        config: Config,
+        layout: Layout,
+        http: reqwest::Client,
+        table: Table,
+        index: Index,
+        events: broadcast::Sender<Event>,
+    ) -> Self {
+        let published = table.index_version();
+        Self {
+            config,
+            layout,
+            http,
+            table: Mutex::new(table),
+            index: ArcSwap::from_pointee(index),
+            published: AtomicU64::new(published),
+            wake: Notify::new(),
+            version: watch::Sender::new(0),
+            events,
+            shutdown: CancellationToken::new(),
+        }
+    }
+
+    /// Locks the table. A panic under the lock cannot leave it half-changed in a way that
+    /// matters more than stopping would, so a poisoned lock is used as is.
+    pub(crate) fn table(&self) -> MutexGuard<'_, Table> {
+        self.table.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    pub(crate) fn emit(&self, event: Event) {
+        let _no_subscribers_is_fine = self.events.send(event);
+    }
+
+    pub(crate) fn subscribe(&self) -> broadcast::Receiver<Event> {
+        self.events.subscribe()
+    }
+
+    /// After an API call changed the table: wake the reconciler and the waiters.
+    pub(crate) fn changed(&self) {
+        self.wake.notify_one();
+        self.bump();
+    }
+
+    fn bump(&self) {
+        self.version
+            .send_modify(|version| *version = version.wrapping_add(1));
+    }
+
+    pub(crate) fn watch(&self) -> watch::Receiver<u64> {
+        self.version.subscribe()
+    }
+
+    /// Whether the published index includes every visibility change made so far.
+    pub(crate) fn index_current(&self, table: &Table) -> bool {
+        self.published.load(Ordering::Acquire) >= table.index_version()
+    }
+
+    pub(crate) fn try_reserve(&self, id: &ChunkId, size: u64) -> Reservation {
+        let reservation = self.table().try_reserve(id, size);
+        self.changed();
+        reservation
+    }
+}
+
+/// The reconciler loop. Runs until `shared.shutdown` is cancelled and every job has ended.
+pub(crate) async fn run(
+    shared: Arc<Shared>,
+    mut released: mpsc::UnboundedReceiver<Released>,
+    mut visible: BTreeMap<IndexKey, Arc<Resident>>,
+) {
+    let jobs = TaskTracker::new();
+    let (done, mut finished) = mpsc::unbounded_channel::<(ChunkId, Outcome)>();
+    let io_slots = Arc::new(Semaphore::new(shared.config.max_concurrent_io));
+    loop {
+        // Fold in what happened, then publish visibility changes before deciding work, so the
+        // old snapshot's references to deleted chunks are gone when the table checks for refs.
+        let changes = {
+            let mut table = shared.table();
+            fold(&mut table, &mut released, &mut finished);
+            table.take_index_changes()
+        };
+        publish(&shared, &mut visible, changes);
+        let (work, changes) = {
+            let mut table = shared.table();
+            fold(&mut table, &mut released, &mut finished);
+            let work = table.next_work();
+            (work, table.take_index_changes())
+        };
+        publish(&shared, &mut visible, changes);
+        for work in work {
+            spawn_job(&jobs, &shared, &done, &io_slots, work);
+        }
+        shared.bump();
+        tokio::select! {
+            biased;
+            () = shared.shutdown.cancelled() => break,
+            Some(release) = released.recv() => shared.table().released(release),
+            Some((id, outcome)) = finished.recv() => shared.table().job_finished(id, outcome),
+            () = shared.wake.notified() => {}
+        }
+    }
+
+    shared.table().begin_shutdown();
+    shared.bump();
+    jobs.close();
+    loop {
+        tokio::select! {
+            () = jobs.wait() => break,
+            Some((id, outcome)) = finished.recv() => shared.table().job_finished(id, outcome),
+        }
+    }
+    while let Ok((id, outcome)) = finished.try_recv() {
+        shared.table().job_finished(id, outcome);
+    }
+    tracing::info!("chunk manager stopped");
+    shared.emit(Event::Shutdown);
+    shared.bump();
+}
+
+/// Folds released refs and finished jobs into the table.
+fn fold(
+    table: &mut Table,
+    released: &mut mpsc::UnboundedReceiver<Released>,
+    finished: &mut mpsc::UnboundedReceiver<(ChunkId, Outcome)>,
+) {
+    while let Ok(release) = released.try_recv() {
+        table.released(release);
+    }
+    while let Ok((id, outcome)) = finished.try_recv() {
+        table.job_finished(id, outcome);
+    }
+}
+
+/// Applies visibility changes to the reconciler's ordered map and swaps in a new snapshot,
+/// then records the version it reflects. The old snapshot drops here (or when its last reader
+/// finishes), releasing the hidden chunks it held.
+fn publish(
+    shared: &Shared,
+    visible: &mut BTreeMap<IndexKey, Arc<Resident>>,
+    (changes, version): (Vec<IndexChange>, u64),
+) {
+    if !changes.is_empty() {
+        for change in changes {
+            match change {
+                IndexChange::Show(resident) => {
+                    visible.insert(crate::table::index_key(&resident.chunk), resident);
+                }
+                IndexChange::Hide(key) => {
+                    visible.remove(&key);
+                }
+            }
+        }
+        shared.index.store(Arc::new(Index::build(visible)));
+    }
+    shared.published.store(version, Ordering::Release);
+}
+
+/// Spawns one job; its outcome comes back on `done`, even if it panics.
+fn spawn_job(
+    jobs: &TaskTracker,
+    shared: &Arc<Shared>,
+    done: &mpsc::UnboundedSender<(ChunkId, Outcome)>,
+    io_slots: &Arc<Semaphore>,
+    work: Work,
+) {
+    let layout_job =
+        |chunk: ChunkId,
+         action: &'static str,
+         path: PathBuf,
+         operation: fn(&Layout, &ChunkId, &std::path::Path) -> std::io::Result<()>| {
+            let shared = shared.clone();
+            let io_slots = io_slots.clone();
+            async move {
+                let _slot = io_slots.acquire_owned().await;
+                let error_path = path.clone();
+                let result =
+                    tokio::task::spawn_blocking(move || operation(&shared.layout, &chunk, &path))
+                        .await
+                        .unwrap_or_else(|join_error| Err(std::io::Error::other(join_error)));
+                result.map_err(|source| Error::Io {
+                    chunk,
+                    action,
+                    path: error_path,
+                    source,
+                })
+            }
+        };
+    match work {
+        Work::Download {
+            chunk,
+            cancel,
+            progress,
+            reserved,
+        } => {
+            let id = *chunk.id();
+            let job = DownloadJob {
+                shared: shared.clone(),
+                chunk,
+                cancel,
+                progress,
+                reserved,
+                writers: TaskTracker::new(),
+            };
+            supervise(
+                jobs,
+                done,
+                id,
+                async move { Outcome::Download(job.run().await) },
+                |error| Outcome::Download(DownloadOutcome::Failed { error, attempts: 1 }),
+            );
+        }
+        Work::Remove {
+            chunk,
+            path,
+            tombstone,
+        } => {
+            let operation = if tombstone {
+                remove_with_tombstone
+            } else {
+                remove
+            };
+            let job = layout_job(chunk, "remove", path, operation);
+            supervise(
+                jobs,
+                done,
+                chunk,
+                async move { Outcome::Removed(job.await) },
+                |error| Outcome::Removed(Err(error)),
+            );
+        }
+        Work::WriteTombstone { chunk } => {
+            let job = layout_job(
+                chunk,
+                "record the deletion in",
+                shared.layout.tombstone(&chunk),
+                |layout, id, _| layout.write_tombstone(id),
+            );
+            supervise(
+                jobs,
+                done,
+                chunk,
+                async move { Outcome::TombstoneWritten(job.await) },
+                |error| Outcome::TombstoneWritten(Err(error)),
+            );
+        }
+        Work::RemoveTombstone { chunk } => {
+            let job = layout_job(
+                chunk,
+                "remove the deletion record",
+                shared.layout.tombstone(&chunk),
+                |layout, id, _| layout.remove_tombstone(id),
+            );
+            supervise(
+                jobs,
+                done,
+                chunk,
+                async move { Outcome::TombstoneRemoved(job.await) },
+                |error| Outcome::TombstoneRemoved(Err(error)),
+            );
+        }
+    }
+}
+
+fn remove(layout: &Layout, _: &ChunkId, path: &std::path::Path) -> std::io::Result<()> {
+    match layout.remove_dir(path) {
+        // Already gone (removed by hand): the goal is reached.
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        result => result,
+    }
+}
+
+fn remove_with_tombstone(
+    layout: &Layout,
+    id: &ChunkId,
+    path: &std::path::Path,
+) -> std::io::Result<()> {
+    remove(layout, id, path)?;
+    layout.remove_tombstone(id)
+}
+
+/// Runs a job in its own task so that a panic becomes a failed outcome, logs the outcome once,
+/// and sends it to the reconciler.
+fn supervise(
+    jobs: &TaskTracker,
+    done: &mpsc::UnboundedSender<(ChunkId, Outcome)>,
+    id: ChunkId,
+    job: impl Future<Output = Outcome> + Send + 'static,
+    on_panic: fn(Error) -> Outcome,
+) {
+    let inner = jobs.spawn(job);
+    let done = done.clone();
+    jobs.spawn(async move {
+        let outcome = match inner.await {
+            Ok(outcome) => outcome,
+            Err(join_error) => {
+                tracing::error!(chunk = %ShortId(&id), error = %join_error, "job panicked");
+                on_panic(Error::Internal {
+                    chunk: id,
+                    message: join_error.to_string(),
+                })
+            }
+        };
+        log_outcome(&id, &outcome);
+        // The reconciler outlives every job, so the channel is open.
+        let _reconciler_waits_for_jobs = done.send((id, outcome));
+    });
+}
+
+fn log_outcome(id: &ChunkId, outcome: &Outcome) {
+    let chunk = ShortId(id);
+    match outcome {
+        Outcome::Download(DownloadOutcome::Committed { path, size }) => {
+            tracing::info!(%chunk, path = %path.display(), bytes = size, "chunk committed");
+        }
+        Outcome::Download(DownloadOutcome::Cancelled) => {
+            tracing::info!(%chunk, "download cancelled")
+        }
+        Outcome::Download(DownloadOutcome::NeedsSpace { size }) => {
+            tracing::info!(%chunk, bytes = size, "download waits for room in the disk budget");
+        }
+        Outcome::Download(DownloadOutcome::Failed { error, attempts }) => {
+            tracing::warn!(%chunk, attempts, %error, "download failed");
+        }
+        Outcome::Removed(Ok(())) => tracing::info!(%chunk, "chunk removed"),
+        Outcome::TombstoneWritten(Ok(())) => tracing::debug!(%chunk, "deletion recorded"),
+        Outcome::TombstoneRemoved(Ok(())) => tracing::debug!(%chunk, "deletion record removed"),
+        Outcome::Removed(Err(error))
+        | Outcome::TombstoneWritten(Err(error))
+        | Outcome::TombstoneRemoved(Err(error)) => {
+            tracing::error!(%chunk, %error, "disk operation failed; retried when the chunk is requested again or at the next start");
+        }
+    }
+}

@@ -1,0 +1,99 @@
+//! What the manager reports about a chunk and about itself.
+
+use std::sync::Arc;
+
+use crate::chunk::DataChunk;
+use crate::error::Error;
+
+/// Where one chunk stands.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub enum ChunkState {
+    /// Waiting for a download slot.
+    Queued,
+    /// Waiting until deletions free enough of the disk budget.
+    WaitingForSpace {
+        /// Bytes the chunk needs.
+        needed: u64,
+        /// Bytes free in the budget now.
+        available: u64,
+    },
+    /// Downloading.
+    Downloading {
+        /// Bytes written so far.
+        bytes_done: u64,
+        /// The chunk's size, once the origin has told it.
+        bytes_total: Option<u64>,
+    },
+    /// Committed and visible.
+    Ready,
+    /// Deleted and hidden; the files are removed once no ref holds them.
+    Deleting {
+        /// Whether refs still hold the chunk.
+        pinned: bool,
+    },
+    /// The download failed; [`download_chunk`](crate::ChunkManager::download_chunk) tries
+    /// again.
+    Failed {
+        /// Why.
+        error: Arc<Error>,
+        /// Attempts made for the failing file.
+        attempts: u32,
+    },
+}
+
+impl ChunkState {
+    /// A short, stable name: `queued`, `waiting_for_space`, `downloading`, `ready`, `deleting`
+    /// or `failed`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            ChunkState::Queued => "queued",
+            ChunkState::WaitingForSpace { .. } => "waiting_for_space",
+            ChunkState::Downloading { .. } => "downloading",
+            ChunkState::Ready => "ready",
+            ChunkState::Deleting { .. } => "deleting",
+            ChunkState::Failed { .. } => "failed",
+        }
+    }
+}
+
+/// The status of one chunk the manager knows.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct ChunkStatus {
+    /// The chunk's description.
+    pub chunk: Arc<DataChunk>,
+    /// Where it stands.
+    pub state: ChunkState,
+    /// Whether the last request for it was a download (true) or a delete (false).
+    pub wanted: bool,
+    /// The last request for this id that was refused (a different description), if the chunk
+    /// has not been requested successfully since.
+    pub rejected: Option<Arc<Error>>,
+}
+
+/// Counts and bytes over all chunks.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Totals {
+    /// Chunks ready and visible.
+    pub ready: usize,
+    /// Chunks waiting for a download slot.
+    pub queued: usize,
+    /// Chunks waiting for room in the disk budget.
+    pub waiting_for_space: usize,
+    /// Chunks downloading.
+    pub downloading: usize,
+    /// Chunks whose download failed.
+    pub failed: usize,
+    /// Chunks deleted but still on disk (pinned by refs or being removed).
+    pub deleting: usize,
+    /// Of those, chunks held by refs.
+    pub pinned: usize,
+    /// Bytes of committed chunks on disk (visible or not yet removed).
+    pub bytes_committed: u64,
+    /// Bytes reserved by downloads in flight.
+    pub bytes_reserved: u64,
+    /// The disk budget.
+    pub disk_budget: u64,
+}
