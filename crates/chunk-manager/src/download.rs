@@ -80,7 +80,10 @@ struct FileContext<'a> {
 }
 
 impl FileContext<'_> {
-    fn network(&self, error: &reqwest::Error) -> Error {
+    fn network(&self, error: &reqwest::Error, timeout: Duration) -> Error {
+        if error.is_timeout() {
+            return self.timeout(timeout);
+        }
         let mut message = error.to_string();
         let mut source = std::error::Error::source(error);
         while let Some(cause) = source {
@@ -366,7 +369,7 @@ impl DownloadJob {
         let response = tokio::time::timeout(timeout, request)
             .await
             .map_err(|_| context.timeout(timeout))?
-            .map_err(|error| context.network(&error))?;
+            .map_err(|error| context.network(&error, timeout))?;
         let status = response.status();
         if status != StatusCode::OK {
             return Err(context.status(status, header(&response, LOCATION)));
@@ -454,7 +457,7 @@ impl DownloadJob {
         let mut response = tokio::time::timeout(timeout, request.send())
             .await
             .map_err(|_| context.timeout(timeout))?
-            .map_err(|error| context.network(&error))?;
+            .map_err(|error| context.network(&error, timeout))?;
         let status = response.status();
         let announced = match status {
             StatusCode::PARTIAL_CONTENT if offset > 0 => {
@@ -490,7 +493,7 @@ impl DownloadJob {
             let piece = tokio::time::timeout(timeout, response.chunk())
                 .await
                 .map_err(|_| context.timeout(timeout))?
-                .map_err(|error| context.network(&error))?;
+                .map_err(|error| context.network(&error, timeout))?;
             let Some(piece) = piece else { break };
             let received = writer.written - start + piece.len() as u64;
             if received > announced {
@@ -518,10 +521,7 @@ enum Prepared {
     Gone,
 }
 
-fn header<'a>(
-    response: &'a reqwest::Response,
-    name: reqwest::header::HeaderName,
-) -> Option<&'a str> {
+fn header(response: &reqwest::Response, name: reqwest::header::HeaderName) -> Option<&str> {
     response.headers().get(name)?.to_str().ok()
 }
 

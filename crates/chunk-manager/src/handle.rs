@@ -8,7 +8,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use tokio::sync::mpsc;
 
@@ -19,6 +19,44 @@ use crate::chunk::{ChunkId, DataChunk, DatasetId};
 pub(crate) struct Released {
     pub(crate) id: ChunkId,
     pub(crate) generation: u64,
+}
+
+/// Where residents report their release: a channel to the reconciler, plus a count of
+/// releases sent but not yet folded into the table, so that waiting for idleness also waits
+/// for a ref dropped a moment ago.
+#[derive(Debug, Clone)]
+pub(crate) struct Releases {
+    sender: mpsc::UnboundedSender<Released>,
+    in_flight: Arc<AtomicUsize>,
+}
+
+impl Releases {
+    pub(crate) fn channel() -> (Self, mpsc::UnboundedReceiver<Released>) {
+        let (sender, receiver) = mpsc::unbounded_channel();
+        let releases = Self {
+            sender,
+            in_flight: Arc::new(AtomicUsize::new(0)),
+        };
+        (releases, receiver)
+    }
+
+    fn send(&self, released: Released) -> bool {
+        self.in_flight.fetch_add(1, Ordering::AcqRel);
+        let sent = self.sender.send(released).is_ok();
+        if !sent {
+            self.in_flight.fetch_sub(1, Ordering::AcqRel);
+        }
+        sent
+    }
+
+    /// Called by the reconciler for each release it folded into the table (under its lock).
+    pub(crate) fn folded(&self) {
+        self.in_flight.fetch_sub(1, Ordering::AcqRel);
+    }
+
+    pub(crate) fn in_flight(&self) -> usize {
+        self.in_flight.load(Ordering::Acquire)
+    }
 }
 
 /// A committed chunk on disk. Owned through `Arc`; see the module docs.
@@ -32,7 +70,7 @@ pub(crate) struct Resident {
     /// Set under the table lock when the chunk is deleted, so lookups stop returning it at once,
     /// before the lookup snapshot is rebuilt without it.
     pub(crate) hidden: AtomicBool,
-    released: mpsc::UnboundedSender<Released>,
+    released: Releases,
 }
 
 impl Resident {
@@ -41,7 +79,7 @@ impl Resident {
         path: PathBuf,
         size: u64,
         generation: u64,
-        released: mpsc::UnboundedSender<Released>,
+        released: Releases,
     ) -> Self {
         Self {
             chunk,
@@ -70,7 +108,7 @@ impl Drop for Resident {
         };
         // A closed channel means the manager is gone; the next start removes the files of a
         // chunk whose deletion was recorded.
-        if self.released.send(released).is_err() {
+        if !self.released.send(released) {
             tracing::debug!(chunk = %crate::ShortId(&released.id), "chunk released after shutdown");
         }
     }

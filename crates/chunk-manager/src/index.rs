@@ -151,7 +151,7 @@ mod tests {
     use std::path::PathBuf;
 
     fn resident(id: u8, dataset: u8, range: std::ops::Range<u64>) -> Arc<Resident> {
-        let (sender, _) = tokio::sync::mpsc::unbounded_channel();
+        let (sender, _) = crate::handle::Releases::channel();
         let chunk = DataChunk::new([id; 32], [dataset; 32], range, Default::default());
         Arc::new(Resident::new(Arc::new(chunk), PathBuf::new(), 0, 0, sender))
     }

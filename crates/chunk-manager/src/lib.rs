@@ -92,3 +92,8 @@ pub trait DataChunkRef: Send + Sync + Clone {
     /// The chunk's directory, holding one file per name.
     fn path(&self) -> &Path;
 }
+
+/// The README's examples, run as doc tests so the front door stays true.
+#[doc = include_str!("../../../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
 
-use tokio::sync::{broadcast, mpsc, watch};
+use tokio::sync::{broadcast, watch};
 
 use crate::chunk::{ChunkId, DataChunk, DatasetId};
 use crate::config::Config;
@@ -13,7 +13,7 @@ use crate::disk::{self, DirLock, Layout, StartupReport};
 use crate::download;
 use crate::error::Error;
 use crate::event::Event;
-use crate::handle::ChunkRef;
+use crate::handle::{ChunkRef, Releases};
 use crate::index::Index;
 use crate::reconciler::{self, Shared};
 use crate::status::{ChunkStatus, Totals};
@@ -96,7 +96,7 @@ impl ChunkManager {
         }
 
         let (events, _) = broadcast::channel(config.event_capacity);
-        let (released_sender, released) = mpsc::unbounded_channel();
+        let (released_sender, released) = Releases::channel();
         let mut table = Table::new(
             config.disk_budget,
             config.max_concurrent_downloads,
@@ -203,6 +203,64 @@ impl ChunkManager {
     pub fn delete_chunk(&self, chunk_id: ChunkId) {
         self.shared.table().request_delete(chunk_id);
         self.shared.changed();
+    }
+
+    /// Replaces the whole desired set in one step, as a scheduler's assignment does: every
+    /// chunk not in `chunks` is deleted, every chunk in it is downloaded (or kept).
+    ///
+    /// Equivalent to calling [`delete_chunk`](Self::delete_chunk) and
+    /// [`download_chunk`](Self::download_chunk) for each id, but atomic: no lookup sees a
+    /// half-applied assignment. O(n) in the known chunks.
+    pub fn assign(&self, chunks: impl IntoIterator<Item = DataChunk>) {
+        let requests: Vec<_> = chunks
+            .into_iter()
+            .map(|chunk| {
+                let invalid = chunk.validate().err();
+                (Arc::new(chunk), invalid)
+            })
+            .collect();
+        let refused = self.shared.table().request_assignment(requests);
+        self.shared.changed();
+        for error in refused {
+            tracing::warn!(%error, "download request refused");
+        }
+    }
+
+    /// Removes the directories that [`open`](Self::open) reported as not valid chunks
+    /// ([`StartupReport::problems`]): they are never served, and only take space. Returns
+    /// what could not be removed.
+    pub fn remove_unusable(&self) -> Vec<Error> {
+        let mut failures = Vec::new();
+        for problem in &self.report.problems {
+            let Error::Corrupt { path, .. } = problem else {
+                continue;
+            };
+            // A chunk known again (re-requested after startup) owns its directory name: its
+            // download replaces the corrupt copy itself.
+            let named_id = path
+                .file_name()
+                .and_then(|name| name.to_str())
+                .and_then(|name| name.rsplit('-').next())
+                .and_then(|hex| crate::id_from_hex(hex).ok());
+            if named_id.is_some_and(|id| self.shared.table().status(&id).is_some()) {
+                continue;
+            }
+            let removed = if path.is_dir() {
+                self.shared.layout.remove_dir(path)
+            } else {
+                std::fs::remove_file(path)
+            };
+            match removed {
+                Ok(()) => tracing::info!(path = %path.display(), "removed an unusable directory"),
+                Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+                Err(source) => failures.push(Error::DataDir {
+                    path: path.clone(),
+                    action: "remove an unusable directory",
+                    source,
+                }),
+            }
+        }
+        failures
     }
 
     /// The ids of every ready chunk.

@@ -43,13 +43,13 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 
-use tokio::sync::{broadcast, mpsc};
+use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 
 use crate::chunk::{ChunkId, DataChunk, DatasetId, InvalidChunk};
 use crate::error::Error;
 use crate::event::Event;
-use crate::handle::{Released, Resident};
+use crate::handle::{Released, Releases, Resident};
 use crate::status::{ChunkState, ChunkStatus, Totals};
 
 /// Bytes done and total of one running download, written by the job, read by status calls.
@@ -257,7 +257,7 @@ pub(crate) struct Table {
     index_version: u64,
     shutting_down: bool,
     events: broadcast::Sender<Event>,
-    released: mpsc::UnboundedSender<Released>,
+    released: Releases,
 }
 
 impl Table {
@@ -265,7 +265,7 @@ impl Table {
         budget: u64,
         max_downloads: usize,
         events: broadcast::Sender<Event>,
-        released: mpsc::UnboundedSender<Released>,
+        released: Releases,
     ) -> Self {
         Self {
             entries: HashMap::new(),
@@ -408,6 +408,29 @@ impl Table {
         None
     }
 
+    /// Replaces the whole desired set: every wanted chunk not in `chunks` is deleted, every
+    /// chunk in it is requested, as one step under one lock. Returns the refused requests.
+    pub(crate) fn request_assignment(
+        &mut self,
+        chunks: Vec<(Arc<DataChunk>, Option<InvalidChunk>)>,
+    ) -> Vec<Arc<Error>> {
+        let assigned: std::collections::HashSet<ChunkId> =
+            chunks.iter().map(|(chunk, _)| *chunk.id()).collect();
+        let unassigned: Vec<ChunkId> = self
+            .entries
+            .iter()
+            .filter(|(id, entry)| entry.wanted && !assigned.contains(*id))
+            .map(|(id, _)| *id)
+            .collect();
+        for id in unassigned {
+            self.request_delete(id);
+        }
+        chunks
+            .into_iter()
+            .filter_map(|(chunk, invalid)| self.request_download(chunk, invalid))
+            .collect()
+    }
+
     /// A call to delete the chunk `id`.
     pub(crate) fn request_delete(&mut self, id: ChunkId) {
         let Some(entry) = self.entries.get_mut(&id) else {
@@ -441,6 +464,7 @@ impl Table {
 
     /// The last strong reference to a resident chunk is gone.
     pub(crate) fn released(&mut self, released: Released) {
+        self.released.folded();
         if self.entries.contains_key(&released.id) {
             self.dirty.push(released.id);
         }
@@ -853,6 +877,7 @@ impl Table {
     /// nothing is waiting to start.
     pub(crate) fn is_idle(&self) -> bool {
         self.jobs_running == 0
+            && self.released.in_flight() == 0
             && self.dirty.is_empty()
             && !self.admission_dirty
             && self.index_changes.is_empty()

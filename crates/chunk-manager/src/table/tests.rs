@@ -8,6 +8,8 @@ use std::sync::Arc;
 use proptest::prelude::*;
 use tokio::sync::{broadcast, mpsc};
 
+use crate::handle::Releases;
+
 use super::*;
 
 const SIZE: u64 = 10;
@@ -21,7 +23,7 @@ struct Harness {
 impl Harness {
     fn new(budget: u64, slots: usize) -> Self {
         let (events, receiver) = broadcast::channel(1024);
-        let (sender, released) = mpsc::unbounded_channel();
+        let (sender, released) = Releases::channel();
         Self {
             table: Table::new(budget, slots, events, sender),
             released,

@@ -1,0 +1,122 @@
+//! Test support: an origin serving generated chunks, configs with fast retries, and checks
+//! that a chunk on disk is byte-identical to what the origin serves.
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use bytes::Bytes;
+use chunk_manager::{ChunkId, ChunkRef, Config, DataChunk, Event};
+use chunk_origin::{Origin, content};
+
+/// An origin plus the bytes of every file it serves.
+pub struct Catalog {
+    pub origin: Origin,
+    files: Mutex<HashMap<String, Bytes>>,
+}
+
+impl Catalog {
+    pub fn new() -> Self {
+        init_tracing();
+        Self {
+            origin: Origin::start().expect("origin starts"),
+            files: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// A chunk of `dataset` covering `range`, with files of the given names and sizes, served
+    /// by the origin at `<id>/<name>`.
+    pub fn chunk(
+        &self,
+        id: u8,
+        dataset: u8,
+        range: std::ops::Range<u64>,
+        files: &[(&str, usize)],
+    ) -> DataChunk {
+        let mut urls = HashMap::new();
+        for &(name, size) in files {
+            let path = format!("{id}/{name}");
+            let body = content(u64::from(id) << 32 | size as u64, size);
+            self.origin.insert(&path, body.clone());
+            self.files.lock().unwrap().insert(path.clone(), body);
+            urls.insert(name.to_string(), self.origin.url(&path));
+        }
+        DataChunk::new([id; 32], [dataset; 32], range, urls)
+    }
+
+    /// A one-file chunk in dataset 0 covering `id*100 .. id*100+100`.
+    pub fn simple(&self, id: u8, size: usize) -> DataChunk {
+        let start = u64::from(id) * 100;
+        self.chunk(id, 0, start..start + 100, &[("data", size)])
+    }
+
+    /// Asserts the chunk's files on disk are exactly the origin's.
+    pub fn assert_intact(&self, chunk: &ChunkRef) {
+        assert_dir_matches(self, chunk.id(), chunk.path());
+    }
+
+    pub fn bytes(&self, path: &str) -> Bytes {
+        self.files.lock().unwrap()[path].clone()
+    }
+}
+
+pub fn assert_dir_matches(catalog: &Catalog, id: &ChunkId, dir: &Path) {
+    let files = catalog.files.lock().unwrap();
+    let prefix = format!("{}/", id[0]);
+    let mut count = 0;
+    for (path, body) in files.iter().filter(|(path, _)| path.starts_with(&prefix)) {
+        let name = &path[prefix.len()..];
+        let on_disk = std::fs::read(dir.join(name))
+            .unwrap_or_else(|e| panic!("{}: {e}", dir.join(name).display()));
+        assert!(
+            on_disk == body[..],
+            "{} differs from the origin's",
+            dir.join(name).display()
+        );
+        count += 1;
+    }
+    assert!(count > 0, "no files known for chunk {}", id[0]);
+}
+
+/// Production config with fast retries and short timeouts for tests.
+pub fn config(dir: &Path) -> Config {
+    Config::new(dir)
+        .with_retry_delays(Duration::from_millis(5), Duration::from_millis(40))
+        .with_read_timeout(Duration::from_secs(2))
+        .with_connect_timeout(Duration::from_secs(2))
+}
+
+pub fn init_tracing() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
+}
+
+/// Waits (on a plain thread) for the first event matching `predicate`.
+pub fn wait_event(
+    events: &mut tokio::sync::broadcast::Receiver<Event>,
+    predicate: impl Fn(&Event) -> bool,
+) -> Event {
+    loop {
+        match events.blocking_recv() {
+            Ok(event) if predicate(&event) => return event,
+            Ok(_) => {}
+            Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+            Err(error) => panic!("event stream ended: {error}"),
+        }
+    }
+}
+
+/// Entries left in the manager's temporary directory.
+pub fn temporary_entries(dir: &Path) -> Vec<String> {
+    std::fs::read_dir(dir.join("tmp"))
+        .map(|entries| {
+            entries
+                .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default()
+}
