@@ -75,7 +75,12 @@ fn empty_ranges_missing_files_and_bad_urls_are_refused() {
     manager.download_chunk(DataChunk::new([1; 32], [0; 32], 10..10, file("http://h/x")));
     #[allow(clippy::reversed_empty_ranges)] // the point of the test
     let reversed = 20..10;
-    manager.download_chunk(DataChunk::new([2; 32], [0; 32], reversed, file("http://h/x")));
+    manager.download_chunk(DataChunk::new(
+        [2; 32],
+        [0; 32],
+        reversed,
+        file("http://h/x"),
+    ));
     manager.download_chunk(DataChunk::new([3; 32], [0; 32], 0..10, HashMap::new()));
     manager.download_chunk(DataChunk::new([4; 32], [0; 32], 0..10, file("ftp://h/x")));
     manager.download_chunk(DataChunk::new([5; 32], [0; 32], 0..10, file("not a url")));
