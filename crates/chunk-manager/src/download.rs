@@ -505,6 +505,7 @@ impl DownloadJob {
                 .await
                 .map_err(|source| context.io("write", &writer.path, source))?;
             self.progress.add(length);
+            crate::meter::Meter::downloaded(length);
         }
         let received = writer.written - start;
         if received != announced {

@@ -5,6 +5,35 @@ use std::sync::Arc;
 
 use crate::chunk::{ChunkId, ShortId};
 use crate::error::Error;
+use crate::meter::Meter;
+
+/// Sends events to subscribers and records them as metrics. Cheap to clone; every clone
+/// feeds the same channel.
+#[derive(Debug, Clone)]
+pub(crate) struct Emitter {
+    sender: tokio::sync::broadcast::Sender<Event>,
+    meter: Arc<Meter>,
+}
+
+impl Emitter {
+    pub(crate) fn new(capacity: usize) -> Self {
+        let (sender, _) = tokio::sync::broadcast::channel(capacity.max(1));
+        Self {
+            sender,
+            meter: Arc::default(),
+        }
+    }
+
+    /// Records and sends an event; having no subscriber is fine.
+    pub(crate) fn emit(&self, event: Event) {
+        self.meter.record(&event);
+        let _no_subscribers_is_fine = self.sender.send(event);
+    }
+
+    pub(crate) fn subscribe(&self) -> tokio::sync::broadcast::Receiver<Event> {
+        self.sender.subscribe()
+    }
+}
 
 /// One step of the manager's work. Subscribe with
 /// [`ChunkManager::subscribe`](crate::ChunkManager::subscribe).

@@ -54,6 +54,7 @@ mod event;
 mod handle;
 mod index;
 mod manager;
+mod meter;
 mod reconciler;
 mod status;
 mod table;
@@ -70,6 +71,7 @@ pub use error::Error;
 pub use event::{Bytes, Event};
 pub use handle::ChunkRef;
 pub use manager::ChunkManager;
+pub use meter::names as metric_names;
 pub use status::{ChunkState, ChunkStatus, Totals};
 
 /// The original interface of the data manager. [`ChunkManager`] implements it.

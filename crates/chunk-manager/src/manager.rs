@@ -12,7 +12,7 @@ use crate::config::Config;
 use crate::disk::{self, DirLock, Layout, StartupReport};
 use crate::download;
 use crate::error::Error;
-use crate::event::Event;
+use crate::event::{Emitter, Event};
 use crate::handle::{ChunkRef, Releases};
 use crate::index::Index;
 use crate::reconciler::{self, Shared};
@@ -95,7 +95,7 @@ impl ChunkManager {
             tracing::warn!(%problem, "not serving a directory that is not a valid chunk");
         }
 
-        let (events, _) = broadcast::channel(config.event_capacity);
+        let events = Emitter::new(config.event_capacity);
         let (released_sender, released) = Releases::channel();
         let mut table = Table::new(
             config.disk_budget,

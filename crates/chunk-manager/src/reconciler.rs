@@ -35,7 +35,7 @@ use crate::config::Config;
 use crate::disk::Layout;
 use crate::download::DownloadJob;
 use crate::error::Error;
-use crate::event::Event;
+use crate::event::{Emitter, Event};
 use crate::handle::{Released, Resident};
 use crate::index::Index;
 use crate::table::{DownloadOutcome, IndexChange, IndexKey, Outcome, Reservation, Table, Work};
@@ -55,7 +55,7 @@ pub(crate) struct Shared {
     wake: Notify,
     /// Bumped after every change, for waiters.
     version: watch::Sender<u64>,
-    events: broadcast::Sender<Event>,
+    events: Emitter,
     pub(crate) shutdown: CancellationToken,
 }
 
@@ -66,7 +66,7 @@ impl Shared {
         http: reqwest::Client,
         table: Table,
         index: Index,
-        events: broadcast::Sender<Event>,
+        events: Emitter,
     ) -> Self {
         let published = table.index_version();
         Self {
@@ -90,7 +90,7 @@ impl Shared {
     }
 
     pub(crate) fn emit(&self, event: Event) {
-        let _no_subscribers_is_fine = self.events.send(event);
+        self.events.emit(event);
     }
 
     pub(crate) fn subscribe(&self) -> broadcast::Receiver<Event> {

@@ -43,12 +43,11 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 
-use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 
 use crate::chunk::{ChunkId, DataChunk, DatasetId, InvalidChunk};
 use crate::error::Error;
-use crate::event::Event;
+use crate::event::{Emitter, Event};
 use crate::handle::{Released, Releases, Resident};
 use crate::status::{ChunkState, ChunkStatus, Totals};
 
@@ -256,7 +255,7 @@ pub(crate) struct Table {
     /// Counts index changes; the reconciler publishes up to a version.
     index_version: u64,
     shutting_down: bool,
-    events: broadcast::Sender<Event>,
+    events: Emitter,
     released: Releases,
 }
 
@@ -264,7 +263,7 @@ impl Table {
     pub(crate) fn new(
         budget: u64,
         max_downloads: usize,
-        events: broadcast::Sender<Event>,
+        events: Emitter,
         released: Releases,
     ) -> Self {
         Self {
@@ -1001,9 +1000,8 @@ impl Table {
     }
 }
 
-/// Sends an event; having no subscriber is fine.
-fn emit(events: &broadcast::Sender<Event>, event: Event) {
-    let _no_subscribers_is_fine = events.send(event);
+fn emit(events: &Emitter, event: Event) {
+    events.emit(event);
 }
 
 #[cfg(test)]

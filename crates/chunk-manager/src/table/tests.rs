@@ -22,7 +22,8 @@ struct Harness {
 
 impl Harness {
     fn new(budget: u64, slots: usize) -> Self {
-        let (events, receiver) = broadcast::channel(1024);
+        let events = Emitter::new(1024);
+        let receiver = events.subscribe();
         let (sender, released) = Releases::channel();
         Self {
             table: Table::new(budget, slots, events, sender),
