@@ -49,7 +49,7 @@ const FILES: [(&str, usize); 3] = [
 const CHUNK_BYTES: u64 = 3 * 1024 * 1024;
 const BLOCKS_PER_CHUNK: u64 = 1000;
 
-pub fn run(args: &DemoArgs) -> anyhow::Result<()> {
+pub fn run(args: &DemoArgs) -> anyhow::Result<std::process::ExitCode> {
     let started = Instant::now();
     let origin = Origin::start().context("start the demo origin")?;
     let dataset = [0xd5; 32];
@@ -147,5 +147,5 @@ pub fn run(args: &DemoArgs) -> anyhow::Result<()> {
         started.elapsed().as_secs_f64(),
         origin.total_requests()
     );
-    Ok(())
+    Ok(std::process::ExitCode::SUCCESS)
 }

@@ -1,13 +1,24 @@
 //! `chunk-worker`: the chunk-manager worker binary. Wiring only; the logic lives in the
 //! `chunk-manager` library.
 
+mod api;
 mod demo;
+mod download;
+mod offline;
+mod serve;
+mod settings;
+mod telemetry;
+
+use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
 /// The chunk-manager worker: keeps a worker node's assigned chunks on local disk.
+///
+/// Every option can also be set by the environment variable shown, or in the TOML file given
+/// by --config; a flag wins over the variable, the variable over the file.
 #[derive(Debug, Parser)]
-#[command(version, about, long_about = None)]
+#[command(version, about, long_about)]
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
@@ -15,25 +26,66 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Runs the daemon: an HTTP API for the scheduler and operators, with metrics.
+    Serve(settings::ServeArgs),
+    /// Downloads the chunks listed in a JSON file into the data directory, with progress bars.
+    Download(download::DownloadArgs),
+    /// Lists the ready chunks of the data directory.
+    Ls(offline::LsArgs),
+    /// Shows one chunk's state and files.
+    Status(offline::StatusArgs),
+    /// Finds the ready chunk that holds a block.
+    Find(offline::FindArgs),
+    /// Deletes a chunk from the data directory.
+    Rm(offline::RmArgs),
+    /// Re-checks every ready chunk's files against its manifest.
+    Verify(offline::DirArgs),
+    /// Removes temporary data and unknown or corrupt directories.
+    Gc(offline::DirArgs),
     /// Runs a self-contained demo (the default): an in-process origin on 127.0.0.1 serves
     /// generated chunks while random downloads and deletes, with a few held refs, run against a
     /// small disk budget.
     Demo(demo::DemoArgs),
 }
 
-fn main() -> anyhow::Result<()> {
+fn main() -> ExitCode {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_log_filter(&cli))),
         )
         .with_writer(std::io::stderr)
         .init();
-    match cli
+    let result = match cli
         .command
         .unwrap_or(Command::Demo(demo::DemoArgs::default()))
     {
+        Command::Serve(args) => serve::run(&args),
+        Command::Download(args) => download::run(&args),
+        Command::Ls(args) => offline::ls(&args),
+        Command::Status(args) => offline::status(&args),
+        Command::Find(args) => offline::find(&args),
+        Command::Rm(args) => offline::rm(&args),
+        Command::Verify(args) => offline::verify(&args),
+        Command::Gc(args) => offline::gc(&args),
         Command::Demo(args) => demo::run(&args),
+    };
+    match result {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The daemon logs its work; `download` reports through its own progress display (a log
+/// line would cut through the bars); the other commands log warnings.
+fn default_log_filter(cli: &Cli) -> &'static str {
+    match cli.command {
+        Some(Command::Serve(_)) => "info",
+        Some(Command::Download(_)) => "error",
+        _ => "warn",
     }
 }

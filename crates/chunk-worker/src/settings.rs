@@ -1,0 +1,306 @@
+//! Settings shared by the daemon and the CLI: command-line flags, then environment variables,
+//! then an optional TOML file, then the defaults, in that order of precedence.
+//!
+//! Clap resolves flags and environment variables (each option names its variable); values it
+//! leaves unset are taken from the TOML file named by `--config`, and what is still unset gets
+//! the default documented in `--help`.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use chunk_manager::Config;
+use serde::Deserialize;
+
+/// Where the data lives when nothing says otherwise.
+pub const DEFAULT_DATA_DIR: &str = "chunk-data";
+/// Where the daemon listens when nothing says otherwise: loopback only.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:7070";
+/// The largest request body the daemon accepts by default (an assignment of 5,000 chunks of
+/// 10 files is about 8 MiB).
+pub const DEFAULT_MAX_BODY: u64 = 16 * 1024 * 1024;
+
+/// Options of the chunk manager, shared by every command that opens a data directory.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct ManagerArgs {
+    /// A TOML file with any of the settings below (same names, with `_` for `-`).
+    #[arg(long, env = "CHUNK_WORKER_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// The data directory: chunks, temporary downloads and the lock [default: chunk-data].
+    #[arg(long, env = "CHUNK_WORKER_DATA_DIR", value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// The disk budget: bytes, or a size such as 500GiB or 1TB [default: 1TiB].
+    #[arg(long, env = "CHUNK_WORKER_DISK_BUDGET", value_name = "SIZE", value_parser = parse_size)]
+    pub disk_budget: Option<u64>,
+    /// Chunks downloaded at once [default: 4].
+    #[arg(long, env = "CHUNK_WORKER_MAX_DOWNLOADS", value_name = "N")]
+    pub max_downloads: Option<usize>,
+    /// Files of one chunk downloaded at once [default: 4].
+    #[arg(long, env = "CHUNK_WORKER_MAX_FILES", value_name = "N")]
+    pub max_files: Option<usize>,
+    /// Retries of a failing file before its chunk fails [default: 5].
+    #[arg(long, env = "CHUNK_WORKER_RETRIES", value_name = "N")]
+    pub retries: Option<u32>,
+    /// How long a connection or a read may stall before the attempt fails, such as 30s
+    /// (not a deadline for the whole file) [default: 30s].
+    #[arg(long, env = "CHUNK_WORKER_READ_TIMEOUT", value_name = "DURATION", value_parser = parse_duration)]
+    pub read_timeout: Option<Duration>,
+    /// Whether to fsync files and directories at commit (turn off only for throwaway data)
+    /// [default: true].
+    #[arg(long, env = "CHUNK_WORKER_FSYNC", value_name = "BOOL")]
+    pub fsync: Option<bool>,
+}
+
+/// The daemon's own options.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct ServeArgs {
+    /// The manager's options.
+    #[command(flatten)]
+    pub manager: ManagerArgs,
+    /// The address to listen on [default: 127.0.0.1:7070].
+    #[arg(long, env = "CHUNK_WORKER_LISTEN", value_name = "ADDR")]
+    pub listen: Option<SocketAddr>,
+    /// A bearer token that every mutating request must carry; prefer the variable or the
+    /// file, since a flag shows in the process list [default: none, no auth].
+    #[arg(
+        long,
+        env = "CHUNK_WORKER_TOKEN",
+        value_name = "TOKEN",
+        hide_env_values = true
+    )]
+    pub token: Option<String>,
+    /// The largest request body accepted, in bytes or a size such as 16MiB [default: 16MiB].
+    #[arg(long, env = "CHUNK_WORKER_MAX_BODY", value_name = "SIZE", value_parser = parse_size)]
+    pub max_body: Option<u64>,
+}
+
+/// The TOML file's contents. Every field is optional; unknown fields are an error, so a typo
+/// does not silently fall back to a default.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileSettings {
+    data_dir: Option<PathBuf>,
+    disk_budget: Option<SizeSetting>,
+    max_downloads: Option<usize>,
+    max_files: Option<usize>,
+    retries: Option<u32>,
+    read_timeout: Option<String>,
+    fsync: Option<bool>,
+    listen: Option<SocketAddr>,
+    token: Option<String>,
+    max_body: Option<SizeSetting>,
+}
+
+/// A size in a TOML file: a number of bytes or a string such as "500GiB".
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum SizeSetting {
+    Bytes(u64),
+    Text(String),
+}
+
+impl SizeSetting {
+    fn bytes(&self) -> anyhow::Result<u64> {
+        match self {
+            SizeSetting::Bytes(bytes) => Ok(*bytes),
+            SizeSetting::Text(text) => parse_size(text).map_err(anyhow::Error::msg),
+        }
+    }
+}
+
+impl FileSettings {
+    fn load(path: Option<&Path>) -> anyhow::Result<Self> {
+        let Some(path) = path else {
+            return Ok(Self::default());
+        };
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("read config file {}", path.display()))?;
+        toml::from_str(&text).with_context(|| format!("parse config file {}", path.display()))
+    }
+}
+
+/// Settings of the daemon, resolved.
+#[derive(Debug, Clone)]
+pub struct ServeSettings {
+    /// The manager's configuration.
+    pub config: Config,
+    /// Where to listen.
+    pub listen: SocketAddr,
+    /// The bearer token required on mutating requests, if any.
+    pub token: Option<String>,
+    /// The request body limit in bytes.
+    pub max_body: usize,
+}
+
+impl ManagerArgs {
+    /// Resolves the manager's configuration.
+    pub fn resolve(&self) -> anyhow::Result<Config> {
+        let file = FileSettings::load(self.config.as_deref())?;
+        self.merge(&file)
+    }
+
+    fn merge(&self, file: &FileSettings) -> anyhow::Result<Config> {
+        let data_dir = self
+            .data_dir
+            .clone()
+            .or_else(|| file.data_dir.clone())
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR));
+        let mut config = Config::new(data_dir);
+        if let Some(budget) = self.disk_budget {
+            config = config.with_disk_budget(budget);
+        } else if let Some(budget) = &file.disk_budget {
+            config = config.with_disk_budget(budget.bytes().context("disk_budget")?);
+        }
+        if let Some(n) = self.max_downloads.or(file.max_downloads) {
+            config = config.with_max_concurrent_downloads(positive(n, "max_downloads")?);
+        }
+        if let Some(n) = self.max_files.or(file.max_files) {
+            config = config.with_max_concurrent_files(positive(n, "max_files")?);
+        }
+        if let Some(retries) = self.retries.or(file.retries) {
+            config = config.with_retries(retries);
+        }
+        if let Some(timeout) = self.read_timeout {
+            config = config.with_read_timeout(timeout);
+        } else if let Some(text) = &file.read_timeout {
+            let timeout = parse_duration(text)
+                .map_err(anyhow::Error::msg)
+                .context("read_timeout")?;
+            config = config.with_read_timeout(timeout);
+        }
+        if let Some(fsync) = self.fsync.or(file.fsync) {
+            config = config.with_fsync(fsync);
+        }
+        Ok(config)
+    }
+}
+
+impl ServeArgs {
+    /// Resolves the daemon's settings.
+    pub fn resolve(&self) -> anyhow::Result<ServeSettings> {
+        let file = FileSettings::load(self.manager.config.as_deref())?;
+        let config = self.manager.merge(&file)?;
+        let listen = match self.listen.or(file.listen) {
+            Some(listen) => listen,
+            None => DEFAULT_LISTEN
+                .parse()
+                .context("the default listen address")?,
+        };
+        let token = self
+            .token
+            .clone()
+            .or_else(|| file.token.clone())
+            .filter(|token| !token.is_empty());
+        let max_body = match (self.max_body, &file.max_body) {
+            (Some(bytes), _) => bytes,
+            (None, Some(size)) => size.bytes().context("max_body")?,
+            (None, None) => DEFAULT_MAX_BODY,
+        };
+        Ok(ServeSettings {
+            config,
+            listen,
+            token,
+            max_body: usize::try_from(max_body).context("max_body does not fit in memory")?,
+        })
+    }
+}
+
+fn positive(n: usize, name: &str) -> anyhow::Result<usize> {
+    if n == 0 {
+        bail!("{name} must be at least 1");
+    }
+    Ok(n)
+}
+
+/// Parses a size: a number of bytes, or a number with a unit (B, KB, MB, GB, TB, KiB, MiB,
+/// GiB, TiB; case-insensitive, optional space).
+pub fn parse_size(text: &str) -> Result<u64, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let multiplier: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" => 1_000,
+        "m" | "mb" => 1_000_000,
+        "g" | "gb" => 1_000_000_000,
+        "t" | "tb" => 1_000_000_000_000,
+        "kib" => 1 << 10,
+        "mib" => 1 << 20,
+        "gib" => 1 << 30,
+        "tib" => 1 << 40,
+        other => return Err(format!("unknown size unit {other:?} in {text:?}")),
+    };
+    let value: f64 = number
+        .parse()
+        .map_err(|_| format!("not a size: {text:?} (try 500GiB or a number of bytes)"))?;
+    let bytes = value * multiplier as f64;
+    if !bytes.is_finite() || bytes < 0.0 || bytes > u64::MAX as f64 {
+        return Err(format!("size out of range: {text:?}"));
+    }
+    Ok(bytes as u64)
+}
+
+/// Parses a duration: a number with a unit (ms, s, m, h), or a number of seconds.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let seconds: f64 = number
+        .parse()
+        .map_err(|_| format!("not a duration: {text:?} (try 30s or 500ms)"))?;
+    let scale = match unit.trim() {
+        "" | "s" => 1.0,
+        "ms" => 0.001,
+        "m" | "min" => 60.0,
+        "h" => 3600.0,
+        other => return Err(format!("unknown duration unit {other:?} in {text:?}")),
+    };
+    Duration::try_from_secs_f64(seconds * scale).map_err(|error| format!("{text:?}: {error}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_and_durations_parse() {
+        assert_eq!(parse_size("1024"), Ok(1024));
+        assert_eq!(parse_size("1TiB"), Ok(1 << 40));
+        assert_eq!(parse_size("1.5 GiB"), Ok(3 << 29));
+        assert_eq!(parse_size("500GB"), Ok(500_000_000_000));
+        assert!(parse_size("12 parsecs").is_err());
+        assert!(parse_size("").is_err());
+        assert_eq!(parse_duration("30s"), Ok(Duration::from_secs(30)));
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration("2"), Ok(Duration::from_secs(2)));
+        assert!(parse_duration("soon").is_err());
+    }
+
+    #[test]
+    fn flags_win_over_the_file_and_the_file_over_defaults() {
+        let file: FileSettings = toml::from_str(
+            "data_dir = \"/from/file\"\ndisk_budget = \"2GiB\"\nmax_downloads = 9\nlisten = \"127.0.0.1:9999\"\n",
+        )
+        .unwrap();
+        let args = ManagerArgs {
+            disk_budget: Some(1000),
+            ..ManagerArgs::default()
+        };
+        let config = args.merge(&file).unwrap();
+        assert_eq!(config.data_dir, PathBuf::from("/from/file"));
+        assert_eq!(config.disk_budget, 1000);
+        assert_eq!(config.max_concurrent_downloads, 9);
+        assert_eq!(config.retries, Config::new("x").retries);
+    }
+
+    #[test]
+    fn unknown_file_settings_are_refused() {
+        let error = toml::from_str::<FileSettings>("disk_budgett = 5").unwrap_err();
+        assert!(error.to_string().contains("disk_budgett"), "{error}");
+    }
+}
