@@ -65,15 +65,16 @@ impl Gate {
         *reached
     }
 
-    /// Called by a response at the stall point.
-    pub(crate) fn arrive(&self) {
+    /// Marks the stall point as reached; called by whatever stalls (the origin's responses,
+    /// or a test's own proxy).
+    pub fn arrive(&self) {
         *lock(&self.inner.reached) = true;
         self.inner.reached_changed.notify_all();
         self.inner.reached_notify.notify_waiters();
     }
 
     /// Resolves when the gate opens.
-    pub(crate) async fn opened(&self) {
+    pub async fn opened(&self) {
         loop {
             let notified = self.inner.opened.notified();
             tokio::pin!(notified);

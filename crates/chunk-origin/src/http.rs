@@ -42,6 +42,7 @@ struct Request {
     method: String,
     path: String,
     range: Option<(u64, Option<u64>)>,
+    if_match: Option<String>,
     close: bool,
 }
 
@@ -105,6 +106,7 @@ async fn read_request(
         .trim_start_matches('/')
         .to_string();
     let mut range = None;
+    let mut if_match = None;
     let mut close = version == "HTTP/1.0";
     for line in lines {
         let Some((name, value)) = line.split_once(':') else {
@@ -113,6 +115,8 @@ async fn read_request(
         let value = value.trim();
         if name.eq_ignore_ascii_case("range") {
             range = parse_range(value);
+        } else if name.eq_ignore_ascii_case("if-match") {
+            if_match = Some(value.to_string());
         } else if name.eq_ignore_ascii_case("connection") {
             close = value.eq_ignore_ascii_case("close");
         }
@@ -121,6 +125,7 @@ async fn read_request(
         method: method.to_string(),
         path,
         range,
+        if_match,
         close,
     }))
 }
@@ -147,6 +152,7 @@ fn reason(status: u16) -> &'static str {
         403 => "Forbidden",
         404 => "Not Found",
         405 => "Method Not Allowed",
+        412 => "Precondition Failed",
         416 => "Range Not Satisfiable",
         429 => "Too Many Requests",
         500 => "Internal Server Error",
@@ -221,6 +227,15 @@ async fn respond(
         simple(stream, 404, "no such file", head_only, false).await?;
         return Ok(true);
     };
+    let tag = format!("\"{}\"", etag(&file));
+    if let Some(wanted) = &request.if_match
+        && wanted != "*"
+        && wanted != &tag
+    {
+        record(412);
+        simple(stream, 412, "the ETag does not match", head_only, false).await?;
+        return Ok(true);
+    }
     let total = file.len() as u64;
     let range = match (&fault, request.range) {
         (Some(Fault::IgnoreRange), _) | (_, None) => None,
@@ -228,6 +243,7 @@ async fn respond(
             Some((first, last.unwrap_or(u64::MAX).min(total.saturating_sub(1))))
         }
     };
+    let first = range.map_or(0, |(first, _)| first);
     let (status, body) = match range {
         Some((first, _)) if first >= total => {
             record(416);
@@ -243,10 +259,9 @@ async fn respond(
     };
     record(status);
     let mut head = format!(
-        "HTTP/1.1 {status} {}\r\nContent-Type: application/octet-stream\r\nContent-Length: {}\r\nAccept-Ranges: bytes\r\nETag: \"{}\"\r\n",
+        "HTTP/1.1 {status} {}\r\nContent-Type: application/octet-stream\r\nContent-Length: {}\r\nAccept-Ranges: bytes\r\nETag: {tag}\r\n",
         reason(status),
         body.len(),
-        etag(&file)
     );
     if let Some((first, last)) = range {
         head.push_str(&format!("Content-Range: bytes {first}-{last}/{total}\r\n"));
@@ -256,7 +271,7 @@ async fn respond(
     if head_only {
         return Ok(true);
     }
-    send_body(stream, state, body, fault).await
+    send_body(stream, state, body, first, fault).await
 }
 
 /// Writes the body, applying a body fault. `Ok(true)` if the connection stays usable.
@@ -264,10 +279,29 @@ async fn send_body(
     stream: &mut TcpStream,
     state: &State,
     body: Bytes,
+    first: u64,
     fault: Option<Fault>,
 ) -> std::io::Result<bool> {
     let len = body.len() as u64;
     match fault {
+        Some(Fault::Cut { after, gate }) => {
+            write(stream, state, body.slice(..after.min(len) as usize), PIECE).await?;
+            gate.arrive();
+            gate.opened().await;
+            stream.set_zero_linger()?;
+            Ok(false)
+        }
+        Some(Fault::Corrupt { at }) => {
+            let mut bytes = body.to_vec();
+            if let Some(byte) = at
+                .checked_sub(first)
+                .and_then(|offset| bytes.get_mut(usize::try_from(offset).ok()?))
+            {
+                *byte ^= 0xff;
+            }
+            write(stream, state, Bytes::from(bytes), PIECE).await?;
+            Ok(true)
+        }
         Some(Fault::Truncate { after }) => {
             write(stream, state, body.slice(..after.min(len) as usize), PIECE).await?;
             stream.shutdown().await?;

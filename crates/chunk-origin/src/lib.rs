@@ -72,6 +72,20 @@ pub enum Fault {
     },
     /// Ignore any `Range` header: answer 200 with the whole body.
     IgnoreRange,
+    /// Send the headers and `after` body bytes, then hold until `gate` opens, then reset the
+    /// connection: a cut the test can act during (say, replace the file).
+    Cut {
+        /// Body bytes sent before the cut.
+        after: u64,
+        /// The gate that releases the reset.
+        gate: Gate,
+    },
+    /// Send the body with the byte at offset `at` of the file flipped (corruption in
+    /// transit: the length and headers are right, the content is not).
+    Corrupt {
+        /// The file offset of the flipped byte.
+        at: u64,
+    },
 }
 
 /// One request the origin received.
