@@ -11,6 +11,8 @@ use std::ops::Range;
 
 use serde::{Deserialize, Serialize};
 
+use crate::integrity::FileCheck;
+
 /// The id of a dataset (for example one blockchain).
 pub type DatasetId = [u8; 32];
 
@@ -99,6 +101,9 @@ pub struct DataChunk {
     block_range: Range<u64>,
     /// File name to URL; ordered so manifests and comparisons are deterministic.
     files: BTreeMap<String, String>,
+    /// What is declared about some files (size, checksum), checked while downloading.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    checks: BTreeMap<String, FileCheck>,
 }
 
 impl DataChunk {
@@ -115,7 +120,20 @@ impl DataChunk {
             dataset_id,
             block_range,
             files: files.into_iter().collect(),
+            checks: BTreeMap::new(),
         }
+    }
+
+    /// Declares a file's size and checksum, checked while it downloads (see [`FileCheck`]).
+    /// A check for a name that is not one of the files makes the chunk invalid.
+    pub fn with_check(mut self, file: impl Into<String>, check: FileCheck) -> Self {
+        self.checks.insert(file.into(), check);
+        self
+    }
+
+    /// The declared checks, by file name.
+    pub fn checks(&self) -> &BTreeMap<String, FileCheck> {
+        &self.checks
     }
 
     /// The chunk's id.
@@ -139,8 +157,8 @@ impl DataChunk {
     }
 
     /// Checks everything that can be checked without the network: file names are single plain
-    /// path components, the range is not empty, there is at least one file, and every URL is a
-    /// well-formed `http` or `https` URL.
+    /// path components, the range is not empty, there is at least one file, every URL is a
+    /// well-formed `http`, `https`, `s3` or `file` URL, and every declared check names a file.
     pub fn validate(&self) -> Result<(), InvalidChunk> {
         if self.block_range.start >= self.block_range.end {
             return Err(InvalidChunk::EmptyRange {
@@ -155,6 +173,13 @@ impl DataChunk {
             validate_file_name(name)?;
             validate_url(name, url)?;
         }
+        if let Some(name) = self
+            .checks
+            .keys()
+            .find(|name| !self.files.contains_key(*name))
+        {
+            return Err(InvalidChunk::CheckWithoutFile { name: name.clone() });
+        }
         Ok(())
     }
 }
@@ -166,6 +191,7 @@ impl fmt::Debug for DataChunk {
             .field("dataset_id", &id_to_hex(&self.dataset_id))
             .field("block_range", &self.block_range)
             .field("files", &self.files)
+            .field("checks", &self.checks)
             .finish()
     }
 }
@@ -202,6 +228,12 @@ pub enum InvalidChunk {
         url: String,
         /// What is wrong with it.
         reason: String,
+    },
+    /// A declared check names no file of the chunk.
+    #[error("a check is declared for {name:?}, which is not one of the chunk's files")]
+    CheckWithoutFile {
+        /// The name the check gives.
+        name: String,
     },
 }
 
@@ -240,11 +272,29 @@ fn validate_url(file: &str, url: &str) -> Result<(), InvalidChunk> {
     };
     let parsed = reqwest::Url::parse(url).map_err(|error| invalid(error.to_string()))?;
     match parsed.scheme() {
-        "http" | "https" => {}
-        other => return Err(invalid(format!("unsupported scheme {other:?}"))),
-    }
-    if parsed.host_str().is_none_or(str::is_empty) {
-        return Err(invalid("no host".to_string()));
+        "http" | "https" => {
+            if parsed.host_str().is_none_or(str::is_empty) {
+                return Err(invalid("no host".to_string()));
+            }
+        }
+        "s3" => {
+            if parsed.host_str().is_none_or(str::is_empty) {
+                return Err(invalid("no bucket (expected s3://bucket/key)".to_string()));
+            }
+            if parsed.path().trim_start_matches('/').is_empty() {
+                return Err(invalid("no key (expected s3://bucket/key)".to_string()));
+            }
+        }
+        "file" => {
+            if parsed.to_file_path().is_err() {
+                return Err(invalid("not an absolute local path".to_string()));
+            }
+        }
+        other => {
+            return Err(invalid(format!(
+                "unsupported scheme {other:?} (use http, https, s3 or file)"
+            )));
+        }
     }
     Ok(())
 }
@@ -311,8 +361,10 @@ mod tests {
             "",
             "not a url",
             "ftp://h/x",
-            "file:///etc/passwd",
             "http://",
+            "s3://",
+            "s3://bucket-without-key",
+            "s3://bucket/",
         ] {
             let error = chunk_with("f", url).validate().unwrap_err();
             assert!(

@@ -55,6 +55,13 @@ pub struct Config {
     pub worker_threads: usize,
     /// How many events a slow subscriber may fall behind before it misses some. Default 4096.
     pub event_capacity: usize,
+    /// How `s3://bucket/key` URLs are reached: endpoint, region, credentials. Default: AWS,
+    /// with settings and credentials from the standard `AWS_*` environment variables.
+    pub s3: S3Config,
+    /// Whether `file:///path` URLs may be downloaded. Off by default: whoever can send a chunk
+    /// description could otherwise copy any file the process can read into the data
+    /// directory.
+    pub allow_file_urls: bool,
 }
 
 impl Config {
@@ -74,6 +81,8 @@ impl Config {
             max_concurrent_io: 16,
             worker_threads: 2,
             event_capacity: 4096,
+            s3: S3Config::default(),
+            allow_file_urls: false,
         }
     }
 
@@ -142,5 +151,112 @@ impl Config {
     pub fn with_event_capacity(mut self, events: usize) -> Self {
         self.event_capacity = events.max(16);
         self
+    }
+
+    /// Sets [`Config::s3`].
+    pub fn with_s3(mut self, s3: S3Config) -> Self {
+        self.s3 = s3;
+        self
+    }
+
+    /// Sets [`Config::allow_file_urls`].
+    pub fn with_file_urls(mut self, allow: bool) -> Self {
+        self.allow_file_urls = allow;
+        self
+    }
+}
+
+/// How `s3://bucket/key` URLs are reached. Unset fields fall back to the standard `AWS_*`
+/// environment variables (`AWS_ENDPOINT_URL`, `AWS_REGION`, `AWS_ACCESS_KEY_ID`,
+/// `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN`, ...), then to AWS's defaults.
+///
+/// ```
+/// use chunk_manager::{Config, S3Config};
+/// let config = Config::new("/var/lib/chunks").with_s3(
+///     S3Config::default()
+///         .with_endpoint("http://127.0.0.1:9000")
+///         .with_region("eu-central-1")
+///         .with_credentials("AKIDEXAMPLE", "hunter2")
+///         .with_path_style(true),
+/// );
+/// assert!(!format!("{config:?}").contains("hunter2"), "secrets are not printed");
+/// ```
+#[derive(Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct S3Config {
+    /// The endpoint, for S3-compatible stores (MinIO, Ceph, R2, ...). `http://` endpoints are
+    /// allowed. Default: AWS.
+    pub endpoint: Option<String>,
+    /// The region. Default `us-east-1`.
+    pub region: Option<String>,
+    /// The access key id.
+    pub access_key_id: Option<String>,
+    /// The secret access key. Never printed.
+    pub secret_access_key: Option<String>,
+    /// A session token, for temporary credentials. Never printed.
+    pub session_token: Option<String>,
+    /// Path-style requests (`endpoint/bucket/key`) instead of virtual-hosted ones
+    /// (`bucket.endpoint/key`); most S3-compatible stores need this. Default: virtual-hosted
+    /// for AWS, path-style when an endpoint is set.
+    pub path_style: Option<bool>,
+    /// Send unsigned requests, for public buckets. Default off.
+    pub anonymous: bool,
+}
+
+impl S3Config {
+    /// Sets [`S3Config::endpoint`].
+    pub fn with_endpoint(mut self, endpoint: impl Into<String>) -> Self {
+        self.endpoint = Some(endpoint.into());
+        self
+    }
+
+    /// Sets [`S3Config::region`].
+    pub fn with_region(mut self, region: impl Into<String>) -> Self {
+        self.region = Some(region.into());
+        self
+    }
+
+    /// Sets the access key id and secret access key.
+    pub fn with_credentials(
+        mut self,
+        access_key_id: impl Into<String>,
+        secret_access_key: impl Into<String>,
+    ) -> Self {
+        self.access_key_id = Some(access_key_id.into());
+        self.secret_access_key = Some(secret_access_key.into());
+        self
+    }
+
+    /// Sets [`S3Config::session_token`].
+    pub fn with_session_token(mut self, token: impl Into<String>) -> Self {
+        self.session_token = Some(token.into());
+        self
+    }
+
+    /// Sets [`S3Config::path_style`].
+    pub fn with_path_style(mut self, path_style: bool) -> Self {
+        self.path_style = Some(path_style);
+        self
+    }
+
+    /// Sets [`S3Config::anonymous`].
+    pub fn with_anonymous(mut self, anonymous: bool) -> Self {
+        self.anonymous = anonymous;
+        self
+    }
+}
+
+impl std::fmt::Debug for S3Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let redacted = |secret: &Option<String>| secret.as_ref().map(|_| "<redacted>");
+        f.debug_struct("S3Config")
+            .field("endpoint", &self.endpoint)
+            .field("region", &self.region)
+            .field("access_key_id", &self.access_key_id)
+            .field("secret_access_key", &redacted(&self.secret_access_key))
+            .field("session_token", &redacted(&self.session_token))
+            .field("path_style", &self.path_style)
+            .field("anonymous", &self.anonymous)
+            .finish()
     }
 }

@@ -188,6 +188,12 @@ pub(crate) struct Manifest {
 pub(crate) struct FileEntry {
     pub(crate) size: u64,
     pub(crate) blake3: String,
+    /// The declared checksum, as computed and matched during the download.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) checksum: Option<crate::Checksum>,
+    /// The source's ETag of the version downloaded, if it gave one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) etag: Option<String>,
 }
 
 impl Manifest {

@@ -29,35 +29,22 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
-use reqwest::StatusCode;
-use reqwest::header::{CONTENT_LENGTH, CONTENT_RANGE, LOCATION, RANGE};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::chunk::{ChunkId, DataChunk};
+use crate::chunk::DataChunk;
 use crate::config::Config;
 use crate::disk::{FileEntry, MANIFEST, Manifest};
 use crate::error::Error;
 use crate::event::Event;
+use crate::integrity::{Digests, FileCheck, Hashes};
 use crate::reconciler::Shared;
+use crate::source::{FileContext, Location, Probe};
 use crate::table::{DownloadOutcome, Progress, Reservation};
 
 /// Buffers in flight between the network and one file's writer.
 const WRITER_QUEUE: usize = 16;
-
-/// Builds the one HTTP client the manager uses for every file: pooled connections, no
-/// redirects, a connect timeout and no total deadline.
-pub(crate) fn http_client(config: &Config) -> Result<reqwest::Client, reqwest::Error> {
-    reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .connect_timeout(config.connect_timeout)
-        .read_timeout(config.read_timeout)
-        .tcp_nodelay(true)
-        .pool_max_idle_per_host(config.max_concurrent_downloads * config.max_concurrent_files)
-        .user_agent(concat!("chunk-manager/", env!("CARGO_PKG_VERSION")))
-        .build()
-}
 
 /// One download job. See the module docs.
 pub(crate) struct DownloadJob {
@@ -69,88 +56,6 @@ pub(crate) struct DownloadJob {
     /// The blocking writer threads of this job: awaited before its directory is removed, so
     /// no late write recreates a file in it.
     pub(crate) writers: TaskTracker,
-}
-
-/// Which file of which chunk, for error context.
-#[derive(Clone, Copy)]
-struct FileContext<'a> {
-    chunk: &'a ChunkId,
-    file: &'a str,
-    url: &'a str,
-}
-
-impl FileContext<'_> {
-    fn network(&self, error: &reqwest::Error, timeout: Duration) -> Error {
-        if error.is_timeout() {
-            return self.timeout(timeout);
-        }
-        let mut message = error.to_string();
-        let mut source = std::error::Error::source(error);
-        while let Some(cause) = source {
-            message.push_str(": ");
-            message.push_str(&cause.to_string());
-            source = cause.source();
-        }
-        Error::Network {
-            chunk: *self.chunk,
-            file: self.file.to_string(),
-            url: self.url.to_string(),
-            message,
-        }
-    }
-
-    fn timeout(&self, timeout: Duration) -> Error {
-        Error::Timeout {
-            chunk: *self.chunk,
-            file: self.file.to_string(),
-            url: self.url.to_string(),
-            timeout,
-        }
-    }
-
-    fn bad_response(&self, reason: String) -> Error {
-        Error::BadResponse {
-            chunk: *self.chunk,
-            file: self.file.to_string(),
-            url: self.url.to_string(),
-            reason,
-        }
-    }
-
-    fn status(&self, status: StatusCode, location: Option<&str>) -> Error {
-        if status.is_redirection() {
-            return self.bad_response(format!(
-                "HTTP {} redirect to {} not followed",
-                status.as_u16(),
-                location.unwrap_or("nowhere")
-            ));
-        }
-        Error::HttpStatus {
-            chunk: *self.chunk,
-            file: self.file.to_string(),
-            url: self.url.to_string(),
-            status: status.as_u16(),
-        }
-    }
-
-    fn size_mismatch(&self, expected: u64, actual: u64) -> Error {
-        Error::SizeMismatch {
-            chunk: *self.chunk,
-            file: self.file.to_string(),
-            url: self.url.to_string(),
-            expected,
-            actual,
-        }
-    }
-
-    fn io(&self, action: &'static str, path: &Path, source: std::io::Error) -> Error {
-        Error::Io {
-            chunk: *self.chunk,
-            action,
-            path: path.to_path_buf(),
-            source,
-        }
-    }
 }
 
 /// A failure together with the attempts it took.
@@ -215,8 +120,8 @@ impl DownloadJob {
             })
         })?;
 
-        let sizes = self.probe_sizes().await?;
-        let total: u64 = sizes.values().sum();
+        let mut probed = self.probe_files().await?;
+        let total: u64 = probed.values().map(|file| file.probe.size).sum();
         if self.reserved != Some(total) {
             let reservation = self.shared.try_reserve(id, total);
             match reservation {
@@ -237,9 +142,9 @@ impl DownloadJob {
         let fetches: Vec<_> = self
             .owned_files()
             .into_iter()
-            .map(|(name, url)| {
-                let size = sizes.get(&name).copied().unwrap_or(0);
-                self.fetch_named(name, url, size, download_dir)
+            .filter_map(|(name, url)| {
+                let file = probed.remove(&name)?;
+                Some(self.fetch_named(name, url, file, download_dir))
             })
             .collect();
         let entries: BTreeMap<String, FileEntry> = futures::stream::iter(fetches)
@@ -311,8 +216,8 @@ impl DownloadJob {
             .collect()
     }
 
-    /// Asks every file's size with `HEAD`, retrying like a download.
-    async fn probe_sizes(&self) -> Result<BTreeMap<String, u64>, Failure> {
+    /// Finds every file's source and asks its size and version, retrying like a download.
+    async fn probe_files(&self) -> Result<BTreeMap<String, Probed>, Failure> {
         let probes: Vec<_> = self
             .owned_files()
             .into_iter()
@@ -324,19 +229,47 @@ impl DownloadJob {
             .await
     }
 
-    async fn probe_named(&self, name: String, url: String) -> Result<(String, u64), Failure> {
+    async fn probe_named(&self, name: String, url: String) -> Result<(String, Probed), Failure> {
         let context = FileContext {
             chunk: self.chunk.id(),
             file: &name,
             url: &url,
         };
+        let location = self
+            .shared
+            .sources
+            .locate(context)
+            .map_err(|error| Failure { error, attempts: 1 })?;
+        let check = self.chunk.checks().get(&name).copied().unwrap_or_default();
         let mut attempts = 0;
-        loop {
+        let probe = loop {
             attempts += 1;
-            match self.probe_once(context).await {
-                Ok(size) => return Ok((name, size)),
+            match self.probe_once(context, &location, &check).await {
+                Ok(probe) => break probe,
                 Err(error) => tokio::time::sleep(self.retry_after(context, error, attempts)?).await,
             }
+        };
+        let probed = Probed {
+            location,
+            probe,
+            check,
+        };
+        Ok((name, probed))
+    }
+
+    /// One probe, with the declared size checked against the source's.
+    async fn probe_once(
+        &self,
+        context: FileContext<'_>,
+        location: &Location,
+        check: &FileCheck,
+    ) -> Result<Probe, Error> {
+        let probe = self.shared.sources.probe(context, location).await?;
+        match check.size {
+            Some(declared) if declared != probe.size => {
+                Err(context.size_mismatch(declared, probe.size))
+            }
+            _ => Ok(probe),
         }
     }
 
@@ -344,7 +277,7 @@ impl DownloadJob {
         &self,
         name: String,
         url: String,
-        size: u64,
+        file: Probed,
         download_dir: &Path,
     ) -> Result<(String, FileEntry), Failure> {
         let context = FileContext {
@@ -353,7 +286,7 @@ impl DownloadJob {
             url: &url,
         };
         let entry = self
-            .fetch_file(context, size, download_dir.join(&name))
+            .fetch_file(context, file, download_dir.join(&name))
             .await?;
         self.shared.emit(Event::FileDownloaded {
             chunk: *self.chunk.id(),
@@ -363,29 +296,12 @@ impl DownloadJob {
         Ok((name, entry))
     }
 
-    async fn probe_once(&self, context: FileContext<'_>) -> Result<u64, Error> {
-        let timeout = self.shared.config.read_timeout;
-        let request = self.shared.http.head(context.url).send();
-        let response = tokio::time::timeout(timeout, request)
-            .await
-            .map_err(|_| context.timeout(timeout))?
-            .map_err(|error| context.network(&error, timeout))?;
-        let status = response.status();
-        if status != StatusCode::OK {
-            return Err(context.status(status, header(&response, LOCATION)));
-        }
-        // Read the header itself: the body of a HEAD reply is empty whatever its length.
-        header(&response, CONTENT_LENGTH)
-            .and_then(|value| value.parse().ok())
-            .ok_or_else(|| {
-                context.bad_response(
-                    "the origin does not tell the file's size (no Content-Length)".into(),
-                )
-            })
-    }
-
     /// Decides whether a failed attempt is tried again: if so, reports it and returns how long
     /// to wait first (exponential backoff with jitter); if not, the failure to return.
+    #[allow(
+        clippy::result_large_err,
+        reason = "a failure ends the download; it is rare"
+    )]
     fn retry_after(
         &self,
         context: FileContext<'_>,
@@ -413,19 +329,85 @@ impl DownloadJob {
         Ok(backoff(config, attempts))
     }
 
-    /// Downloads one file to `path`, resuming after failures, and returns its size and hash.
+    /// Downloads one file to `path`, resuming after failures, checks it against what is
+    /// declared and stated about it, and returns its manifest entry.
     async fn fetch_file(
         &self,
         context: FileContext<'_>,
-        size: u64,
+        file: Probed,
         path: PathBuf,
     ) -> Result<FileEntry, Failure> {
-        let mut writer = Writer::spawn(&self.writers, path.clone(), self.shared.layout.fsync);
+        let Probed {
+            location,
+            mut probe,
+            check,
+        } = file;
+        let hashes = Hashes::new(check.checksum, probe.etag_is_md5);
+        let mut writer = Writer::spawn(
+            &self.writers,
+            path.clone(),
+            hashes,
+            self.shared.layout.fsync,
+        );
         let mut attempts = 0;
+        let failed = |error, attempts, writer: &Writer| {
+            self.progress.sub(writer.written);
+            Failure { error, attempts }
+        };
         loop {
             attempts += 1;
-            let Err(error) = self.fetch_once(context, size, &mut writer).await else {
-                break;
+            let error = match self
+                .fetch_once(context, &location, &probe, &mut writer)
+                .await
+            {
+                Ok(()) => {
+                    let digests = writer.complete().await.map_err(|source| Failure {
+                        error: context.io("write", &path, source),
+                        attempts,
+                    })?;
+                    match verify(context, &check, &probe, &digests) {
+                        Ok(checksum) => {
+                            writer.close().await;
+                            return Ok(FileEntry {
+                                size: probe.size,
+                                blake3: hex::encode(digests.blake3),
+                                checksum,
+                                etag: probe.etag.clone(),
+                            });
+                        }
+                        // Bad bytes: the next attempt starts from the first byte.
+                        Err(error) => {
+                            self.start_over(context, &mut writer)
+                                .await
+                                .map_err(|error| failed(error, attempts, &writer))?;
+                            error
+                        }
+                    }
+                }
+                Err(Error::SourceChanged { .. }) => {
+                    // The object was replaced: never stitch. Same size: start over on the new
+                    // version; otherwise the reserved space and any declared size are wrong.
+                    let fresh = self
+                        .probe_once(context, &location, &check)
+                        .await
+                        .map_err(|error| failed(error, attempts, &writer))?;
+                    if fresh.size != probe.size {
+                        let reason =
+                            format!("its size went from {} to {} bytes", probe.size, fresh.size);
+                        return Err(failed(context.changed(reason), attempts, &writer));
+                    }
+                    tracing::info!(
+                        chunk = %crate::ShortId(context.chunk),
+                        file = context.file,
+                        "source changed during the download; starting the file over"
+                    );
+                    probe = fresh;
+                    self.start_over(context, &mut writer)
+                        .await
+                        .map_err(|error| failed(error, attempts, &writer))?;
+                    continue;
+                }
+                Err(error) => error,
             };
             match self.retry_after(context, error, attempts) {
                 Ok(wait) => tokio::time::sleep(wait).await,
@@ -435,69 +417,45 @@ impl DownloadJob {
                 }
             }
         }
-        writer.finish().await.map_err(|source| Failure {
-            error: context.io("write", &path, source),
-            attempts,
-        })
     }
 
-    /// One request for the rest of a file: from `writer.written` to `size`.
+    /// Empties the file for a download from its first byte.
+    async fn start_over(&self, context: FileContext<'_>, writer: &mut Writer) -> Result<(), Error> {
+        self.progress.sub(writer.written);
+        writer
+            .restart()
+            .await
+            .map_err(|source| context.io("truncate", &writer.path, source))
+    }
+
+    /// One request for the rest of a file: from `writer.written` to the end.
     async fn fetch_once(
         &self,
         context: FileContext<'_>,
-        size: u64,
+        location: &Location,
+        probe: &Probe,
         writer: &mut Writer,
     ) -> Result<(), Error> {
         let timeout = self.shared.config.read_timeout;
-        let offset = writer.written;
-        let mut request = self.shared.http.get(context.url);
-        if offset > 0 {
-            request = request.header(RANGE, format!("bytes={offset}-"));
-        }
-        let mut response = tokio::time::timeout(timeout, request.send())
-            .await
-            .map_err(|_| context.timeout(timeout))?
-            .map_err(|error| context.network(&error, timeout))?;
-        let status = response.status();
-        let announced = match status {
-            StatusCode::PARTIAL_CONTENT if offset > 0 => {
-                let range = header(&response, CONTENT_RANGE).unwrap_or_default();
-                let expected = format!("bytes {offset}-{}/{size}", size.saturating_sub(1));
-                if range != expected {
-                    return Err(context.bad_response(format!(
-                        "asked for bytes {offset}- of {size}, got Content-Range {range:?}"
-                    )));
-                }
-                size - offset
-            }
-            StatusCode::OK => {
-                if offset > 0 {
-                    // The origin ignored the range: start the file over.
-                    self.progress.sub(offset);
-                    writer
-                        .restart()
-                        .await
-                        .map_err(|source| context.io("truncate", &writer.path, source))?;
-                }
-                size
-            }
-            other => return Err(context.status(other, header(&response, LOCATION))),
-        };
-        if let Some(length) = header(&response, CONTENT_LENGTH).and_then(|v| v.parse::<u64>().ok())
-            && length != announced
-        {
-            return Err(context.size_mismatch(announced, length));
+        let mut body = self
+            .shared
+            .sources
+            .open(context, location, probe, writer.written)
+            .await?;
+        if body.from_start && writer.written > 0 {
+            self.start_over(context, writer).await?;
         }
         let start = writer.written;
         loop {
-            let piece = tokio::time::timeout(timeout, response.chunk())
+            let piece = tokio::time::timeout(timeout, body.pieces.next())
                 .await
                 .map_err(|_| context.timeout(timeout))?
-                .map_err(|error| context.network(&error, timeout))?;
+                .transpose()
+                .map_err(|error| error.into_error(context, timeout))?;
             let Some(piece) = piece else { break };
             let received = writer.written - start + piece.len() as u64;
-            if received > announced {
-                return Err(context.size_mismatch(announced, received));
+            if received > body.length {
+                return Err(context.size_mismatch(body.length, received));
             }
             let length = piece.len() as u64;
             writer
@@ -508,11 +466,52 @@ impl DownloadJob {
             crate::meter::Meter::downloaded(length);
         }
         let received = writer.written - start;
-        if received != announced {
-            return Err(context.size_mismatch(size, offset + received));
+        if received != body.length {
+            return Err(context.size_mismatch(probe.size, start + received));
         }
         Ok(())
     }
+}
+
+/// A file's source, what its probe found, and what its chunk declares about it.
+struct Probed {
+    location: Location,
+    probe: Probe,
+    check: FileCheck,
+}
+
+/// Checks a complete file's digests against its declared checksum and its S3 ETag. Returns
+/// the declared checksum, verified, for the manifest.
+fn verify(
+    context: FileContext<'_>,
+    check: &FileCheck,
+    probe: &Probe,
+    digests: &Digests,
+) -> Result<Option<crate::Checksum>, Error> {
+    if let Some(declared) = &check.checksum {
+        let actual = digests.actual(declared);
+        if actual.as_ref() != Some(declared) {
+            return Err(context.checksum(
+                declared.algorithm(),
+                declared.hex(),
+                actual.map(|a| a.hex()).unwrap_or_default(),
+            ));
+        }
+    }
+    if probe.etag_is_md5
+        && let (Some(stated), Some(actual)) = (
+            probe.etag.as_deref().and_then(crate::integrity::etag_md5),
+            digests.md5,
+        )
+        && stated != actual
+    {
+        return Err(context.checksum(
+            crate::ChecksumAlgorithm::EtagMd5,
+            hex::encode(stated),
+            hex::encode(actual),
+        ));
+    }
+    Ok(check.checksum)
 }
 
 /// The result of the cancellable part of a download.
@@ -520,10 +519,6 @@ enum Prepared {
     Complete { size: u64 },
     NeedsSpace { size: u64 },
     Gone,
-}
-
-fn header(response: &reqwest::Response, name: reqwest::header::HeaderName) -> Option<&str> {
-    response.headers().get(name)?.to_str().ok()
 }
 
 /// The wait before retry `attempt` (1-based): exponential, capped, with jitter in its upper
@@ -549,7 +544,9 @@ async fn blocking<T: Send + 'static>(
 enum WriterMessage {
     Data(Bytes),
     Restart,
-    Finish,
+    /// Flush (and fsync) what is written and report the digests; the file stays open, so a
+    /// failed check can still start it over.
+    Complete(oneshot::Sender<std::io::Result<Digests>>),
 }
 
 /// Writes one file on a blocking thread, hashing as it goes. The bounded channel keeps at
@@ -558,44 +555,36 @@ struct Writer {
     path: PathBuf,
     written: u64,
     sender: mpsc::Sender<WriterMessage>,
-    task: Option<tokio::task::JoinHandle<std::io::Result<FileEntry>>>,
+    task: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
 }
 
 impl Writer {
-    fn spawn(tracker: &TaskTracker, path: PathBuf, fsync: bool) -> Self {
+    fn spawn(tracker: &TaskTracker, path: PathBuf, mut hashes: Hashes, fsync: bool) -> Self {
         let (sender, mut receiver) = mpsc::channel(WRITER_QUEUE);
         let file_path = path.clone();
         let task = tracker.spawn_blocking(move || {
             use std::io::{Seek, Write};
             let mut file = std::fs::File::create(&file_path)?;
-            let mut hasher = blake3::Hasher::new();
-            let mut size = 0u64;
+            // Ends when the job drops its sender: done, or abandoned (the directory is
+            // about to be removed, so no fsync).
             while let Some(message) = receiver.blocking_recv() {
                 match message {
                     WriterMessage::Data(bytes) => {
                         file.write_all(&bytes)?;
-                        hasher.update(&bytes);
-                        size += bytes.len() as u64;
+                        hashes.update(&bytes);
                     }
                     WriterMessage::Restart => {
                         file.set_len(0)?;
                         file.rewind()?;
-                        hasher.reset();
-                        size = 0;
+                        hashes.reset();
                     }
-                    WriterMessage::Finish => {
-                        if fsync {
-                            file.sync_all()?;
-                        }
-                        return Ok(FileEntry {
-                            size,
-                            blake3: hasher.finalize().to_hex().to_string(),
-                        });
+                    WriterMessage::Complete(reply) => {
+                        let result = if fsync { file.sync_all() } else { Ok(()) };
+                        let _job_gone_is_fine = reply.send(result.map(|()| hashes.digests()));
                     }
                 }
             }
-            // The download was abandoned: no fsync, the directory is about to be removed.
-            Err(std::io::Error::other("download abandoned"))
+            Ok(())
         });
         Self {
             path,
@@ -612,11 +601,11 @@ impl Writer {
         // The writer stopped early, which only an IO error does: return it.
         Err(match self.join().await {
             Err(error) => error,
-            Ok(_) => std::io::Error::other("the file writer stopped early"),
+            Ok(()) => std::io::Error::other("the file writer stopped early"),
         })
     }
 
-    async fn join(&mut self) -> std::io::Result<FileEntry> {
+    async fn join(&mut self) -> std::io::Result<()> {
         match self.task.take() {
             Some(task) => task
                 .await
@@ -638,9 +627,26 @@ impl Writer {
         Ok(())
     }
 
-    async fn finish(mut self) -> std::io::Result<FileEntry> {
-        self.send(WriterMessage::Finish).await?;
-        self.join().await
+    /// Flushes the file and returns the digests of everything written.
+    async fn complete(&mut self) -> std::io::Result<Digests> {
+        let (reply, digests) = oneshot::channel();
+        self.send(WriterMessage::Complete(reply)).await?;
+        match digests.await {
+            Ok(result) => result,
+            Err(_) => Err(match self.join().await {
+                Err(error) => error,
+                Ok(()) => std::io::Error::other("the file writer stopped early"),
+            }),
+        }
+    }
+
+    /// Closes the file and waits for the writer thread to end.
+    async fn close(mut self) {
+        let (sender, _) = mpsc::channel(1);
+        drop(std::mem::replace(&mut self.sender, sender));
+        if let Err(error) = self.join().await {
+            tracing::warn!(path = %self.path.display(), %error, "closing a downloaded file");
+        }
     }
 }
 

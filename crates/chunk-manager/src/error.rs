@@ -204,11 +204,80 @@ pub enum Error {
         #[source]
         source: io::Error,
     },
+
+    /// A file's content does not match the checksum the chunk description declares, or the
+    /// MD5 its S3 ETag states.
+    #[error(
+        "chunk {} file {file:?}: {url}: {algorithm} is {actual}, expected {expected}",
+        ShortId(chunk)
+    )]
+    ChecksumMismatch {
+        /// The chunk.
+        chunk: ChunkId,
+        /// The file name.
+        file: String,
+        /// The URL requested.
+        url: String,
+        /// The algorithm.
+        algorithm: crate::ChecksumAlgorithm,
+        /// The declared or stated value, hex.
+        expected: Box<str>,
+        /// The value of the bytes received, hex.
+        actual: Box<str>,
+    },
+
+    /// The object changed while it was being downloaded (its ETag or size differs), so the
+    /// parts already received are not stitched to the new version's.
+    #[error(
+        "chunk {} file {file:?}: {url} changed during the download: {reason}",
+        ShortId(chunk)
+    )]
+    SourceChanged {
+        /// The chunk.
+        chunk: ChunkId,
+        /// The file name.
+        file: String,
+        /// The URL requested.
+        url: String,
+        /// What changed.
+        reason: String,
+    },
+
+    /// The source refused the credentials, or they may not read the object.
+    #[error(
+        "chunk {} file {file:?}: {url}: access denied (check the credentials): {message}",
+        ShortId(chunk)
+    )]
+    AccessDenied {
+        /// The chunk.
+        chunk: ChunkId,
+        /// The file name.
+        file: String,
+        /// The URL requested.
+        url: String,
+        /// What the source said.
+        message: String,
+    },
+
+    /// The source of a URL cannot be set up (an object store's configuration is incomplete or
+    /// invalid).
+    #[error("chunk {} file {file:?}: cannot use {url}: {message}", ShortId(chunk))]
+    SourceConfig {
+        /// The chunk.
+        chunk: ChunkId,
+        /// The file name.
+        file: String,
+        /// The URL.
+        url: String,
+        /// What is wrong.
+        message: String,
+    },
 }
 
 impl Error {
-    /// Whether trying again later may succeed: network faults, timeouts, short bodies, HTTP
-    /// 408, 429 and 5xx. Client errors (404, 403, ...) and bad input are permanent.
+    /// Whether trying again later may succeed: network faults, timeouts, short bodies,
+    /// checksum mismatches (the file is downloaded again from its first byte), HTTP 408, 429
+    /// and 5xx. Client errors (404, 403, ...), refused credentials and bad input are permanent.
     ///
     /// ```
     /// use chunk_manager::Error;
@@ -222,7 +291,10 @@ impl Error {
             Error::HttpStatus { status, .. } => {
                 *status == 408 || *status == 429 || (500..600).contains(status)
             }
-            Error::Network { .. } | Error::Timeout { .. } | Error::SizeMismatch { .. } => true,
+            Error::Network { .. }
+            | Error::Timeout { .. }
+            | Error::SizeMismatch { .. }
+            | Error::ChecksumMismatch { .. } => true,
             _ => false,
         }
     }
@@ -240,7 +312,11 @@ impl Error {
             | Error::Io { chunk, .. }
             | Error::TooLargeForBudget { chunk, .. }
             | Error::NotWanted { chunk }
-            | Error::Internal { chunk, .. } => Some(chunk),
+            | Error::Internal { chunk, .. }
+            | Error::ChecksumMismatch { chunk, .. }
+            | Error::SourceChanged { chunk, .. }
+            | Error::AccessDenied { chunk, .. }
+            | Error::SourceConfig { chunk, .. } => Some(chunk),
             Error::DataDir { .. }
             | Error::Locked { .. }
             | Error::Corrupt { .. }
@@ -268,6 +344,10 @@ impl Error {
             Error::Shutdown => "shutdown",
             Error::Internal { .. } => "internal",
             Error::Runtime { .. } => "runtime",
+            Error::ChecksumMismatch { .. } => "checksum_mismatch",
+            Error::SourceChanged { .. } => "source_changed",
+            Error::AccessDenied { .. } => "access_denied",
+            Error::SourceConfig { .. } => "source_config",
         }
     }
 }

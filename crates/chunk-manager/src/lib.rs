@@ -53,9 +53,11 @@ mod error;
 mod event;
 mod handle;
 mod index;
+mod integrity;
 mod manager;
 mod meter;
 mod reconciler;
+mod source;
 mod status;
 mod table;
 
@@ -65,11 +67,12 @@ pub use chunk::{
     ChunkId, DataChunk, DatasetId, InvalidChunk, InvalidId, MAX_FILE_NAME_LEN, ShortId,
     id_from_hex, id_to_hex,
 };
-pub use config::{Config, TIB};
+pub use config::{Config, S3Config, TIB};
 pub use disk::StartupReport;
 pub use error::Error;
 pub use event::{Bytes, Event};
 pub use handle::ChunkRef;
+pub use integrity::{Checksum, ChecksumAlgorithm, FileCheck, InvalidChecksum};
 pub use manager::ChunkManager;
 pub use meter::names as metric_names;
 pub use status::{ChunkState, ChunkStatus, Totals};

@@ -10,12 +10,12 @@ use tokio::sync::{broadcast, watch};
 use crate::chunk::{ChunkId, DataChunk, DatasetId};
 use crate::config::Config;
 use crate::disk::{self, DirLock, Layout, StartupReport};
-use crate::download;
 use crate::error::Error;
 use crate::event::{Emitter, Event};
 use crate::handle::{ChunkRef, Releases};
 use crate::index::Index;
 use crate::reconciler::{self, Shared};
+use crate::source::Sources;
 use crate::status::{ChunkStatus, Totals};
 use crate::table::{IndexChange, Settled, Table, index_key};
 use crate::{DataManager, ShortId};
@@ -113,7 +113,7 @@ impl ChunkManager {
             }
         }
         let index = Index::build(&visible);
-        let http = download::http_client(&config).map_err(|error| Error::Runtime {
+        let sources = Sources::new(&config).map_err(|error| Error::Runtime {
             source: std::io::Error::other(format!("cannot build the HTTP client: {error}")),
         })?;
         tracing::info!(
@@ -126,7 +126,7 @@ impl ChunkManager {
             "chunk manager opened"
         );
         let threads = config.worker_threads;
-        let shared = Arc::new(Shared::new(config, layout, http, table, index, events));
+        let shared = Arc::new(Shared::new(config, layout, sources, table, index, events));
 
         let (stopped_sender, stopped) = watch::channel(false);
         let (started_sender, started) = std::sync::mpsc::channel();

@@ -44,8 +44,8 @@ use crate::table::{DownloadOutcome, IndexChange, IndexKey, Outcome, Reservation,
 pub(crate) struct Shared {
     pub(crate) config: Config,
     pub(crate) layout: Layout,
-    /// The one HTTP client: pooled connections for every file.
-    pub(crate) http: reqwest::Client,
+    /// Where files come from: one pooled HTTP client, one object store client per bucket.
+    pub(crate) sources: crate::source::Sources,
     table: Mutex<Table>,
     /// The visible chunks, for lock-free lookups.
     pub(crate) index: ArcSwap<Index>,
@@ -63,7 +63,7 @@ impl Shared {
     pub(crate) fn new(
         config: Config,
         layout: Layout,
-        http: reqwest::Client,
+        sources: crate::source::Sources,
         table: Table,
         index: Index,
         events: Emitter,
@@ -72,7 +72,7 @@ impl Shared {
         Self {
             config,
             layout,
-            http,
+            sources,
             table: Mutex::new(table),
             index: ArcSwap::from_pointee(index),
             published: AtomicU64::new(published),
