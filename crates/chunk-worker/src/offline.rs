@@ -980,12 +980,18 @@ fn table(views: &[ChunkView], with_state: bool, out: &mut String) {
     line(
         out,
         format_args!(
-            "{} chunks, {} datasets, {}",
+            "{} {}, {} {}, {}",
             views.len(),
+            plural(views.len(), "chunk", "chunks"),
             datasets.len(),
+            plural(datasets.len(), "dataset", "datasets"),
             Bytes(bytes)
         ),
     );
+}
+
+fn plural<'a>(n: usize, one: &'a str, many: &'a str) -> &'a str {
+    if n == 1 { one } else { many }
 }
 
 /// The table's short form of a hex id: the first 12 characters, as [`ShortId`] prints.

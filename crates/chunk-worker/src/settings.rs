@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use chunk_manager::Config;
+use chunk_manager::{Config, S3Config};
 use serde::Deserialize;
 
 /// Where the data lives when nothing says otherwise.
@@ -50,6 +50,36 @@ pub struct ManagerArgs {
     /// [default: true].
     #[arg(long, env = "CHUNK_WORKER_FSYNC", value_name = "BOOL")]
     pub fsync: Option<bool>,
+    /// The S3 endpoint for s3:// URLs, for S3-compatible stores such as MinIO [default:
+    /// AWS_ENDPOINT_URL, else AWS].
+    #[arg(long, env = "CHUNK_WORKER_S3_ENDPOINT", value_name = "URL")]
+    pub s3_endpoint: Option<String>,
+    /// The S3 region [default: AWS_REGION, else us-east-1].
+    #[arg(long, env = "CHUNK_WORKER_S3_REGION", value_name = "REGION")]
+    pub s3_region: Option<String>,
+    /// The S3 access key id [default: AWS_ACCESS_KEY_ID].
+    #[arg(long, env = "CHUNK_WORKER_S3_ACCESS_KEY_ID", value_name = "ID")]
+    pub s3_access_key_id: Option<String>,
+    /// The S3 secret access key; prefer the variable or the file, since a flag shows in the
+    /// process list [default: AWS_SECRET_ACCESS_KEY].
+    #[arg(
+        long,
+        env = "CHUNK_WORKER_S3_SECRET_ACCESS_KEY",
+        value_name = "SECRET",
+        hide_env_values = true
+    )]
+    pub s3_secret_access_key: Option<String>,
+    /// Path-style S3 requests (endpoint/bucket/key), which most S3-compatible stores need
+    /// [default: true with an endpoint, false for AWS].
+    #[arg(long, env = "CHUNK_WORKER_S3_PATH_STYLE", value_name = "BOOL")]
+    pub s3_path_style: Option<bool>,
+    /// Unsigned S3 requests, for public buckets [default: false].
+    #[arg(long, env = "CHUNK_WORKER_S3_ANONYMOUS", value_name = "BOOL")]
+    pub s3_anonymous: Option<bool>,
+    /// Allow file:///path URLs (anyone who can send a chunk description could then copy any
+    /// file this process can read into the data directory) [default: false].
+    #[arg(long, env = "CHUNK_WORKER_ALLOW_FILE_URLS", value_name = "BOOL")]
+    pub allow_file_urls: Option<bool>,
 }
 
 /// The daemon's own options.
@@ -87,6 +117,13 @@ struct FileSettings {
     retries: Option<u32>,
     read_timeout: Option<String>,
     fsync: Option<bool>,
+    s3_endpoint: Option<String>,
+    s3_region: Option<String>,
+    s3_access_key_id: Option<String>,
+    s3_secret_access_key: Option<String>,
+    s3_path_style: Option<bool>,
+    s3_anonymous: Option<bool>,
+    allow_file_urls: Option<bool>,
     listen: Option<SocketAddr>,
     token: Option<String>,
     max_body: Option<SizeSetting>,
@@ -171,6 +208,18 @@ impl ManagerArgs {
         }
         if let Some(fsync) = self.fsync.or(file.fsync) {
             config = config.with_fsync(fsync);
+        }
+        let pick = |flag: &Option<String>, file: &Option<String>| flag.clone().or(file.clone());
+        let mut s3 = S3Config::default();
+        s3.endpoint = pick(&self.s3_endpoint, &file.s3_endpoint);
+        s3.region = pick(&self.s3_region, &file.s3_region);
+        s3.access_key_id = pick(&self.s3_access_key_id, &file.s3_access_key_id);
+        s3.secret_access_key = pick(&self.s3_secret_access_key, &file.s3_secret_access_key);
+        s3.path_style = self.s3_path_style.or(file.s3_path_style);
+        s3.anonymous = self.s3_anonymous.or(file.s3_anonymous).unwrap_or(false);
+        config = config.with_s3(s3);
+        if let Some(allow) = self.allow_file_urls.or(file.allow_file_urls) {
+            config = config.with_file_urls(allow);
         }
         Ok(config)
     }
@@ -296,6 +345,24 @@ mod tests {
         assert_eq!(config.disk_budget, 1000);
         assert_eq!(config.max_concurrent_downloads, 9);
         assert_eq!(config.retries, Config::new("x").retries);
+    }
+
+    #[test]
+    fn s3_settings_merge_like_the_others() {
+        let file: FileSettings = toml::from_str(
+            "s3_endpoint = \"http://127.0.0.1:9000\"\ns3_region = \"eu-west-1\"\ns3_secret_access_key = \"from-file\"\nallow_file_urls = true\n",
+        )
+        .unwrap();
+        let args = ManagerArgs {
+            s3_region: Some("us-east-2".into()),
+            ..ManagerArgs::default()
+        };
+        let config = args.merge(&file).unwrap();
+        assert_eq!(config.s3.endpoint.as_deref(), Some("http://127.0.0.1:9000"));
+        assert_eq!(config.s3.region.as_deref(), Some("us-east-2"));
+        assert_eq!(config.s3.secret_access_key.as_deref(), Some("from-file"));
+        assert!(config.allow_file_urls);
+        assert!(!config.s3.anonymous);
     }
 
     #[test]
