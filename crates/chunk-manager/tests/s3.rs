@@ -341,11 +341,17 @@ fn md5_of(bytes: &[u8]) -> u128 {
     u128::from_be_bytes(md5::Md5::digest(bytes).into())
 }
 
-#[test]
-fn a_cut_connection_resumes_with_a_pinned_range_request() {
+/// A download of `key` (holding `body`) through a proxy that cuts it at 150,000 bytes: runs
+/// `meanwhile` with the connection held at the cut, then lets the cut happen.
+struct CutDownload {
+    proxy: Proxy,
+    dir: tempfile::TempDir,
+    manager: ChunkManager,
+}
+
+fn cut_download(key: &str, body: &Bytes, meanwhile: impl FnOnce()) -> CutDownload {
     let moto = shared_moto();
-    let body = content(3, 400_000);
-    put(&moto.store(), "cut/1/blocks", &body);
+    put(&moto.store(), key, body);
     let proxy = Proxy::start(moto.port);
     let gate = Gate::new();
     proxy.set(Mischief::Cut {
@@ -354,12 +360,24 @@ fn a_cut_connection_resumes_with_a_pinned_range_request() {
     });
     let dir = tempfile::tempdir().unwrap();
     let manager = ChunkManager::open(s3_config(dir.path(), proxy.endpoint())).unwrap();
-    manager.download_chunk(s3_chunk(1, &["cut/1/blocks"]));
+    manager.download_chunk(s3_chunk(1, &[key]));
     assert!(gate.wait_reached(Duration::from_secs(30)));
+    meanwhile();
     gate.open();
-    let ready = manager.wait_ready_blocking([1; 32]).unwrap();
+    CutDownload {
+        proxy,
+        dir,
+        manager,
+    }
+}
+
+#[test]
+fn a_cut_connection_resumes_with_a_pinned_range_request() {
+    let body = content(3, 400_000);
+    let cut = cut_download("cut/1/blocks", &body, || {});
+    let ready = cut.manager.wait_ready_blocking([1; 32]).unwrap();
     assert!(std::fs::read(ready.path().join("blocks")).unwrap() == body[..]);
-    let requests = proxy.requests();
+    let requests = cut.proxy.requests();
     let resume = requests
         .iter()
         .find(|head| head.starts_with("get ") && head.contains("\r\nrange: bytes="))
@@ -369,23 +387,12 @@ fn a_cut_connection_resumes_with_a_pinned_range_request() {
 
 #[test]
 fn an_object_changed_during_a_resume_is_downloaded_again_not_stitched() {
-    let moto = shared_moto();
-    let store = moto.store();
-    put(&store, "changed/1/blocks", &content(4, 400_000));
-    let proxy = Proxy::start(moto.port);
-    let gate = Gate::new();
-    proxy.set(Mischief::Cut {
-        after: 150_000,
-        gate: gate.clone(),
-    });
-    let dir = tempfile::tempdir().unwrap();
-    let manager = ChunkManager::open(s3_config(dir.path(), proxy.endpoint())).unwrap();
-    manager.download_chunk(s3_chunk(1, &["changed/1/blocks"]));
-    assert!(gate.wait_reached(Duration::from_secs(30)));
+    let key = "changed/1/blocks";
     let replacement = content(5, 400_000);
-    put(&store, "changed/1/blocks", &replacement);
-    gate.open();
-    let ready = manager.wait_ready_blocking([1; 32]).unwrap();
+    let cut = cut_download(key, &content(4, 400_000), || {
+        put(&shared_moto().store(), key, &replacement);
+    });
+    let ready = cut.manager.wait_ready_blocking([1; 32]).unwrap();
     assert!(
         std::fs::read(ready.path().join("blocks")).unwrap() == replacement[..],
         "the new version, whole"
@@ -394,29 +401,18 @@ fn an_object_changed_during_a_resume_is_downloaded_again_not_stitched() {
 
 #[test]
 fn an_object_changed_to_another_size_fails_the_chunk() {
-    let moto = shared_moto();
-    let store = moto.store();
-    put(&store, "resized/1/blocks", &content(6, 400_000));
-    let proxy = Proxy::start(moto.port);
-    let gate = Gate::new();
-    proxy.set(Mischief::Cut {
-        after: 150_000,
-        gate: gate.clone(),
+    let key = "resized/1/blocks";
+    let cut = cut_download(key, &content(6, 400_000), || {
+        put(&shared_moto().store(), key, &content(6, 500_000));
     });
-    let dir = tempfile::tempdir().unwrap();
-    let manager = ChunkManager::open(s3_config(dir.path(), proxy.endpoint())).unwrap();
-    manager.download_chunk(s3_chunk(1, &["resized/1/blocks"]));
-    assert!(gate.wait_reached(Duration::from_secs(30)));
-    put(&store, "resized/1/blocks", &content(6, 500_000));
-    gate.open();
-    let error = manager.wait_ready_blocking([1; 32]).unwrap_err();
+    let error = cut.manager.wait_ready_blocking([1; 32]).unwrap_err();
     assert!(matches!(*error, Error::SourceChanged { .. }), "{error:?}");
     assert!(
         error.to_string().contains("changed during the download"),
         "{error}"
     );
-    manager.wait_idle_blocking();
-    assert!(temporary_entries(dir.path()).is_empty());
+    cut.manager.wait_idle_blocking();
+    assert!(temporary_entries(cut.dir.path()).is_empty());
 }
 
 #[test]

@@ -437,12 +437,12 @@ async fn list_chunks(
                 .filter_map(|id| state.manager.get_chunk(id))
                 .map(|chunk| ReadyView::new(&chunk))
                 .collect();
-            ready.sort_by(|a, b| {
-                (&a.dataset_id, a.block_range.start, &a.id).cmp(&(
-                    &b.dataset_id,
-                    b.block_range.start,
-                    &b.id,
-                ))
+            ready.sort_by_cached_key(|view| {
+                (
+                    view.dataset_id.clone(),
+                    view.block_range.start,
+                    view.id.clone(),
+                )
             });
             Ok(Json(ready).into_response())
         }
@@ -453,12 +453,12 @@ async fn list_chunks(
                 .iter()
                 .map(StatusView::new)
                 .collect();
-            all.sort_by(|a, b| {
-                (&a.dataset_id, a.block_range.start, &a.id).cmp(&(
-                    &b.dataset_id,
-                    b.block_range.start,
-                    &b.id,
-                ))
+            all.sort_by_cached_key(|view| {
+                (
+                    view.dataset_id.clone(),
+                    view.block_range.start,
+                    view.id.clone(),
+                )
             });
             Ok(Json(all).into_response())
         }

@@ -24,6 +24,7 @@ const PATIENCE: Duration = Duration::from_secs(30);
 struct Daemon {
     child: Option<Child>,
     url: String,
+    client: reqwest::Client,
 }
 
 impl Daemon {
@@ -60,11 +61,33 @@ impl Daemon {
         Daemon {
             child: Some(child),
             url,
+            client: reqwest::Client::new(),
         }
     }
 
     fn url(&self, path: &str) -> String {
         format!("{}{path}", self.url)
+    }
+
+    async fn get(&self, path: &str) -> reqwest::Response {
+        self.client.get(self.url(path)).send().await.unwrap()
+    }
+
+    async fn get_json<T: serde::de::DeserializeOwned>(&self, path: &str) -> T {
+        self.get(path).await.json().await.unwrap()
+    }
+
+    async fn delete(&self, path: &str) -> reqwest::Response {
+        self.client.delete(self.url(path)).send().await.unwrap()
+    }
+
+    async fn put_json(&self, path: &str, body: &impl serde::Serialize) -> reqwest::Response {
+        self.client
+            .put(self.url(path))
+            .json(body)
+            .send()
+            .await
+            .unwrap()
     }
 
     /// Sends SIGTERM and waits for the exit.
@@ -194,18 +217,13 @@ impl Events {
     }
 }
 
-async fn ready_ids(client: &reqwest::Client, daemon: &Daemon) -> BTreeSet<String> {
-    let list: Vec<Value> = client
-        .get(daemon.url("/chunks"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    list.iter()
-        .map(|chunk| chunk["id"].as_str().unwrap().to_string())
-        .collect()
+impl Daemon {
+    async fn ready_ids(&self) -> BTreeSet<String> {
+        let list: Vec<Value> = self.get_json("/chunks").await;
+        list.iter()
+            .map(|chunk| chunk["id"].as_str().unwrap().to_string())
+            .collect()
+    }
 }
 
 /// Asserts a JSON error response with this status and code.
@@ -224,16 +242,12 @@ async fn put_downloads_and_lookups_find_the_chunk() {
     let mut catalog = Catalog::new();
     let dir = tempfile::tempdir().unwrap();
     let daemon = Daemon::start(dir.path(), &[]);
-    let client = reqwest::Client::new();
     let mut events = Events::open(&daemon).await;
 
     let chunk = catalog.chunk(3);
-    let response = client
-        .put(daemon.url(&format!("/chunks/{}", hex(3))))
-        .json(&chunk)
-        .send()
-        .await
-        .unwrap();
+    let response = daemon
+        .put_json(&format!("/chunks/{}", hex(3)), &chunk)
+        .await;
     assert_eq!(response.status(), StatusCode::ACCEPTED);
     let seen = events.wait_for("chunk_ready", &[3]).await;
     let kinds: Vec<&str> = seen.iter().map(|(kind, _)| kind.as_str()).collect();
@@ -246,47 +260,28 @@ async fn put_downloads_and_lookups_find_the_chunk() {
             .starts_with("✅ chunk ready")
     }));
 
-    let status: Value = client
-        .get(daemon.url(&format!("/chunks/{}", hex(3))))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let status: Value = daemon.get_json(&format!("/chunks/{}", hex(3))).await;
     assert_eq!(status["state"], "ready");
     assert_eq!(status["block_range"], json!({"start": 300, "end": 400}));
 
-    let found = client
-        .get(daemon.url(&format!("/datasets/{}/blocks/399", hex(7))))
-        .send()
-        .await
-        .unwrap();
+    let found = daemon
+        .get(&format!("/datasets/{}/blocks/399", hex(7)))
+        .await;
     assert_eq!(found.status(), StatusCode::OK);
     let found: Value = found.json().await.unwrap();
     assert_eq!(found["id"], hex(3));
     catalog.assert_intact(3, &PathBuf::from(found["path"].as_str().unwrap()));
 
-    let miss = client
-        .get(daemon.url(&format!("/datasets/{}/blocks/400", hex(7))))
-        .send()
-        .await
-        .unwrap();
+    let miss = daemon
+        .get(&format!("/datasets/{}/blocks/400", hex(7)))
+        .await;
     assert_error(miss, StatusCode::NOT_FOUND, "not_found").await;
 
-    let response = client
-        .delete(daemon.url(&format!("/chunks/{}", hex(3))))
-        .send()
-        .await
-        .unwrap();
+    let response = daemon.delete(&format!("/chunks/{}", hex(3))).await;
     assert_eq!(response.status(), StatusCode::ACCEPTED);
     events.wait_for("chunk_deleted", &[3]).await;
-    assert!(ready_ids(&client, &daemon).await.is_empty());
-    let gone = client
-        .get(daemon.url(&format!("/chunks/{}", hex(3))))
-        .send()
-        .await
-        .unwrap();
+    assert!(daemon.ready_ids().await.is_empty());
+    let gone = daemon.get(&format!("/chunks/{}", hex(3))).await;
     assert_error(gone, StatusCode::NOT_FOUND, "not_found").await;
 }
 
@@ -295,31 +290,19 @@ async fn an_assignment_replaces_the_desired_set() {
     let mut catalog = Catalog::new();
     let dir = tempfile::tempdir().unwrap();
     let daemon = Daemon::start(dir.path(), &[]);
-    let client = reqwest::Client::new();
     let mut events = Events::open(&daemon).await;
     let (a, b, c) = (catalog.chunk(1), catalog.chunk(2), catalog.chunk(3));
 
-    let response = client
-        .put(daemon.url("/assignment"))
-        .json(&vec![&a, &b])
-        .send()
-        .await
-        .unwrap();
+    let response = daemon.put_json("/assignment", &vec![&a, &b]).await;
     assert_eq!(response.status(), StatusCode::ACCEPTED);
     let body: Value = response.json().await.unwrap();
     assert_eq!(body["chunks"], 2);
     events.wait_for("chunk_ready", &[1, 2]).await;
-    assert_eq!(
-        ready_ids(&client, &daemon).await,
-        BTreeSet::from([hex(1), hex(2)])
-    );
+    assert_eq!(daemon.ready_ids().await, BTreeSet::from([hex(1), hex(2)]));
 
-    let response = client
-        .put(daemon.url("/assignment"))
-        .json(&json!({ "chunks": [&b, &c] }))
-        .send()
-        .await
-        .unwrap();
+    let response = daemon
+        .put_json("/assignment", &json!({ "chunks": [&b, &c] }))
+        .await;
     assert_eq!(response.status(), StatusCode::ACCEPTED);
     let mut seen = events.wait_for("chunk_ready", &[3]).await;
     if !seen
@@ -334,20 +317,10 @@ async fn an_assignment_replaces_the_desired_set() {
             .any(|(kind, data)| kind == "download_started" && data["chunk"] == hex(2)),
         "a chunk kept by the new assignment is not downloaded again"
     );
-    assert_eq!(
-        ready_ids(&client, &daemon).await,
-        BTreeSet::from([hex(2), hex(3)])
-    );
+    assert_eq!(daemon.ready_ids().await, BTreeSet::from([hex(2), hex(3)]));
     assert_eq!(catalog.origin.get_count("2/blocks"), 1);
 
-    let all: Vec<Value> = client
-        .get(daemon.url("/chunks?status=all"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let all: Vec<Value> = daemon.get_json("/chunks?status=all").await;
     assert_eq!(all.len(), 2);
     assert!(all.iter().all(|chunk| chunk["state"] == "ready"));
 }
@@ -379,14 +352,7 @@ async fn a_token_guards_every_mutating_request() {
         assert_error(response, StatusCode::UNAUTHORIZED, "unauthorized").await;
     }
     // Nothing was scheduled by the refused requests.
-    let all: Vec<Value> = client
-        .get(daemon.url("/chunks?status=all"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let all: Vec<Value> = daemon.get_json("/chunks?status=all").await;
     assert!(all.is_empty(), "{all:?}");
 
     let mut events = Events::open(&daemon).await;
@@ -399,7 +365,7 @@ async fn a_token_guards_every_mutating_request() {
         .unwrap();
     assert_eq!(allowed.status(), StatusCode::ACCEPTED);
     events.wait_for("chunk_ready", &[1]).await;
-    let read = client.get(daemon.url("/chunks")).send().await.unwrap();
+    let read = daemon.get("/chunks").await;
     assert_eq!(read.status(), StatusCode::OK, "reads need no token");
 }
 
@@ -458,37 +424,19 @@ async fn bad_requests_get_a_json_4xx_naming_the_problem() {
     let response = put(&hex(1)).json(&huge).send().await.unwrap();
     assert_error(response, StatusCode::PAYLOAD_TOO_LARGE, "body_too_large").await;
 
-    let response = client
-        .put(daemon.url("/assignment"))
-        .json(&vec![&chunk, &chunk])
-        .send()
-        .await
-        .unwrap();
+    let response = daemon.put_json("/assignment", &vec![&chunk, &chunk]).await;
     assert_error(response, StatusCode::BAD_REQUEST, "duplicate_chunk").await;
 
-    let response = client
-        .put(daemon.url("/assignment"))
-        .json(&json!({"chunk": []}))
-        .send()
-        .await
-        .unwrap();
+    let response = daemon.put_json("/assignment", &json!({"chunk": []})).await;
     assert_error(response, StatusCode::BAD_REQUEST, "invalid_json").await;
 
-    let response = client
-        .get(daemon.url(&format!("/datasets/{}/blocks/-1", hex(7))))
-        .send()
-        .await
-        .unwrap();
+    let response = daemon.get(&format!("/datasets/{}/blocks/-1", hex(7))).await;
     assert_error(response, StatusCode::BAD_REQUEST, "invalid_block").await;
 
-    let response = client
-        .get(daemon.url("/chunks?status=bogus"))
-        .send()
-        .await
-        .unwrap();
+    let response = daemon.get("/chunks?status=bogus").await;
     assert_error(response, StatusCode::BAD_REQUEST, "invalid_query").await;
 
-    let response = client.get(daemon.url("/nowhere")).send().await.unwrap();
+    let response = daemon.get("/nowhere").await;
     assert_error(response, StatusCode::NOT_FOUND, "not_found").await;
 
     let response = client.post(daemon.url("/chunks")).send().await.unwrap();
@@ -500,16 +448,9 @@ async fn bad_requests_get_a_json_4xx_naming_the_problem() {
     .await;
 
     // None of it scheduled anything, and the daemon is still well.
-    let all: Vec<Value> = client
-        .get(daemon.url("/chunks?status=all"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let all: Vec<Value> = daemon.get_json("/chunks?status=all").await;
     assert!(all.is_empty(), "{all:?}");
-    let health = client.get(daemon.url("/healthz")).send().await.unwrap();
+    let health = daemon.get("/healthz").await;
     assert_eq!(health.status(), StatusCode::OK);
 }
 
@@ -518,21 +459,17 @@ async fn metrics_describe_the_state_and_the_work_done() {
     let mut catalog = Catalog::new();
     let dir = tempfile::tempdir().unwrap();
     let daemon = Daemon::start(dir.path(), &["--disk-budget", "1MiB"]);
-    let client = reqwest::Client::new();
     let mut events = Events::open(&daemon).await;
     let chunk = catalog.chunk(1);
     catalog
         .origin
         .push_fault("1/logs", chunk_origin::Fault::Status(503));
-    client
-        .put(daemon.url(&format!("/chunks/{}", hex(1))))
-        .json(&chunk)
-        .send()
-        .await
-        .unwrap();
+    daemon
+        .put_json(&format!("/chunks/{}", hex(1)), &chunk)
+        .await;
     events.wait_for("chunk_ready", &[1]).await;
 
-    let response = client.get(daemon.url("/metrics")).send().await.unwrap();
+    let response = daemon.get("/metrics").await;
     assert_eq!(response.status(), StatusCode::OK);
     assert!(
         response.headers()["content-type"]
@@ -572,7 +509,6 @@ async fn sigterm_during_downloads_exits_cleanly_and_a_restart_finishes_the_work(
     let mut catalog = Catalog::new();
     let dir = tempfile::tempdir().unwrap();
     let daemon = Daemon::start(dir.path(), &[]);
-    let client = reqwest::Client::new();
     let mut events = Events::open(&daemon).await;
     let (done, stalled) = (catalog.chunk(1), catalog.chunk(2));
     let gate = Gate::new();
@@ -583,12 +519,7 @@ async fn sigterm_during_downloads_exits_cleanly_and_a_restart_finishes_the_work(
             gate: gate.clone(),
         },
     );
-    client
-        .put(daemon.url("/assignment"))
-        .json(&vec![&done, &stalled])
-        .send()
-        .await
-        .unwrap();
+    daemon.put_json("/assignment", &vec![&done, &stalled]).await;
     events.wait_for("chunk_ready", &[1]).await;
     let reached = tokio::task::spawn_blocking({
         let gate = gate.clone();
@@ -617,34 +548,21 @@ async fn sigterm_during_downloads_exits_cleanly_and_a_restart_finishes_the_work(
     // The lock is free: a new daemon opens the directory and adopts the committed chunk.
     gate.open();
     let daemon = Daemon::start(dir.path(), &[]);
-    assert_eq!(ready_ids(&client, &daemon).await, BTreeSet::from([hex(1)]));
+    assert_eq!(daemon.ready_ids().await, BTreeSet::from([hex(1)]));
     let mut events = Events::open(&daemon).await;
-    client
-        .put(daemon.url("/assignment"))
-        .json(&vec![&done, &stalled])
-        .send()
-        .await
-        .unwrap();
+    daemon.put_json("/assignment", &vec![&done, &stalled]).await;
     events.wait_for("chunk_ready", &[2]).await;
-    assert_eq!(
-        ready_ids(&client, &daemon).await,
-        BTreeSet::from([hex(1), hex(2)])
-    );
-    let found: Value = client
-        .get(daemon.url(&format!("/datasets/{}/blocks/250", hex(7))))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    assert_eq!(daemon.ready_ids().await, BTreeSet::from([hex(1), hex(2)]));
+    let found: Value = daemon
+        .get_json(&format!("/datasets/{}/blocks/250", hex(7)))
+        .await;
     catalog.assert_intact(2, &PathBuf::from(found["path"].as_str().unwrap()));
     assert_eq!(
         catalog.origin.get_count("1/blocks"),
         1,
         "the committed chunk is not downloaded again"
     );
-    let ready = client.get(daemon.url("/readyz")).send().await.unwrap();
+    let ready = daemon.get("/readyz").await;
     assert_eq!(ready.status(), StatusCode::OK);
 }
 
@@ -664,26 +582,14 @@ async fn settings_come_from_flags_then_environment_then_the_config_file() {
         &[("CHUNK_WORKER_DISK_BUDGET", "3MiB")],
     );
     let client = reqwest::Client::new();
-    let metrics = client
-        .get(daemon.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = daemon.get("/metrics").await.text().await.unwrap();
     assert!(
         metrics
             .lines()
             .any(|line| line == "chunk_manager_disk_budget_bytes 3145728"),
         "the variable wins over the file:\n{metrics}"
     );
-    let refused = client
-        .put(daemon.url("/assignment"))
-        .json(&json!([]))
-        .send()
-        .await
-        .unwrap();
+    let refused = daemon.put_json("/assignment", &json!([])).await;
     assert_error(refused, StatusCode::UNAUTHORIZED, "unauthorized").await;
     let body = json!({ "chunks": [], "padding": "x".repeat(500) });
     let accepted = client
