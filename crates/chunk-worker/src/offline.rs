@@ -583,8 +583,13 @@ pub fn status(args: &StatusArgs) -> anyhow::Result<ExitCode> {
         ));
         return Ok(ExitCode::from(1));
     };
-    if args.dir.json {
-        print_json(&view)?;
+    show_one(&view, args.dir.json)
+}
+
+/// Prints one chunk: its JSON view, or its description.
+fn show_one(view: &ChunkView, json: bool) -> anyhow::Result<ExitCode> {
+    if json {
+        print_json(view)?;
     } else {
         let mut out = String::new();
         view.describe(&mut out);
@@ -613,14 +618,7 @@ pub fn find(args: &FindArgs) -> anyhow::Result<ExitCode> {
         ));
         return Ok(ExitCode::from(1));
     };
-    if args.dir.json {
-        print_json(&view)?;
-    } else {
-        let mut out = String::new();
-        view.describe(&mut out);
-        print(&out);
-    }
-    Ok(ExitCode::SUCCESS)
+    show_one(&view, args.dir.json)
 }
 
 /// `chunk-worker rm`: deletes a chunk and waits until its files are gone, so the deletion is
