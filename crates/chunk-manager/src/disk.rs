@@ -335,8 +335,10 @@ pub(crate) fn scan(layout: &Layout) -> Result<(Vec<Found>, StartupReport), Error
         }
     }
 
-    let mut found = Vec::new();
-    let mut seen = HashSet::new();
+    // List first (cheap), check the chunk directories on several threads (each check reads a
+    // manifest and stats the files: on a cold cache disk latency dominates, and parallel
+    // reads overlap it), then adopt in listing order.
+    let mut listed = Vec::new();
     let chunks_dir = layout.chunks_dir();
     for dataset_entry in fs::read_dir(&chunks_dir).map_err(data_dir_error(&chunks_dir, "list"))? {
         let dataset_path = dataset_entry
@@ -347,10 +349,10 @@ pub(crate) fn scan(layout: &Layout) -> Result<(Vec<Found>, StartupReport), Error
             .and_then(|n| n.to_str())
             .unwrap_or_default();
         if id_from_hex(dataset_name).is_err() || !dataset_path.is_dir() {
-            report.problems.push(Error::Corrupt {
+            listed.push(Listed::Problem(Error::Corrupt {
                 path: dataset_path,
                 reason: "unknown entry: not a dataset directory".to_string(),
-            });
+            }));
             continue;
         }
         for chunk_entry in
@@ -359,34 +361,58 @@ pub(crate) fn scan(layout: &Layout) -> Result<(Vec<Found>, StartupReport), Error
             let path = chunk_entry
                 .map_err(data_dir_error(&dataset_path, "list"))?
                 .path();
-            match check_chunk_dir(layout, &path) {
-                Ok(manifest) => {
-                    let id = *manifest.chunk.id();
-                    if tombstones.contains(&id) {
-                        layout
-                            .remove_dir(&path)
-                            .map_err(data_dir_error(&path, "remove a deleted chunk"))?;
-                        report.removed_deleted += 1;
-                        continue;
-                    }
-                    if !seen.insert(id) {
-                        report.problems.push(Error::Corrupt {
-                            path,
-                            reason: "a second directory for the same chunk id".to_string(),
-                        });
-                        continue;
-                    }
-                    let size = manifest.size();
-                    report.adopted += 1;
-                    report.adopted_bytes += size;
-                    found.push(Found {
-                        chunk: Arc::new(manifest.chunk),
-                        path,
-                        size,
-                    });
-                }
-                Err(reason) => report.problems.push(Error::Corrupt { path, reason }),
+            listed.push(Listed::Chunk(path));
+        }
+    }
+    let paths: Vec<&Path> = listed
+        .iter()
+        .filter_map(|listed| match listed {
+            Listed::Chunk(path) => Some(path.as_path()),
+            Listed::Problem(_) => None,
+        })
+        .collect();
+    let mut checks = check_chunk_dirs(layout, &paths).into_iter();
+
+    let mut found = Vec::new();
+    let mut seen = HashSet::new();
+    for listed in listed {
+        let path = match listed {
+            Listed::Problem(problem) => {
+                report.problems.push(problem);
+                continue;
             }
+            Listed::Chunk(path) => path,
+        };
+        let check = checks
+            .next()
+            .unwrap_or_else(|| Err("the directory was not checked".to_string()));
+        match check {
+            Ok(manifest) => {
+                let id = *manifest.chunk.id();
+                if tombstones.contains(&id) {
+                    layout
+                        .remove_dir(&path)
+                        .map_err(data_dir_error(&path, "remove a deleted chunk"))?;
+                    report.removed_deleted += 1;
+                    continue;
+                }
+                if !seen.insert(id) {
+                    report.problems.push(Error::Corrupt {
+                        path,
+                        reason: "a second directory for the same chunk id".to_string(),
+                    });
+                    continue;
+                }
+                let size = manifest.size();
+                report.adopted += 1;
+                report.adopted_bytes += size;
+                found.push(Found {
+                    chunk: Arc::new(manifest.chunk),
+                    path,
+                    size,
+                });
+            }
+            Err(reason) => report.problems.push(Error::Corrupt { path, reason }),
         }
     }
     for id in tombstones {
@@ -395,6 +421,57 @@ pub(crate) fn scan(layout: &Layout) -> Result<(Vec<Found>, StartupReport), Error
             .map_err(data_dir_error(&layout.tombstone(&id), "remove a tombstone"))?;
     }
     Ok((found, report))
+}
+
+/// An entry of `chunks/` found at startup, in listing order.
+enum Listed {
+    Problem(Error),
+    Chunk(PathBuf),
+}
+
+/// Threads that check chunk directories at startup. More than the cores: on a cold cache they
+/// mostly wait for the disk, which serves parallel reads faster than one at a time.
+const SCAN_THREADS: usize = 8;
+
+/// [`check_chunk_dir`] for every path, on up to [`SCAN_THREADS`] threads (this one included;
+/// whatever no helper thread checked, this one does). Results are in the paths' order.
+fn check_chunk_dirs(layout: &Layout, paths: &[&Path]) -> Vec<Result<Manifest, String>> {
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let work = || {
+        let mut checked = Vec::new();
+        loop {
+            let index = next.fetch_add(1, Ordering::Relaxed);
+            let Some(path) = paths.get(index) else {
+                return checked;
+            };
+            checked.push((index, check_chunk_dir(layout, path)));
+        }
+    };
+    let helpers = SCAN_THREADS.min(paths.len() / 64).saturating_sub(1);
+    let mut results: Vec<Option<Result<Manifest, String>>> = paths.iter().map(|_| None).collect();
+    std::thread::scope(|scope| {
+        let spawned: Vec<_> = (0..helpers)
+            .map_while(|_| {
+                std::thread::Builder::new()
+                    .name("chunk-manager-scan".to_string())
+                    .spawn_scoped(scope, work)
+                    .ok()
+            })
+            .collect();
+        let mut checked = work();
+        for helper in spawned {
+            // A helper that panicked leaves its paths unchecked: checked again below.
+            checked.extend(helper.join().unwrap_or_default());
+        }
+        for (index, result) in checked {
+            results[index] = Some(result);
+        }
+    });
+    results
+        .into_iter()
+        .zip(paths)
+        .map(|(result, path)| result.unwrap_or_else(|| check_chunk_dir(layout, path)))
+        .collect()
 }
 
 /// Checks that a chunk directory is named after its manifest and holds every file at its size.

@@ -29,7 +29,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -45,6 +45,11 @@ use crate::table::{DownloadOutcome, Progress, Reservation};
 
 /// Buffers in flight between the network and one file's writer.
 const WRITER_QUEUE: usize = 16;
+
+/// Bytes in flight between the network and one file's writer. With the concurrency limits,
+/// this bounds a download's memory (`chunks x files x WRITER_BYTES`) whatever sizes of pieces
+/// the origin's client hands over; a piece larger than this still passes, alone.
+const WRITER_BYTES: usize = 2 << 20;
 
 /// One download job. See the module docs.
 pub(crate) struct DownloadJob {
@@ -542,19 +547,21 @@ async fn blocking<T: Send + 'static>(
 }
 
 enum WriterMessage {
-    Data(Bytes),
+    /// A piece of the file and its share of the writer's byte budget, returned once written.
+    Data(Bytes, OwnedSemaphorePermit),
     Restart,
     /// Flush (and fsync) what is written and report the digests; the file stays open, so a
     /// failed check can still start it over.
     Complete(oneshot::Sender<std::io::Result<Digests>>),
 }
 
-/// Writes one file on a blocking thread, hashing as it goes. The bounded channel keeps at
-/// most [`WRITER_QUEUE`] buffers in memory.
+/// Writes one file on a blocking thread, hashing as it goes. The bounded channel and the byte
+/// budget keep at most [`WRITER_QUEUE`] buffers and [`WRITER_BYTES`] bytes in memory.
 struct Writer {
     path: PathBuf,
     written: u64,
     sender: mpsc::Sender<WriterMessage>,
+    budget: Arc<Semaphore>,
     task: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
 }
 
@@ -569,7 +576,7 @@ impl Writer {
             // about to be removed, so no fsync).
             while let Some(message) = receiver.blocking_recv() {
                 match message {
-                    WriterMessage::Data(bytes) => {
+                    WriterMessage::Data(bytes, _budget_returned_when_written) => {
                         file.write_all(&bytes)?;
                         hashes.update(&bytes);
                     }
@@ -590,6 +597,7 @@ impl Writer {
             path,
             written: 0,
             sender,
+            budget: Arc::new(Semaphore::new(WRITER_BYTES)),
             task: Some(task),
         }
     }
@@ -616,7 +624,14 @@ impl Writer {
 
     async fn write(&mut self, bytes: Bytes) -> std::io::Result<()> {
         let length = bytes.len() as u64;
-        self.send(WriterMessage::Data(bytes)).await?;
+        let share = u32::try_from(bytes.len().min(WRITER_BYTES)).unwrap_or(u32::MAX);
+        let budget = self
+            .budget
+            .clone()
+            .acquire_many_owned(share)
+            .await
+            .map_err(|_| std::io::Error::other("the file writer's budget is closed"))?;
+        self.send(WriterMessage::Data(bytes, budget)).await?;
         self.written += length;
         Ok(())
     }

@@ -19,18 +19,34 @@ use crate::table::IndexKey;
 /// The visible chunks of every dataset.
 #[derive(Debug, Default)]
 pub(crate) struct Index {
-    /// Sorted by dataset id.
+    /// The datasets' ids as big-endian words, sorted: compared inline, without `memcmp`, in
+    /// one small contiguous array.
+    keys: Vec<DatasetKey>,
+    /// `datasets[i]` holds the chunks of the dataset `keys[i]`.
     datasets: Vec<DatasetIndex>,
     len: usize,
 }
 
-#[derive(Debug)]
+/// A dataset id as four big-endian words: ordered like the id's bytes.
+type DatasetKey = [u64; 4];
+
+fn dataset_key(dataset: &DatasetId) -> DatasetKey {
+    let mut key = [0; 4];
+    for (word, bytes) in key.iter_mut().zip(dataset.chunks_exact(8)) {
+        let mut be = [0; 8];
+        be.copy_from_slice(bytes);
+        *word = u64::from_be_bytes(be);
+    }
+    key
+}
+
+#[derive(Debug, Default)]
 struct DatasetIndex {
-    dataset: DatasetId,
-    starts: Vec<u64>,
-    ends: Vec<u64>,
+    /// `(start, end)` of each chunk, sorted by `(start, id)`: a lookup's last probe reads the
+    /// end from the cache line the search just loaded.
+    ranges: Vec<(u64, u64)>,
     residents: Vec<Arc<Resident>>,
-    /// `max_end[leaves + i] = ends[i]`; inner nodes hold the max of their children.
+    /// `max_end[leaves + i] = ranges[i].1`; inner nodes hold the max of their children.
     max_end: Vec<u64>,
     leaves: usize,
 }
@@ -38,29 +54,27 @@ struct DatasetIndex {
 impl Index {
     /// Builds the snapshot from the reconciler's ordered map of visible chunks.
     pub(crate) fn build(visible: &BTreeMap<IndexKey, Arc<Resident>>) -> Self {
+        let mut keys: Vec<DatasetKey> = Vec::new();
         let mut datasets: Vec<DatasetIndex> = Vec::new();
         for ((dataset, start, _), resident) in visible {
-            if datasets.last().is_none_or(|last| last.dataset != *dataset) {
-                datasets.push(DatasetIndex {
-                    dataset: *dataset,
-                    starts: Vec::new(),
-                    ends: Vec::new(),
-                    residents: Vec::new(),
-                    max_end: Vec::new(),
-                    leaves: 0,
-                });
+            let key = dataset_key(dataset);
+            if keys.last() != Some(&key) {
+                keys.push(key);
+                datasets.push(DatasetIndex::default());
             }
             let Some(current) = datasets.last_mut() else {
                 unreachable!("a dataset was pushed above");
             };
-            current.starts.push(*start);
-            current.ends.push(resident.chunk.block_range().end);
+            current
+                .ranges
+                .push((*start, resident.chunk.block_range().end));
             current.residents.push(resident.clone());
         }
         for dataset in &mut datasets {
             dataset.build_tree();
         }
         Self {
+            keys,
             datasets,
             len: visible.len(),
         }
@@ -69,10 +83,7 @@ impl Index {
     /// A visible chunk of `dataset` whose range contains `block`: the one with the greatest
     /// `(start, id)` among those that do, so the answer is the same each time.
     pub(crate) fn find(&self, dataset: &DatasetId, block: u64) -> Option<&Arc<Resident>> {
-        let position = self
-            .datasets
-            .binary_search_by(|candidate| candidate.dataset.cmp(dataset))
-            .ok()?;
+        let position = self.keys.binary_search(&dataset_key(dataset)).ok()?;
         self.datasets[position].find(block)
     }
 
@@ -94,9 +105,11 @@ impl Index {
 
 impl DatasetIndex {
     fn build_tree(&mut self) {
-        self.leaves = self.ends.len().next_power_of_two();
+        self.leaves = self.ranges.len().next_power_of_two();
         self.max_end = vec![0; 2 * self.leaves];
-        self.max_end[self.leaves..self.leaves + self.ends.len()].copy_from_slice(&self.ends);
+        for (slot, &(_, end)) in self.max_end[self.leaves..].iter_mut().zip(&self.ranges) {
+            *slot = end;
+        }
         for node in (1..self.leaves).rev() {
             self.max_end[node] = self.max_end[2 * node].max(self.max_end[2 * node + 1]);
         }
@@ -104,10 +117,10 @@ impl DatasetIndex {
 
     fn find(&self, block: u64) -> Option<&Arc<Resident>> {
         // Chunks at positions below `limit` start at or before `block`.
-        let mut limit = self.starts.partition_point(|&start| start <= block);
+        let mut limit = self.ranges.partition_point(|&(start, _)| start <= block);
         while limit > 0 {
             let last = limit - 1;
-            let position = if self.ends[last] > block {
+            let position = if self.ranges[last].1 > block {
                 last
             } else {
                 self.rightmost_covering(1, 0, self.leaves, last, block)?

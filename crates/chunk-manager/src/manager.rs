@@ -183,6 +183,11 @@ impl ChunkManager {
     /// first is in use, is refused: the error is in the chunk's [status](Self::status), an
     /// [`Event::Rejected`] or [`Event::DownloadFailed`], and the log.
     pub fn download_chunk(&self, chunk: DataChunk) {
+        if self.shared.table().download_is_noop(&chunk) {
+            // Nothing to do (a refreshed assignment): no validation, no wake-up of the
+            // reconciler or of waiters, so the call stays cheap while downloads load the CPU.
+            return;
+        }
         let invalid = chunk.validate().err();
         let refused = self
             .shared

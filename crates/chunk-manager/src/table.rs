@@ -303,6 +303,28 @@ impl Table {
         self.entries.insert(id, entry);
     }
 
+    /// Whether a download call for `chunk` would change nothing: the same description is
+    /// already wanted and queued, downloading or ready, with nothing to retry. Such calls
+    /// (an assignment refreshed) are answered without marking work or waking anyone.
+    pub(crate) fn download_is_noop(&self, chunk: &DataChunk) -> bool {
+        self.entries.get(chunk.id()).is_some_and(|entry| {
+            entry.wanted
+                && *entry.chunk == *chunk
+                && entry.failure.is_none()
+                && entry.rejected.is_none()
+                && !entry.io_failed
+                && (entry.queued
+                    || entry.job.is_some()
+                    || matches!(
+                        entry.disk,
+                        Disk::Committed {
+                            residency: Residency::Shown(_),
+                            ..
+                        }
+                    ))
+        })
+    }
+
     /// A call to download `chunk`. `invalid` is the result of validating it, done by the
     /// caller outside the lock. Returns the error when the request is refused or the chunk is
     /// invalid, for the caller to log.
