@@ -27,25 +27,44 @@ const BUCKET: &str = "chunks";
 const KEY_ID: &str = "AKIAIOSFODNN7EXAMPLE";
 const SECRET: &str = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY";
 
-/// A moto S3 server on 127.0.0.1. Killed on drop.
+/// A moto S3 server on 127.0.0.1. Killed on drop, and also when this test process ends
+/// (the shared server is a static, never dropped): it runs under a small Python wrapper that
+/// stops it when its stdin, held open by this process, closes.
 struct Moto {
     child: Child,
+    /// The wrapper's stdin: closing it stops the server.
+    stdin: Option<std::process::ChildStdin>,
     port: u16,
 }
+
+/// Runs the command in its arguments until stdin closes.
+const UNTIL_STDIN_CLOSES: &str = "import subprocess, sys\n\
+p = subprocess.Popen(sys.argv[1:])\n\
+sys.stdin.read()\n\
+p.terminate()\n\
+p.wait()\n";
 
 impl Moto {
     /// Starts a server; with `auth`, every request's credentials are checked (and ours, which
     /// moto does not know, are refused).
     fn start(auth: bool) -> Moto {
-        let mut command = moto_command();
+        let (server, pythonpath) = moto_command();
+        let mut command = Command::new("python3");
         command
+            .args(["-c", UNTIL_STDIN_CLOSES])
+            .args(server)
             .args(["-H", "127.0.0.1", "-p", "0"])
+            .stdin(Stdio::piped())
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
+        if let Some(path) = pythonpath {
+            command.env("PYTHONPATH", path);
+        }
         if auth {
             command.env("INITIAL_NO_AUTH_ACTION_COUNT", "0");
         }
         let mut child = command.spawn().expect("start moto_server");
+        let stdin = child.stdin.take();
         let stderr = child.stderr.take().unwrap();
         let (sender, receiver) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
@@ -60,7 +79,7 @@ impl Moto {
             .recv_timeout(Duration::from_secs(120))
             .expect("moto_server announces its port")
             .expect("a port number");
-        Moto { child, port }
+        Moto { child, stdin, port }
     }
 
     fn endpoint(&self) -> String {
@@ -104,13 +123,14 @@ impl Moto {
 
 impl Drop for Moto {
     fn drop(&mut self) {
-        let _ = self.child.kill();
+        drop(self.stdin.take());
         let _ = self.child.wait();
     }
 }
 
-/// `moto_server` from the PATH, or else moto installed once into the target directory.
-fn moto_command() -> Command {
+/// How to run moto's server: `moto_server` from the PATH, or else moto installed once into the
+/// target directory (and the `PYTHONPATH` that finds it).
+fn moto_command() -> (Vec<String>, Option<std::path::PathBuf>) {
     let on_path = Command::new("moto_server")
         .arg("--help")
         .stdout(Stdio::null())
@@ -118,7 +138,7 @@ fn moto_command() -> Command {
         .status()
         .is_ok_and(|status| status.success());
     if on_path {
-        return Command::new("moto_server");
+        return (vec!["moto_server".to_string()], None);
     }
     let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("moto");
     let lock = std::fs::File::create(dir.with_extension("lock")).unwrap();
@@ -132,9 +152,8 @@ fn moto_command() -> Command {
             .expect("python3 and pip install moto's server for the S3 tests");
         assert!(status.success(), "pip install moto[server] failed");
     }
-    let mut command = Command::new("python3");
-    command.args(["-m", "moto.server"]).env("PYTHONPATH", &dir);
-    command
+    let server = ["python3", "-m", "moto.server"].map(String::from).to_vec();
+    (server, Some(dir))
 }
 
 /// What the proxy does to the first response that passes `after` bytes on a connection.
