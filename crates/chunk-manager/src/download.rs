@@ -389,9 +389,13 @@ impl DownloadJob {
                         }
                     }
                 }
-                Err(Error::SourceChanged { .. }) => {
+                Err(error @ Error::SourceChanged { .. }) => {
                     // The object was replaced: never stitch. Same size: start over on the new
-                    // version; otherwise the reserved space and any declared size are wrong.
+                    // version (as a retry: an object that keeps changing fails in the end);
+                    // otherwise the reserved space and any declared size are wrong.
+                    if attempts > self.shared.config.retries {
+                        return Err(failed(error, attempts, &writer));
+                    }
                     let fresh = self
                         .probe_once(context, &location, &check)
                         .await
@@ -416,10 +420,7 @@ impl DownloadJob {
             };
             match self.retry_after(context, error, attempts) {
                 Ok(wait) => tokio::time::sleep(wait).await,
-                Err(failure) => {
-                    self.progress.sub(writer.written);
-                    return Err(failure);
-                }
+                Err(Failure { error, attempts }) => return Err(failed(error, attempts, &writer)),
             }
         }
     }
@@ -656,11 +657,17 @@ impl Writer {
     }
 
     /// Closes the file and waits for the writer thread to end.
-    async fn close(mut self) {
-        let (sender, _) = mpsc::channel(1);
-        drop(std::mem::replace(&mut self.sender, sender));
-        if let Err(error) = self.join().await {
-            tracing::warn!(path = %self.path.display(), %error, "closing a downloaded file");
+    async fn close(self) {
+        let Writer {
+            path, sender, task, ..
+        } = self;
+        drop(sender);
+        let Some(task) = task else { return };
+        let result = task
+            .await
+            .unwrap_or_else(|join_error| Err(std::io::Error::other(join_error)));
+        if let Err(error) = result {
+            tracing::warn!(path = %path.display(), %error, "closing a downloaded file");
         }
     }
 }
