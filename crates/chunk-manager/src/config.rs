@@ -62,6 +62,10 @@ pub struct Config {
     /// description could otherwise copy any file the process can read into the data
     /// directory.
     pub allow_file_urls: bool,
+    /// Download slots beyond [`Config::max_concurrent_downloads`] that only downloads for
+    /// queries ([`ChunkManager::fetch`](crate::ChunkManager::fetch)) may use, so a query never
+    /// waits for a slot behind background downloads. Default 2.
+    pub fetch_slots: usize,
 }
 
 impl Config {
@@ -83,6 +87,7 @@ impl Config {
             event_capacity: 4096,
             s3: S3Config::default(),
             allow_file_urls: false,
+            fetch_slots: 2,
         }
     }
 
@@ -162,6 +167,12 @@ impl Config {
     /// Sets [`Config::allow_file_urls`].
     pub fn with_file_urls(mut self, allow: bool) -> Self {
         self.allow_file_urls = allow;
+        self
+    }
+
+    /// Sets [`Config::fetch_slots`].
+    pub fn with_fetch_slots(mut self, slots: usize) -> Self {
+        self.fetch_slots = slots;
         self
     }
 }

@@ -128,6 +128,15 @@ pub enum Event {
     },
     /// 🛑 The manager shut down.
     Shutdown,
+    /// 🧹 A cached chunk (fetched for a query, not assigned) was evicted to make room in the
+    /// disk budget: hidden at once, its files removed once no ref holds it (then
+    /// [`Event::ChunkDeleted`]).
+    Evicted {
+        /// The chunk.
+        chunk: ChunkId,
+        /// The bytes it frees.
+        bytes: u64,
+    },
 }
 
 impl Event {
@@ -143,7 +152,8 @@ impl Event {
             | Event::BudgetExceeded { chunk, .. }
             | Event::WaitingForRefs { chunk }
             | Event::Rejected { chunk, .. }
-            | Event::IoFailed { chunk, .. } => Some(chunk),
+            | Event::IoFailed { chunk, .. }
+            | Event::Evicted { chunk, .. } => Some(chunk),
             Event::StorageUsed { .. } | Event::Shutdown => None,
         }
     }
@@ -216,6 +226,12 @@ impl fmt::Display for Event {
                 write!(f, "⚠️ disk operation failed {}: {error}", ShortId(chunk))
             }
             Event::Shutdown => write!(f, "🛑 shutdown"),
+            Event::Evicted { chunk, bytes } => write!(
+                f,
+                "🧹 cached chunk evicted {} ({}) to make room",
+                ShortId(chunk),
+                Bytes(*bytes)
+            ),
         }
     }
 }

@@ -5,6 +5,11 @@
 //! [`ChunkRef`] is one more. When the chunk is deleted, the manager keeps only a `Weak`, so the
 //! strong count falls to zero exactly when the last ref (or lookup snapshot) is dropped. That
 //! drop tells the reconciler, which then removes the files. No polling, no manual counter.
+//!
+//! Strong references do not tell a query's pin from the manager's own lookup snapshots, so a
+//! resident also counts its pins: the live [`ChunkRef`]s. A cached chunk (fetched for a query,
+//! not assigned) is evicted only when it has none, and the last pin of a cached chunk tells
+//! the reconciler, so that a download waiting for room can evict it.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -14,11 +19,21 @@ use tokio::sync::mpsc;
 
 use crate::chunk::{ChunkId, DataChunk, DatasetId};
 
-/// A message from a resident chunk to the reconciler: the last strong reference is gone.
+/// A message from a resident chunk to the reconciler.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Released {
     pub(crate) id: ChunkId,
     pub(crate) generation: u64,
+    pub(crate) kind: ReleaseKind,
+}
+
+/// What a [`Released`] message says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ReleaseKind {
+    /// The last strong reference is gone: a deleted chunk's files may go.
+    Dropped,
+    /// The last pin of a cached chunk is gone: it may be evicted.
+    Unpinned,
 }
 
 /// Where residents report their release: a channel to the reconciler, plus a count of
@@ -70,6 +85,10 @@ pub(crate) struct Resident {
     /// Set under the table lock when the chunk is deleted, so lookups stop returning it at once,
     /// before the lookup snapshot is rebuilt without it.
     pub(crate) hidden: AtomicBool,
+    /// Set under the table lock while the chunk is cached (evictable).
+    cached: AtomicBool,
+    /// Live [`ChunkRef`]s.
+    pins: AtomicUsize,
     released: Releases,
 }
 
@@ -87,6 +106,8 @@ impl Resident {
             size,
             generation,
             hidden: AtomicBool::new(false),
+            cached: AtomicBool::new(false),
+            pins: AtomicUsize::new(0),
             released,
         }
     }
@@ -98,6 +119,39 @@ impl Resident {
     pub(crate) fn set_hidden(&self, hidden: bool) {
         self.hidden.store(hidden, Ordering::Release);
     }
+
+    // `cached` and `pins` use `SeqCst`: the table sets `cached` and then reads `pins`, a ref's
+    // drop lowers `pins` and then reads `cached`, so at least one of them sees the other and
+    // a waiting download learns that the chunk became evictable.
+
+    pub(crate) fn set_cached(&self, cached: bool) {
+        self.cached.store(cached, Ordering::SeqCst);
+    }
+
+    pub(crate) fn is_cached(&self) -> bool {
+        self.cached.load(Ordering::SeqCst)
+    }
+
+    /// Live refs.
+    pub(crate) fn pins(&self) -> usize {
+        self.pins.load(Ordering::SeqCst)
+    }
+
+    fn pin(&self) {
+        self.pins.fetch_add(1, Ordering::SeqCst);
+    }
+
+    fn unpin(&self) {
+        if self.pins.fetch_sub(1, Ordering::SeqCst) == 1 && self.is_cached() {
+            let released = Released {
+                id: *self.chunk.id(),
+                generation: self.generation,
+                kind: ReleaseKind::Unpinned,
+            };
+            // A closed channel means the manager is gone: nothing waits for room any more.
+            let _manager_may_be_gone = self.released.send(released);
+        }
+    }
 }
 
 impl Drop for Resident {
@@ -105,6 +159,7 @@ impl Drop for Resident {
         let released = Released {
             id: *self.chunk.id(),
             generation: self.generation,
+            kind: ReleaseKind::Dropped,
         };
         // A closed channel means the manager is gone; the next start removes the files of a
         // chunk whose deletion was recorded.
@@ -119,15 +174,24 @@ impl Drop for Resident {
 /// While any clone of a `ChunkRef` lives, the chunk's directory and files are neither removed,
 /// moved nor changed, even if the chunk is deleted meanwhile: the files go right after the last
 /// ref is dropped. A ref is cheap to clone, `Send + Sync + 'static`, and may outlive the
-/// manager.
-#[derive(Debug, Clone)]
+/// manager. A cached chunk (see [`ChunkManager::fetch`](crate::ChunkManager::fetch)) is never
+/// evicted while a ref holds it.
+#[derive(Debug)]
 pub struct ChunkRef {
     resident: Arc<Resident>,
 }
 
 impl ChunkRef {
+    /// Pins the resident. Refs of cached chunks are created under the table lock, so that an
+    /// eviction never races a pin.
     pub(crate) fn new(resident: Arc<Resident>) -> Self {
+        resident.pin();
         Self { resident }
+    }
+
+    #[cfg(test)]
+    pub(crate) fn resident(&self) -> &Arc<Resident> {
+        &self.resident
     }
 
     /// The chunk's directory, which holds one file per name in [`DataChunk::files`].
@@ -162,6 +226,18 @@ impl ChunkRef {
     /// The total size of the chunk's files in bytes.
     pub fn size(&self) -> u64 {
         self.resident.size
+    }
+}
+
+impl Clone for ChunkRef {
+    fn clone(&self) -> Self {
+        Self::new(self.resident.clone())
+    }
+}
+
+impl Drop for ChunkRef {
+    fn drop(&mut self) {
+        self.resident.unpin();
     }
 }
 

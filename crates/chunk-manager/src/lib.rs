@@ -34,6 +34,10 @@
 //! - **Durability**: a crash at any instant loses no committed chunk and shows no partial one;
 //!   a deletion that was reported (❌ or ⌛️) stays deleted. See the `disk` module docs.
 //! - **Budget**: committed plus reserved bytes never exceed [`Config::disk_budget`].
+//! - **Queries**: [`ChunkManager::fetch`] gets a chunk for a query, pinned: at once if ready,
+//!   otherwise downloaded ahead of background downloads, one download for every caller. A
+//!   chunk fetched that is not assigned is *cached*: evicted, least recently used first, when
+//!   the budget needs room, never while pinned; an assigned chunk is never evicted.
 //! - **Cheap calls**: no call does IO or waits; lookups take no lock.
 //!
 //! ## On disk

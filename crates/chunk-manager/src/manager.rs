@@ -17,7 +17,7 @@ use crate::index::Index;
 use crate::reconciler::{self, Shared};
 use crate::source::Sources;
 use crate::status::{ChunkStatus, Totals};
-use crate::table::{IndexChange, Settled, Table, index_key};
+use crate::table::{Fetch, FetchState, FetchTicket, IndexChange, Settled, Table, index_key};
 use crate::{DataManager, ShortId};
 
 /// The worker's data layer: keeps on local disk exactly the chunks it is told to keep.
@@ -100,6 +100,7 @@ impl ChunkManager {
         let mut table = Table::new(
             config.disk_budget,
             config.max_concurrent_downloads,
+            config.fetch_slots,
             events.clone(),
             released_sender,
         );
@@ -357,6 +358,148 @@ impl ChunkManager {
         futures::executor::block_on(self.wait_ready(chunk_id))
     }
 
+    /// Gets a chunk for a query: pinned at once if it is ready, otherwise downloaded ahead of
+    /// the background downloads and pinned when it is committed.
+    ///
+    /// This is the query path's "get or fetch and pin":
+    ///
+    /// - A chunk the manager does not hold is downloaded as **cached**: it is not assigned,
+    ///   and once no ref pins it, it may be evicted (least recently fetched first) when the
+    ///   disk budget needs room for another download. An assigned chunk is never evicted, and
+    ///   a cached chunk that [`download_chunk`](Self::download_chunk) or
+    ///   [`assign`](Self::assign) names becomes assigned. A cached chunk is ready and visible
+    ///   to [`find_chunk`](Self::find_chunk) and [`list_chunks`](Self::list_chunks) like any
+    ///   other; its status says `cached`.
+    /// - Downloads for queries have their own queue, admitted before the background queue,
+    ///   and [`Config::fetch_slots`] slots beyond [`Config::max_concurrent_downloads`]; a
+    ///   fetch of a chunk queued in the background moves it ahead.
+    /// - Concurrent fetches of one chunk share one download. A deleted chunk whose files are
+    ///   still on disk is shown again without a download; a failed one is tried again now.
+    /// - When it returns, lookups see the chunk too.
+    /// - The returned [`ChunkRef`] pins the chunk: it is neither evicted nor removed while the
+    ///   ref lives, even if [`delete_chunk`](Self::delete_chunk) is called meanwhile (the files
+    ///   go after the last ref drops). Dropping the future gives up waiting; a cached chunk
+    ///   nobody waits for any more whose download has not started is forgotten.
+    ///
+    /// Cached chunks are kept in memory only: after a restart, chunks found on disk are
+    /// adopted as assigned, as before.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidChunk`] or [`Error::Conflict`] (a different description than the one
+    /// in use) at once, without changing anything; the download's error if it failed;
+    /// [`Error::NotWanted`] if the chunk was deleted while the fetch waited;
+    /// [`Error::Shutdown`] if the manager stops first.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use chunk_manager::{ChunkManager, Config, DataChunk};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let origin = chunk_origin::Origin::start()?;
+    /// # origin.insert("c1/blocks", chunk_origin::content(1, 1000));
+    /// # let url = origin.url("c1/blocks");
+    /// let dir = tempfile::tempdir()?;
+    /// let manager = ChunkManager::open(Config::new(dir.path()))?;
+    /// let chunk = DataChunk::new([1; 32], [9; 32], 100..200, [("blocks".to_string(), url)].into());
+    ///
+    /// // Two queries want the chunk at once: one download, two pins.
+    /// let (a, b) = tokio::join!(manager.fetch(chunk.clone()), manager.fetch(chunk));
+    /// let (a, b) = (a?, b?);
+    /// assert_eq!(std::fs::read(a.path().join("blocks"))?.len(), 1000);
+    /// # assert_eq!(origin.get_count("c1/blocks"), 1);
+    /// let status = manager.status(&[1; 32]).expect("known");
+    /// assert!(status.cached && !status.wanted, "fetched for queries, not assigned");
+    ///
+    /// // Deleted while pinned: hidden at once, the files stay until the last ref drops.
+    /// manager.delete_chunk([1; 32]);
+    /// assert!(b.path().join("blocks").exists());
+    /// drop((a, b));
+    /// manager.wait_idle().await;
+    /// assert!(manager.status(&[1; 32]).is_none());
+    /// manager.shutdown().await;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn fetch(&self, chunk: DataChunk) -> Result<ChunkRef, Arc<Error>> {
+        let invalid = chunk.validate().err();
+        let requested = {
+            let mut table = self.shared.table();
+            match table.request_fetch(Arc::new(chunk), invalid) {
+                // Pinned under the lock: no eviction can come between.
+                Fetch::Ready(resident) => Ok(ChunkRef::new(resident)),
+                Fetch::Refused(error) => Err(Err(error)),
+                Fetch::Pending(ticket) => Err(Ok(ticket)),
+            }
+        };
+        self.shared.changed();
+        let ticket = match requested {
+            Ok(pinned) => {
+                self.until_published().await;
+                return Ok(pinned);
+            }
+            Err(Err(error)) => {
+                tracing::warn!(%error, "fetch refused");
+                return Err(error);
+            }
+            Err(Ok(ticket)) => ticket,
+        };
+        let mut waiting = FetchWait {
+            shared: &self.shared,
+            ticket,
+            settled: false,
+        };
+        let mut changes = self.shared.watch();
+        loop {
+            changes.borrow_and_update();
+            let settled = {
+                let mut table = self.shared.table();
+                match table.fetch_settled(&waiting.ticket) {
+                    FetchState::Pending => None,
+                    // Pinned under the lock: no eviction can come between.
+                    FetchState::Ready(resident) => Some(Ok(ChunkRef::new(resident))),
+                    FetchState::Failed(error) => Some(Err(error)),
+                    FetchState::Gone => Some(Err(Arc::new(Error::NotWanted {
+                        chunk: waiting.ticket.chunk,
+                    }))),
+                }
+            };
+            if let Some(result) = settled {
+                waiting.settled = true;
+                // The fetch no longer protects the chunk: the reconciler may have room to make.
+                self.shared.changed();
+                if result.is_ok() {
+                    self.until_published().await;
+                }
+                return result;
+            }
+            if changes.changed().await.is_err() {
+                return Err(Arc::new(Error::Shutdown));
+            }
+        }
+    }
+
+    /// Waits until lookups see every visibility change made so far (or the manager stops).
+    async fn until_published(&self) {
+        let mut changes = self.shared.watch();
+        loop {
+            changes.borrow_and_update();
+            if self.shared.index_current(&self.shared.table()) {
+                return;
+            }
+            if self.shared.shutdown.is_cancelled() || changes.changed().await.is_err() {
+                return;
+            }
+        }
+    }
+
+    /// [`fetch`](Self::fetch) for plain threads. Do not call it on an async task.
+    pub fn fetch_blocking(&self, chunk: DataChunk) -> Result<ChunkRef, Arc<Error>> {
+        futures::executor::block_on(self.fetch(chunk))
+    }
+
     /// Waits until the manager is idle: no job runs, nothing can start until something
     /// changes, and lookups see every change. Chunks waiting for refs to drop or for room in
     /// the budget do not keep the manager busy.
@@ -431,6 +574,23 @@ impl ChunkManager {
             }
         }
         bad
+    }
+}
+
+/// A fetch waiting for its chunk. Dropped before it settled (the caller gave up), it tells the
+/// table, so that the chunk is no longer protected from eviction for it.
+struct FetchWait<'a> {
+    shared: &'a Shared,
+    ticket: FetchTicket,
+    settled: bool,
+}
+
+impl Drop for FetchWait<'_> {
+    fn drop(&mut self) {
+        if !self.settled {
+            self.shared.table().fetch_abandoned(&self.ticket);
+            self.shared.changed();
+        }
     }
 }
 

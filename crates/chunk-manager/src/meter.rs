@@ -19,6 +19,7 @@
 //! | `chunk_manager_deletion_ref_wait_seconds` | histogram | |
 //! | `chunk_manager_disk_failures_total` | counter | |
 //! | `chunk_manager_rejected_total` | counter | `kind` |
+//! | `chunk_manager_chunks_evicted_total` | counter | |
 //!
 //! # Concurrency
 //!
@@ -57,6 +58,8 @@ pub mod names {
     pub const DISK_FAILURES: &str = "chunk_manager_disk_failures_total";
     /// Requests refused as invalid, by error kind.
     pub const REJECTED: &str = "chunk_manager_rejected_total";
+    /// Cached chunks evicted to make room in the disk budget.
+    pub const CHUNKS_EVICTED: &str = "chunk_manager_chunks_evicted_total";
 }
 
 /// Turns events into metrics. One per manager.
@@ -105,6 +108,7 @@ impl Meter {
                 // The download did not start after all; it starts again when space is free.
                 lock(&self.download_started).remove(chunk);
             }
+            Event::Evicted { .. } => counter!(names::CHUNKS_EVICTED).increment(1),
             Event::StorageUsed { .. } | Event::Shutdown => {}
         }
     }

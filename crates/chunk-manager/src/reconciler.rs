@@ -146,6 +146,11 @@ pub(crate) async fn run(
             let mut table = shared.table();
             fold(&mut table, &mut released, &mut finished);
             let work = table.next_work();
+            // An eviction during this turn left chunks to settle once the snapshot that still
+            // holds them is replaced: take another turn right away.
+            if table.needs_turn() {
+                shared.wake.notify_one();
+            }
             (work, table.take_index_changes())
         };
         publish(&shared, &mut visible, changes);

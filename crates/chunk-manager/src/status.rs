@@ -65,8 +65,12 @@ pub struct ChunkStatus {
     pub chunk: Arc<DataChunk>,
     /// Where it stands.
     pub state: ChunkState,
-    /// Whether the last request for it was a download (true) or a delete (false).
+    /// Whether the chunk is assigned: the last request for it was a download (true), or a
+    /// delete or a query's [`fetch`](crate::ChunkManager::fetch) (false).
     pub wanted: bool,
+    /// Whether the chunk is cached: fetched for a query and not assigned, so it may be
+    /// evicted (least recently used first) when the disk budget needs room.
+    pub cached: bool,
     /// The last request for this id that was refused (a different description), if the chunk
     /// has not been requested successfully since.
     pub rejected: Option<Arc<Error>>,
@@ -78,6 +82,8 @@ pub struct ChunkStatus {
 pub struct Totals {
     /// Chunks ready and visible.
     pub ready: usize,
+    /// Of those, chunks cached for queries (not assigned; evictable).
+    pub cached: usize,
     /// Chunks waiting for a download slot.
     pub queued: usize,
     /// Chunks waiting for room in the disk budget.

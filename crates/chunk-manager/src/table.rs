@@ -25,6 +25,39 @@
 //! A download of a chunk in `Deleting` shows it again without downloading, unless its files are
 //! already being removed, in which case it is downloaded again once they are gone.
 //!
+//! # Desire: assigned, cached, deleted
+//!
+//! What the caller wants for a chunk is one of three [`Desire`]s, and the last call wins:
+//!
+//! | call | desire | kept |
+//! | --- | --- | --- |
+//! | `download_chunk`, `assign` | assigned | always; never evicted |
+//! | `fetch` (a query) of a chunk that is not assigned | cached | while the budget has room |
+//! | `delete_chunk`, or eviction | deleted | until the last ref drops |
+//!
+//! A `fetch` of an assigned chunk leaves it assigned; a `download_chunk` of a cached chunk makes
+//! it assigned; a `delete_chunk` of a cached chunk deletes it like any other. A `fetch` of a
+//! deleted chunk still on disk shows it again, cached, without a download. Cached chunks are
+//! ready and visible like assigned ones.
+//!
+//! # Priority
+//!
+//! Downloads asked for by `fetch` wait in their own queue, admitted before the background
+//! queue, and may use `fetch_slots` slots beyond `max_downloads`; a `fetch` of a chunk already
+//! queued in the background moves it to that queue. Every `fetch` of one chunk waits for the
+//! same download.
+//!
+//! # Eviction
+//!
+//! When a queued download does not fit in the budget, the table evicts cached chunks, least
+//! recently fetched first, until the bytes being evicted cover the shortfall. It never evicts
+//! an assigned chunk, a chunk pinned by a [`ChunkRef`](crate::ChunkRef), a chunk a `fetch` is
+//! waiting for, or a chunk a job is working on; if the candidates cannot cover the shortfall it
+//! evicts nothing and the download waits (🚫). An evicted chunk is deleted: hidden at once,
+//! removed by the usual removal job, its bytes counted as `evicting` until then. Downloads for
+//! queries claim the room they wait for, so background downloads queued behind them do not take
+//! it.
+//!
 //! # Concurrency
 //!
 //! At most one job runs per chunk, so the filesystem operations on one chunk never race. The
@@ -37,7 +70,7 @@
 //! `committed + reserved <= limit` at all times: a download reserves its chunk's size before it
 //! writes a byte, and the reservation becomes committed bytes when the chunk is committed.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::mem;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -48,7 +81,7 @@ use tokio_util::sync::CancellationToken;
 use crate::chunk::{ChunkId, DataChunk, DatasetId, InvalidChunk};
 use crate::error::Error;
 use crate::event::{Emitter, Event};
-use crate::handle::{Released, Releases, Resident};
+use crate::handle::{ReleaseKind, Released, Releases, Resident};
 use crate::status::{ChunkState, ChunkStatus, Totals};
 
 /// Bytes done and total of one running download, written by the job, read by status calls.
@@ -149,11 +182,51 @@ pub(crate) enum Settled {
     Pending,
 }
 
+/// The answer to a `fetch`: the chunk at once, or a ticket to wait with.
+#[derive(Debug)]
+pub(crate) enum Fetch {
+    /// Ready: pin it now, under the lock, so it cannot be evicted first.
+    Ready(Arc<Resident>),
+    /// Downloading or queued; ask [`Table::fetch_settled`] after each change. The fetch is
+    /// counted until it settles or is abandoned, and a counted chunk is never evicted.
+    Pending(FetchTicket),
+    /// Invalid, or sent with a different description than the one in use.
+    Refused(Arc<Error>),
+}
+
+/// Names one waiting fetch: the chunk and the entry's incarnation, so that a fetch of an entry
+/// forgotten meanwhile never touches a later entry of the same id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct FetchTicket {
+    pub(crate) chunk: ChunkId,
+    incarnation: u64,
+}
+
+/// Where a waiting fetch stands.
+#[derive(Debug)]
+pub(crate) enum FetchState {
+    Ready(Arc<Resident>),
+    Failed(Arc<Error>),
+    /// Deleted while the fetch waited.
+    Gone,
+    Pending,
+}
+
+/// What the caller wants for a chunk; see the module docs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Desire {
+    Assigned,
+    Cached,
+    Deleted,
+}
+
 #[derive(Debug, Clone, Copy, Default)]
 struct Budget {
     limit: u64,
     committed: u64,
     reserved: u64,
+    /// Committed bytes of evicted chunks whose removal is pending: room that is coming.
+    evicting: u64,
 }
 
 impl Budget {
@@ -194,8 +267,8 @@ enum Running {
 #[derive(Debug)]
 struct Entry {
     chunk: Arc<DataChunk>,
-    /// The last request: download (true) or delete (false).
-    wanted: bool,
+    /// What the last call asked for.
+    desire: Desire,
     disk: Disk,
     job: Option<Running>,
     /// Whether a durable deletion record exists for the chunk.
@@ -209,13 +282,23 @@ struct Entry {
     /// A removal or tombstone write failed; not retried until the chunk is requested again.
     io_failed: bool,
     rejected: Option<Arc<Error>>,
+    /// Queued for a query: admitted from the urgent queue.
+    urgent: bool,
+    /// Fetches waiting for the chunk to be ready.
+    fetchers: usize,
+    /// Tells this entry from an earlier or later one of the same id.
+    incarnation: u64,
+    /// The LRU tick of a ready cached chunk, which is then in `Table::lru` under it.
+    lru_tick: Option<u64>,
+    /// Evicted, removal pending: its size is counted in `Budget::evicting`.
+    evicting: bool,
 }
 
 impl Entry {
-    fn new(chunk: Arc<DataChunk>) -> Self {
+    fn new(chunk: Arc<DataChunk>, desire: Desire, incarnation: u64) -> Self {
         Self {
             chunk,
-            wanted: true,
+            desire,
             disk: Disk::Absent,
             job: None,
             tombstone: false,
@@ -225,6 +308,11 @@ impl Entry {
             failure: None,
             io_failed: false,
             rejected: None,
+            urgent: false,
+            fetchers: 0,
+            incarnation,
+            lru_tick: None,
+            evicting: false,
         }
     }
 
@@ -233,14 +321,74 @@ impl Entry {
     fn replaceable(&self) -> bool {
         matches!(self.disk, Disk::Absent) && self.job.is_none()
     }
+
+    /// Assigned or cached: to be on disk.
+    fn wanted(&self) -> bool {
+        self.desire != Desire::Deleted
+    }
+
+    /// The visible resident, if the chunk is ready.
+    fn shown(&self) -> Option<&Arc<Resident>> {
+        match &self.disk {
+            Disk::Committed {
+                residency: Residency::Shown(resident),
+                ..
+            } => Some(resident),
+            _ => None,
+        }
+    }
+
+    fn committed_size(&self) -> u64 {
+        match self.disk {
+            Disk::Committed { size, .. } => size,
+            Disk::Absent => 0,
+        }
+    }
+
+    /// Changes the desire and tells a visible resident whether it is cached (its last unpin
+    /// then wakes the reconciler, which may evict it for a waiting download).
+    fn set_desire(&mut self, desire: Desire) {
+        self.desire = desire;
+        if let Some(resident) = self.shown() {
+            resident.set_cached(desire == Desire::Cached);
+        }
+    }
+}
+
+/// The two download queues: downloads for queries first, then the background ones.
+#[derive(Debug, Default)]
+struct Queues {
+    /// Background downloads, oldest first. May hold stale ids; admission skips them.
+    background: VecDeque<ChunkId>,
+    /// Downloads a `fetch` waits for, oldest first. May hold stale ids.
+    urgent: VecDeque<ChunkId>,
+}
+
+impl Queues {
+    fn push(&mut self, id: ChunkId, urgent: bool, front: bool) {
+        let queue = if urgent {
+            &mut self.urgent
+        } else {
+            &mut self.background
+        };
+        if front {
+            queue.push_front(id);
+        } else {
+            queue.push_back(id);
+        }
+    }
 }
 
 /// The table. See the module docs.
 #[derive(Debug)]
 pub(crate) struct Table {
     entries: HashMap<ChunkId, Entry>,
-    /// Chunks waiting to download, oldest first. May hold stale ids; admission skips them.
-    queue: VecDeque<ChunkId>,
+    /// Chunks waiting to download.
+    queues: Queues,
+    /// Ready cached chunks by `(tick, id)`: the least recently fetched first.
+    lru: BTreeSet<(u64, ChunkId)>,
+    /// The LRU clock, bumped on every fetch of a ready chunk and every commit.
+    clock: u64,
     /// Chunks whose facts may lag their wish; examined by the next `next_work`.
     dirty: Vec<ChunkId>,
     /// Whether admission may have something to start (new queue entries, a freed slot or
@@ -248,6 +396,8 @@ pub(crate) struct Table {
     admission_dirty: bool,
     budget: Budget,
     max_downloads: usize,
+    /// Slots beyond `max_downloads` that only urgent downloads may use.
+    fetch_slots: usize,
     downloads_running: usize,
     jobs_running: usize,
     next_generation: u64,
@@ -263,12 +413,15 @@ impl Table {
     pub(crate) fn new(
         budget: u64,
         max_downloads: usize,
+        fetch_slots: usize,
         events: Emitter,
         released: Releases,
     ) -> Self {
         Self {
             entries: HashMap::new(),
-            queue: VecDeque::new(),
+            queues: Queues::default(),
+            lru: BTreeSet::new(),
+            clock: 0,
             dirty: Vec::new(),
             admission_dirty: false,
             budget: Budget {
@@ -276,6 +429,7 @@ impl Table {
                 ..Budget::default()
             },
             max_downloads: max_downloads.max(1),
+            fetch_slots,
             downloads_running: 0,
             jobs_running: 0,
             next_generation: 0,
@@ -287,13 +441,14 @@ impl Table {
         }
     }
 
-    /// Adds a chunk found committed on disk at startup: ready and wanted.
+    /// Adds a chunk found committed on disk at startup: ready and assigned.
     pub(crate) fn adopt(&mut self, chunk: Arc<DataChunk>, path: PathBuf, size: u64) {
         let id = *chunk.id();
         let resident = self.new_resident(chunk.clone(), path.clone(), size);
         self.show(&resident);
         self.budget.committed += size;
-        let mut entry = Entry::new(chunk);
+        let incarnation = self.next_incarnation();
+        let mut entry = Entry::new(chunk, Desire::Assigned, incarnation);
         entry.size = Some(size);
         entry.disk = Disk::Committed {
             path,
@@ -303,44 +458,38 @@ impl Table {
         self.entries.insert(id, entry);
     }
 
-    /// Whether a download call for `chunk` would change nothing: the same description is
-    /// already wanted and queued, downloading or ready, with nothing to retry. Such calls
-    /// (an assignment refreshed) are answered without marking work or waking anyone.
-    pub(crate) fn download_is_noop(&self, chunk: &DataChunk) -> bool {
-        self.entries.get(chunk.id()).is_some_and(|entry| {
-            entry.wanted
-                && *entry.chunk == *chunk
-                && entry.failure.is_none()
-                && entry.rejected.is_none()
-                && !entry.io_failed
-                && (entry.queued
-                    || entry.job.is_some()
-                    || matches!(
-                        entry.disk,
-                        Disk::Committed {
-                            residency: Residency::Shown(_),
-                            ..
-                        }
-                    ))
-        })
+    fn next_incarnation(&mut self) -> u64 {
+        self.next_generation += 1;
+        self.next_generation
     }
 
-    /// A call to download `chunk`. `invalid` is the result of validating it, done by the
-    /// caller outside the lock. Returns the error when the request is refused or the chunk is
-    /// invalid, for the caller to log.
-    pub(crate) fn request_download(
+    /// The entry for `chunk`, created with `desire` if the table does not know the id.
+    fn entry_for(&mut self, chunk: &Arc<DataChunk>, desire: Desire) -> &mut Entry {
+        let id = *chunk.id();
+        if !self.entries.contains_key(&id) {
+            let incarnation = self.next_incarnation();
+            self.entries
+                .insert(id, Entry::new(chunk.clone(), desire, incarnation));
+        }
+        match self.entries.get_mut(&id) {
+            Some(entry) => entry,
+            None => unreachable!("inserted above"),
+        }
+    }
+
+    /// Takes `chunk` as the entry's description, unless a different one is in use: then the
+    /// request is refused, recorded and reported.
+    fn describe(
         &mut self,
         chunk: Arc<DataChunk>,
-        invalid: Option<InvalidChunk>,
-    ) -> Option<Arc<Error>> {
+        desire: Desire,
+        invalid: &mut Option<InvalidChunk>,
+    ) -> Result<(), Arc<Error>> {
         let id = *chunk.id();
-        let entry = self
-            .entries
-            .entry(id)
-            .or_insert_with(|| Entry::new(chunk.clone()));
+        let entry = self.entry_for(&chunk, desire);
         if entry.chunk != chunk {
             if !entry.replaceable() {
-                let error = Arc::new(match invalid {
+                let error = Arc::new(match invalid.take() {
                     Some(source) => Error::InvalidChunk { chunk: id, source },
                     None => Error::Conflict { chunk: id },
                 });
@@ -352,14 +501,44 @@ impl Table {
                         error: error.clone(),
                     },
                 );
-                return Some(error);
+                return Err(error);
             }
             entry.chunk = chunk;
             entry.size = None;
         }
         entry.rejected = None;
         entry.io_failed = false;
-        entry.wanted = true;
+        Ok(())
+    }
+
+    /// Whether a download call for `chunk` would change nothing: the same description is
+    /// already assigned and queued, downloading or ready, with nothing to retry. Such calls
+    /// (an assignment refreshed) are answered without marking work or waking anyone.
+    pub(crate) fn download_is_noop(&self, chunk: &DataChunk) -> bool {
+        self.entries.get(chunk.id()).is_some_and(|entry| {
+            entry.desire == Desire::Assigned
+                && *entry.chunk == *chunk
+                && entry.failure.is_none()
+                && entry.rejected.is_none()
+                && !entry.io_failed
+                && (entry.queued || entry.job.is_some() || entry.shown().is_some())
+        })
+    }
+
+    /// A call to download `chunk`. `invalid` is the result of validating it, done by the
+    /// caller outside the lock. Returns the error when the request is refused or the chunk is
+    /// invalid, for the caller to log.
+    pub(crate) fn request_download(
+        &mut self,
+        chunk: Arc<DataChunk>,
+        mut invalid: Option<InvalidChunk>,
+    ) -> Option<Arc<Error>> {
+        let id = *chunk.id();
+        if let Err(error) = self.describe(chunk, Desire::Assigned, &mut invalid) {
+            return Some(error);
+        }
+        let entry = self.entries.get_mut(&id)?;
+        entry.set_desire(Desire::Assigned);
         if let Some(source) = invalid {
             let error = Arc::new(Error::InvalidChunk { chunk: id, source });
             entry.failure = Some((error.clone(), 0));
@@ -371,12 +550,123 @@ impl Table {
                     attempts: 0,
                 },
             );
+            self.sync_lru(id);
             return Some(error);
         }
+        self.bring_back(id, false);
+        None
+    }
+
+    /// A query asks for `chunk`: the ready chunk at once, or a ticket to wait for its download.
+    ///
+    /// An unknown chunk is downloaded as cached (not assigned); a deleted one still on disk is
+    /// shown again as cached; an assigned one stays assigned. A download not yet started moves
+    /// to the urgent queue; a failed one is tried again now. A running download is shared.
+    /// An invalid description, or one that differs from the description in use, changes
+    /// nothing and is refused.
+    pub(crate) fn request_fetch(
+        &mut self,
+        chunk: Arc<DataChunk>,
+        mut invalid: Option<InvalidChunk>,
+    ) -> Fetch {
+        let id = *chunk.id();
+        if let Some(source) = invalid.take() {
+            // Refused without a trace in the table: a query's bad description must not
+            // disturb a chunk in use, nor leave a failed entry behind.
+            let error = Arc::new(Error::InvalidChunk { chunk: id, source });
+            emit(
+                &self.events,
+                Event::Rejected {
+                    chunk: id,
+                    error: error.clone(),
+                },
+            );
+            return Fetch::Refused(error);
+        }
+        if let Err(error) = self.describe(chunk, Desire::Cached, &mut invalid) {
+            return Fetch::Refused(error);
+        }
+        let Some(entry) = self.entries.get_mut(&id) else {
+            unreachable!("described above");
+        };
+        if entry.desire == Desire::Deleted {
+            entry.set_desire(Desire::Cached);
+        }
+        if let Some(resident) = self.bring_back(id, true) {
+            self.touch(id);
+            return Fetch::Ready(resident);
+        }
+        let Some(entry) = self.entries.get_mut(&id) else {
+            unreachable!("described above");
+        };
+        entry.fetchers += 1;
+        Fetch::Pending(FetchTicket {
+            chunk: id,
+            incarnation: entry.incarnation,
+        })
+    }
+
+    /// Where a waiting fetch stands. A settled fetch (ready, failed, gone) stops counting.
+    pub(crate) fn fetch_settled(&mut self, ticket: &FetchTicket) -> FetchState {
+        let Some(entry) = self.entries.get_mut(&ticket.chunk) else {
+            return FetchState::Gone;
+        };
+        if entry.incarnation != ticket.incarnation {
+            return FetchState::Gone;
+        }
+        let state = if !entry.wanted() {
+            FetchState::Gone
+        } else if let Some(resident) = entry.shown() {
+            FetchState::Ready(resident.clone())
+        } else if let (None, Some((error, _))) = (&entry.job, &entry.failure) {
+            FetchState::Failed(error.clone())
+        } else if self.shutting_down {
+            FetchState::Failed(Arc::new(Error::Shutdown))
+        } else {
+            return FetchState::Pending;
+        };
+        debug_assert!(entry.fetchers > 0, "a settled fetch was counted");
+        entry.fetchers = entry.fetchers.saturating_sub(1);
+        if entry.fetchers == 0 {
+            // No longer protected from eviction: a waiting download may use its room.
+            self.admission_dirty = true;
+        }
+        if matches!(state, FetchState::Ready(_)) {
+            self.touch(ticket.chunk);
+        }
+        state
+    }
+
+    /// A waiting fetch gave up (its future was dropped). A cached chunk nobody waits for any
+    /// more and whose download has not started is forgotten.
+    pub(crate) fn fetch_abandoned(&mut self, ticket: &FetchTicket) {
+        let Some(entry) = self.entries.get_mut(&ticket.chunk) else {
+            return;
+        };
+        if entry.incarnation != ticket.incarnation {
+            return;
+        }
+        debug_assert!(entry.fetchers > 0, "an abandoned fetch was counted");
+        entry.fetchers = entry.fetchers.saturating_sub(1);
+        if entry.fetchers > 0 {
+            return;
+        }
+        self.admission_dirty = true;
+        if entry.desire == Desire::Cached && entry.replaceable() {
+            self.forget(ticket.chunk);
+        }
+    }
+
+    /// Moves a wanted chunk towards being on disk: shows a hidden one again (no download),
+    /// queues an absent one (`urgent`: in the urgent queue, promoting it if it waits in the
+    /// background queue; a failed one goes first). Returns the resident if it is visible.
+    fn bring_back(&mut self, id: ChunkId, urgent: bool) -> Option<Arc<Resident>> {
+        let entry = self.entries.get_mut(&id)?;
         let mut show = None;
+        let mut visible = None;
         match (&mut entry.disk, &entry.job) {
             // Its files are going; download again once they are gone (see `removal_finished`).
-            (_, Some(Running::Remove)) => {}
+            (_, Some(Running::Remove)) => entry.urgent |= urgent,
             (
                 Disk::Committed {
                     path,
@@ -404,33 +694,44 @@ impl Table {
                     resident.set_hidden(false);
                     show = Some(resident.clone());
                     *residency = Residency::Shown(resident);
+                    if entry.evicting {
+                        entry.evicting = false;
+                        self.budget.evicting -= *size;
+                    }
+                }
+                if let Residency::Shown(resident) = residency {
+                    resident.set_cached(entry.desire == Desire::Cached);
+                    visible = Some(resident.clone());
                 }
             }
             // A cancelled download still running: `download_finished` queues it again.
-            (Disk::Absent, Some(_)) => {}
+            (Disk::Absent, Some(_)) => entry.urgent |= urgent,
             (Disk::Absent, None) => {
-                if !entry.queued {
+                let promote = urgent && !entry.urgent;
+                entry.urgent |= urgent;
+                if !entry.queued || promote {
                     entry.queued = true;
                     // A retry after a failure goes first ("try again now"); a new chunk waits
                     // its turn.
-                    if entry.failure.take().is_some() {
-                        self.queue.push_front(id);
-                    } else {
-                        self.queue.push_back(id);
-                    }
+                    let retry = entry.failure.take().is_some();
+                    self.queues.push(id, entry.urgent, retry);
                     self.admission_dirty = true;
                 }
             }
         }
         if let Some(resident) = show {
             self.show(&resident);
+            // A cached chunk shown again may be evicted for a waiting download.
+            self.admission_dirty = true;
         }
+        self.sync_lru(id);
         self.dirty.push(id);
-        None
+        visible
     }
 
-    /// Replaces the whole desired set: every wanted chunk not in `chunks` is deleted, every
-    /// chunk in it is requested, as one step under one lock. Returns the refused requests.
+    /// Replaces the whole desired set: every assigned chunk not in `chunks` is deleted, every
+    /// chunk in it is requested, as one step under one lock. Cached chunks not in `chunks`
+    /// stay cached. Returns the refused requests.
     pub(crate) fn request_assignment(
         &mut self,
         chunks: Vec<(Arc<DataChunk>, Option<InvalidChunk>)>,
@@ -440,7 +741,7 @@ impl Table {
         let unassigned: Vec<ChunkId> = self
             .entries
             .iter()
-            .filter(|(id, entry)| entry.wanted && !assigned.contains(*id))
+            .filter(|(id, entry)| entry.desire == Desire::Assigned && !assigned.contains(*id))
             .map(|(id, _)| *id)
             .collect();
         for id in unassigned {
@@ -457,7 +758,8 @@ impl Table {
         let Some(entry) = self.entries.get_mut(&id) else {
             return;
         };
-        entry.wanted = false;
+        entry.set_desire(Desire::Deleted);
+        entry.urgent = false;
         entry.rejected = None;
         entry.io_failed = false;
         if let Some(Running::Download { cancel, .. }) = &entry.job {
@@ -475,6 +777,7 @@ impl Table {
         if let Some(key) = hide {
             self.hide(key);
         }
+        self.sync_lru(id);
         if nothing_on_disk {
             // Queued or failed: unqueued and forgotten at once (admission skips the stale id).
             self.forget(id);
@@ -483,15 +786,27 @@ impl Table {
         }
     }
 
-    /// The last strong reference to a resident chunk is gone.
+    /// A resident reported its last strong reference gone, or (for a cached chunk) its last
+    /// pin dropped.
     pub(crate) fn released(&mut self, released: Released) {
         self.released.folded();
-        if self.entries.contains_key(&released.id) {
-            self.dirty.push(released.id);
+        let Some(entry) = self.entries.get(&released.id) else {
+            return;
+        };
+        match released.kind {
+            ReleaseKind::Dropped => self.dirty.push(released.id),
+            ReleaseKind::Unpinned => {
+                // Evictable now: a download waiting for room may use it.
+                if entry.desire == Desire::Cached {
+                    self.admission_dirty = true;
+                }
+            }
         }
     }
 
-    /// A running download asks to reserve `size` bytes (its total, now known).
+    /// A running download asks to reserve `size` bytes (its total, now known). If the budget
+    /// has no room, cached chunks are evicted for it where they can cover the shortfall; the
+    /// download then waits for their removal.
     pub(crate) fn try_reserve(&mut self, id: &ChunkId, size: u64) -> Reservation {
         let Some(entry) = self.entries.get_mut(id) else {
             return Reservation::Gone;
@@ -515,12 +830,126 @@ impl Table {
         }
         let others = self.budget.committed + self.budget.reserved - *reserved;
         if others + size > self.budget.limit {
+            let deficit = others + size - self.budget.limit;
+            self.make_room(deficit, id);
             return Reservation::NoSpace;
         }
         self.budget.reserved = self.budget.reserved - *reserved + size;
         *reserved = size;
         progress.total.store(size, Ordering::Relaxed);
         Reservation::Granted
+    }
+
+    /// Evicts cached chunks, least recently used first, until the bytes being evicted cover
+    /// `deficit`. Evicts nothing and returns false if the candidates cannot cover it.
+    fn make_room(&mut self, deficit: u64, except: &ChunkId) -> bool {
+        let mut coming = self.budget.evicting;
+        if coming >= deficit {
+            return true;
+        }
+        let mut victims = Vec::new();
+        for &(_, id) in &self.lru {
+            if coming >= deficit {
+                break;
+            }
+            if id == *except {
+                continue;
+            }
+            let Some(entry) = self.entries.get(&id) else {
+                continue;
+            };
+            let Some(resident) = entry.shown() else {
+                continue;
+            };
+            if entry.fetchers > 0 || entry.job.is_some() || resident.pins() > 0 {
+                continue;
+            }
+            coming += entry.committed_size();
+            victims.push(id);
+        }
+        if coming < deficit {
+            return false;
+        }
+        for id in victims {
+            self.evict(id);
+        }
+        true
+    }
+
+    /// Deletes a ready cached chunk to make room: hidden at once, removed once no ref holds it.
+    fn evict(&mut self, id: ChunkId) {
+        let Some(entry) = self.entries.get_mut(&id) else {
+            return;
+        };
+        debug_assert_eq!(
+            entry.desire,
+            Desire::Cached,
+            "only cached chunks are evicted"
+        );
+        let Disk::Committed {
+            size, residency, ..
+        } = &mut entry.disk
+        else {
+            return;
+        };
+        let Residency::Shown(resident) = residency else {
+            return;
+        };
+        let size = *size;
+        resident.set_hidden(true);
+        resident.set_cached(false);
+        let key = index_key(&resident.chunk);
+        *residency = Residency::Hidden(Arc::downgrade(resident));
+        entry.desire = Desire::Deleted;
+        entry.evicting = true;
+        self.budget.evicting += size;
+        self.hide(key);
+        self.sync_lru(id);
+        self.dirty.push(id);
+        emit(
+            &self.events,
+            Event::Evicted {
+                chunk: id,
+                bytes: size,
+            },
+        );
+    }
+
+    /// Marks a ready cached chunk as just used.
+    fn touch(&mut self, id: ChunkId) {
+        if let Some(entry) = self.entries.get_mut(&id)
+            && let Some(tick) = entry.lru_tick.take()
+        {
+            self.lru.remove(&(tick, id));
+        }
+        self.sync_lru(id);
+    }
+
+    /// Puts the chunk in the LRU set if it is ready and cached, out of it otherwise. A chunk
+    /// that enters gets the next tick: it is the most recently used.
+    fn sync_lru(&mut self, id: ChunkId) {
+        let Some(entry) = self.entries.get_mut(&id) else {
+            return;
+        };
+        let cached = entry.desire == Desire::Cached && entry.shown().is_some();
+        match (cached, entry.lru_tick) {
+            (true, None) => {
+                self.clock += 1;
+                entry.lru_tick = Some(self.clock);
+                self.lru.insert((self.clock, id));
+            }
+            (false, Some(tick)) => {
+                self.lru.remove(&(tick, id));
+                entry.lru_tick = None;
+            }
+            _ => {}
+        }
+    }
+
+    /// Whether the table has work for another turn right away (a step taken during this turn,
+    /// such as an eviction, left chunks to settle).
+    pub(crate) fn needs_turn(&self) -> bool {
+        !self.shutting_down && (!self.dirty.is_empty() || self.admission_dirty)
     }
 
     /// The jobs to start now. Marks them running.
@@ -576,33 +1005,60 @@ impl Table {
                 }
             }
             Disk::Absent => {
-                if !entry.wanted {
+                if !entry.wanted() {
                     self.forget(id);
                 } else if !entry.queued && entry.failure.is_none() {
                     entry.queued = true;
-                    self.queue.push_back(id);
+                    self.queues.push(id, entry.urgent, false);
                     self.admission_dirty = true;
                 }
             }
         }
     }
 
-    /// Starts queued downloads while there are slots and room in the budget.
+    /// Starts queued downloads while there are slots and room in the budget: the urgent queue
+    /// first, then the background queue.
     fn admit(&mut self, work: &mut Vec<Work>) {
         if !self.admission_dirty {
             return;
         }
         self.admission_dirty = false;
+        // Bytes that urgent downloads waiting for room have claimed in this pass.
+        let mut claimed = 0;
+        let mut urgent = mem::take(&mut self.queues.urgent);
+        self.admit_from(&mut urgent, true, &mut claimed, work);
+        self.queues.urgent = urgent;
+        let mut background = mem::take(&mut self.queues.background);
+        self.admit_from(&mut background, false, &mut claimed, work);
+        self.queues.background = background;
+    }
+
+    fn admit_from(
+        &mut self,
+        queue: &mut VecDeque<ChunkId>,
+        urgent: bool,
+        claimed: &mut u64,
+        work: &mut Vec<Work>,
+    ) {
+        let slots = if urgent {
+            self.max_downloads + self.fetch_slots
+        } else {
+            self.max_downloads
+        };
         let mut position = 0;
-        while position < self.queue.len() && self.downloads_running < self.max_downloads {
-            let id = self.queue[position];
+        while position < queue.len() && self.downloads_running < slots {
+            let id = queue[position];
             let Some(entry) = self.entries.get_mut(&id) else {
-                self.queue.remove(position);
+                queue.remove(position);
                 continue;
             };
-            if !entry.queued || entry.job.is_some() || !entry.wanted {
-                entry.queued = entry.queued && entry.job.is_none() && entry.wanted;
-                self.queue.remove(position);
+            // An urgent chunk promoted out of the background queue leaves a stale copy there.
+            let promoted_copy = !urgent && entry.urgent;
+            if !entry.queued || entry.job.is_some() || !entry.wanted() || promoted_copy {
+                if !promoted_copy {
+                    entry.queued = entry.queued && entry.job.is_none() && entry.wanted();
+                }
+                queue.remove(position);
                 continue;
             }
             let reserved = match entry.size {
@@ -623,20 +1079,31 @@ impl Table {
                             attempts: 0,
                         },
                     );
-                    self.queue.remove(position);
+                    queue.remove(position);
                     continue;
                 }
-                Some(size) if size > self.budget.available() => {
-                    if !entry.waiting_for_space {
-                        entry.waiting_for_space = true;
-                        emit(
-                            &self.events,
-                            Event::BudgetExceeded {
-                                chunk: id,
-                                needed: size,
-                                available: self.budget.available(),
-                            },
-                        );
+                Some(size) if size > self.budget.available().saturating_sub(*claimed) => {
+                    let deficit = (self.budget.committed + self.budget.reserved + *claimed + size)
+                        .saturating_sub(self.budget.limit);
+                    if urgent {
+                        *claimed += size;
+                    }
+                    let announced = entry.waiting_for_space;
+                    if !self.make_room(deficit, &id) {
+                        // Nothing to evict: wait until deletions or unpins free room.
+                        if let Some(entry) = self.entries.get_mut(&id) {
+                            entry.waiting_for_space = true;
+                        }
+                        if !announced {
+                            emit(
+                                &self.events,
+                                Event::BudgetExceeded {
+                                    chunk: id,
+                                    needed: size,
+                                    available: self.budget.available(),
+                                },
+                            );
+                        }
                     }
                     position += 1;
                     continue;
@@ -644,7 +1111,7 @@ impl Table {
                 Some(size) => size,
                 None => 0,
             };
-            self.queue.remove(position);
+            queue.remove(position);
             entry.queued = false;
             entry.waiting_for_space = false;
             let cancel = CancellationToken::new();
@@ -718,6 +1185,19 @@ impl Table {
                 debug_assert!(false, "job {job:?} ended with {outcome:?}");
             }
         }
+        if let Some(entry) = self.entries.get(&id)
+            && entry.desire == Desire::Cached
+        {
+            if entry.fetchers == 0 && entry.replaceable() {
+                // Not on disk (cancelled, failed, no room, or its old files just removed) and
+                // no fetch waits for it any more: not worth a place in the queue.
+                self.forget(id);
+            } else {
+                // No job works on it any more: it may be evicted for a download waiting for
+                // room.
+                self.admission_dirty = true;
+            }
+        }
     }
 
     fn download_finished(&mut self, id: ChunkId, outcome: DownloadOutcome) {
@@ -729,6 +1209,7 @@ impl Table {
                 self.budget.committed += size;
                 entry.size = Some(size);
                 entry.failure = None;
+                entry.urgent = false;
                 self.next_generation += 1;
                 let resident = Arc::new(Resident::new(
                     entry.chunk.clone(),
@@ -737,8 +1218,9 @@ impl Table {
                     self.next_generation,
                     self.released.clone(),
                 ));
-                let wanted = entry.wanted;
+                let wanted = entry.wanted();
                 resident.set_hidden(!wanted);
+                resident.set_cached(entry.desire == Desire::Cached);
                 entry.disk = Disk::Committed {
                     path,
                     size,
@@ -759,32 +1241,38 @@ impl Table {
                         },
                     );
                 }
+                self.touch(id);
                 self.storage_used();
             }
             DownloadOutcome::Cancelled => {
-                if entry.wanted {
+                if entry.wanted() {
                     entry.queued = true;
-                    self.queue.push_front(id);
+                    self.queues.push(id, entry.urgent, true);
                 }
             }
             DownloadOutcome::NeedsSpace { size } => {
                 entry.size = Some(size);
-                if entry.wanted {
+                if entry.wanted() {
                     entry.queued = true;
-                    entry.waiting_for_space = true;
-                    self.queue.push_front(id);
-                    emit(
-                        &self.events,
-                        Event::BudgetExceeded {
-                            chunk: id,
-                            needed: size,
-                            available: self.budget.available(),
-                        },
-                    );
+                    self.queues.push(id, entry.urgent, true);
+                    let deficit = (self.budget.committed + self.budget.reserved + size)
+                        .saturating_sub(self.budget.limit);
+                    // Room that evictions are freeing is coming: no need to announce a wait.
+                    if self.budget.evicting < deficit {
+                        entry.waiting_for_space = true;
+                        emit(
+                            &self.events,
+                            Event::BudgetExceeded {
+                                chunk: id,
+                                needed: size,
+                                available: self.budget.available(),
+                            },
+                        );
+                    }
                 }
             }
             DownloadOutcome::Failed { error, attempts } => {
-                if entry.wanted {
+                if entry.wanted() {
                     let error = Arc::new(error);
                     entry.failure = Some((error.clone(), attempts));
                     emit(
@@ -804,6 +1292,12 @@ impl Table {
         let Some(entry) = self.entries.get_mut(&id) else {
             return;
         };
+        // Whatever the result, the room this eviction promised is no longer coming from it.
+        if entry.evicting {
+            entry.evicting = false;
+            self.budget.evicting -= entry.committed_size();
+            self.admission_dirty = true;
+        }
         if let Err(error) = result {
             self.io_failed(id, error);
             return;
@@ -814,9 +1308,9 @@ impl Table {
         entry.disk = Disk::Absent;
         entry.tombstone = false;
         self.admission_dirty = true;
-        if entry.wanted {
+        if entry.wanted() {
             entry.queued = true;
-            self.queue.push_front(id);
+            self.queues.push(id, entry.urgent, true);
         } else {
             self.forget(id);
         }
@@ -838,7 +1332,9 @@ impl Table {
 
     /// Drops a chunk that is neither wanted nor on disk.
     fn forget(&mut self, id: ChunkId) {
-        self.entries.remove(&id);
+        if let Some(entry) = self.entries.remove(&id) {
+            debug_assert!(entry.lru_tick.is_none(), "a forgotten chunk was in the LRU");
+        }
         emit(&self.events, Event::ChunkDeleted { chunk: id });
     }
 
@@ -920,7 +1416,7 @@ impl Table {
         let Some(entry) = self.entries.get(id) else {
             return Settled::NotWanted;
         };
-        if !entry.wanted {
+        if !entry.wanted() {
             return Settled::NotWanted;
         }
         if let Disk::Committed {
@@ -956,7 +1452,8 @@ impl Table {
         ChunkStatus {
             chunk: entry.chunk.clone(),
             state: self.state_of(entry),
-            wanted: entry.wanted,
+            wanted: entry.desire == Desire::Assigned,
+            cached: entry.desire == Desire::Cached,
             rejected: entry.rejected.clone(),
         }
     }
@@ -1010,7 +1507,10 @@ impl Table {
                 ChunkState::Queued => totals.queued += 1,
                 ChunkState::WaitingForSpace { .. } => totals.waiting_for_space += 1,
                 ChunkState::Downloading { .. } => totals.downloading += 1,
-                ChunkState::Ready => totals.ready += 1,
+                ChunkState::Ready => {
+                    totals.ready += 1;
+                    totals.cached += usize::from(entry.desire == Desire::Cached);
+                }
                 ChunkState::Deleting { pinned } => {
                     totals.deleting += 1;
                     totals.pinned += usize::from(pinned);
@@ -1019,6 +1519,53 @@ impl Table {
             }
         }
         totals
+    }
+}
+
+impl Table {
+    /// Checks the table's bookkeeping against its entries; for tests.
+    #[cfg(test)]
+    pub(crate) fn check_invariants(&self) {
+        let mut lru = BTreeSet::new();
+        let (mut committed, mut reserved, mut evicting) = (0, 0, 0);
+        for (id, entry) in &self.entries {
+            let ready_cached = entry.desire == Desire::Cached && entry.shown().is_some();
+            assert_eq!(entry.lru_tick.is_some(), ready_cached, "LRU membership");
+            if let Some(tick) = entry.lru_tick {
+                lru.insert((tick, *id));
+            }
+            if let Some(resident) = entry.shown() {
+                assert_eq!(resident.is_cached(), entry.desire == Desire::Cached);
+            }
+            committed += entry.committed_size();
+            if let Some(Running::Download { reserved: r, .. }) = &entry.job {
+                reserved += r;
+            }
+            if entry.evicting {
+                // Deleted, or wanted again while its removal runs.
+                assert!(entry.shown().is_none(), "an evicting chunk is hidden");
+                evicting += entry.committed_size();
+            }
+            if entry.queued && entry.job.is_none() && entry.wanted() {
+                let queue = if entry.urgent {
+                    &self.queues.urgent
+                } else {
+                    &self.queues.background
+                };
+                assert!(queue.contains(id), "a queued chunk is in its queue");
+            }
+        }
+        assert_eq!(
+            lru, self.lru,
+            "the LRU set holds exactly the ready cached chunks"
+        );
+        assert_eq!(committed, self.budget.committed, "committed bytes");
+        assert_eq!(reserved, self.budget.reserved, "reserved bytes");
+        assert_eq!(evicting, self.budget.evicting, "evicting bytes");
+        assert!(
+            committed + reserved <= self.budget.limit,
+            "the budget holds"
+        );
     }
 }
 

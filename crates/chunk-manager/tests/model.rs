@@ -1,7 +1,9 @@
 //! Model-based property test through the public API, against a real origin: random sequences
-//! of download, delete, take-ref, drop-ref and restart. A deleted chunk is hidden at once, a
-//! held ref's files never change, and after quiescence the visible set equals the desired set
-//! with every visible chunk byte-identical to the origin's.
+//! of download, delete, a query's fetch, take-ref, drop-ref and restart. A deleted chunk is
+//! hidden at once, a held ref's files never change, a fetch returns the chunk pinned and leaves
+//! an assigned chunk assigned, and after quiescence the visible set equals the desired set
+//! (assigned or cached) with every visible chunk byte-identical to the origin's. Cached chunks
+//! are adopted as assigned after a restart.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
@@ -37,6 +39,7 @@ fn fixture() -> &'static (Catalog, Vec<DataChunk>) {
 enum Op {
     Download(u8),
     Delete(u8),
+    Fetch(u8),
     TakeRef(u8),
     DropRef(usize),
     Restart,
@@ -46,10 +49,19 @@ fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
         4 => (0..CHUNKS).prop_map(Op::Download),
         3 => (0..CHUNKS).prop_map(Op::Delete),
+        3 => (0..CHUNKS).prop_map(Op::Fetch),
         2 => (0..CHUNKS).prop_map(Op::TakeRef),
         2 => any::<usize>().prop_map(Op::DropRef),
         1 => Just(Op::Restart),
     ]
+}
+
+/// What the last call asked for a chunk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Wish {
+    Assigned,
+    Cached,
+    Deleted,
 }
 
 fn block(id: u8) -> u64 {
@@ -70,22 +82,35 @@ proptest! {
         let (catalog, chunks) = fixture();
         let dir = tempfile::tempdir().unwrap();
         let mut manager = ChunkManager::open(config(dir.path())).unwrap();
-        let mut wanted: BTreeMap<u8, bool> = BTreeMap::new();
+        let mut wishes: BTreeMap<u8, Wish> = BTreeMap::new();
         let mut refs: Vec<ChunkRef> = Vec::new();
         for op in ops {
             match op {
                 Op::Download(id) => {
                     manager.download_chunk(chunks[usize::from(id)].clone());
-                    wanted.insert(id, true);
+                    wishes.insert(id, Wish::Assigned);
                 }
                 Op::Delete(id) => {
                     manager.delete_chunk([id; 32]);
-                    wanted.insert(id, false);
+                    wishes.insert(id, Wish::Deleted);
                     prop_assert!(manager.find_chunk([0; 32], block(id)).is_none(), "deleted chunk {} still found", id);
                     prop_assert!(!manager.list_chunks().contains(&[id; 32]));
                 }
+                Op::Fetch(id) => {
+                    let chunk = manager.fetch_blocking(chunks[usize::from(id)].clone()).unwrap();
+                    catalog.assert_intact(&chunk);
+                    let wish = wishes.entry(id).or_insert(Wish::Deleted);
+                    if *wish == Wish::Deleted {
+                        *wish = Wish::Cached;
+                    }
+                    let status = manager.status(&[id; 32]).unwrap();
+                    prop_assert_eq!(status.wanted, *wish == Wish::Assigned);
+                    prop_assert_eq!(status.cached, *wish == Wish::Cached);
+                    prop_assert_eq!(manager.find_chunk([0; 32], block(id)).map(|c| *c.id()), Some([id; 32]));
+                    refs.push(chunk);
+                }
                 Op::TakeRef(id) => {
-                    if wanted.get(&id) == Some(&true) {
+                    if matches!(wishes.get(&id), Some(Wish::Assigned | Wish::Cached)) {
                         let chunk = manager.wait_ready_blocking([id; 32]).unwrap();
                         prop_assert_eq!(manager.find_chunk([0; 32], block(id)).map(|c| *c.id()), Some([id; 32]));
                         refs.push(chunk);
@@ -105,25 +130,31 @@ proptest! {
                     drop(manager);
                     manager = ChunkManager::open(config(dir.path())).unwrap();
                     prop_assert!(manager.startup_report().problems.is_empty());
+                    for wish in wishes.values_mut() {
+                        if *wish == Wish::Cached {
+                            *wish = Wish::Assigned;
+                        }
+                    }
                 }
             }
         }
         settle(&manager, &mut refs);
-        let desired: Vec<[u8; 32]> = wanted.iter().filter(|(_, w)| **w).map(|(id, _)| [*id; 32]).collect();
+        let desired: Vec<[u8; 32]> = wishes.iter().filter(|(_, w)| **w != Wish::Deleted).map(|(id, _)| [*id; 32]).collect();
         let mut visible = manager.list_chunks();
         visible.sort();
         prop_assert_eq!(&visible, &desired);
         for id in &visible {
             catalog.assert_intact(&manager.get_chunk(id).unwrap());
         }
-        for (id, _) in wanted.iter().filter(|(_, w)| !**w) {
+        for (id, _) in wishes.iter().filter(|(_, w)| **w == Wish::Deleted) {
             prop_assert!(manager.status(&[*id; 32]).is_none(), "deleted chunk {} still known", id);
         }
         let on_disk = std::fs::read_dir(dir.path().join("chunks").join("00".repeat(32)))
             .map(|entries| entries.count())
             .unwrap_or(0);
         prop_assert_eq!(on_disk, desired.len(), "deleted chunks' files are gone");
-        prop_assert!(temporary_entries(dir.path()).is_empty());
+        let temporary = temporary_entries(dir.path());
+        prop_assert!(temporary.is_empty(), "temporary data left: {:?}", temporary);
         prop_assert_eq!(manager.totals().bytes_committed, visible.iter().map(|id| manager.get_chunk(id).unwrap().size()).sum::<u64>());
     }
 }

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use proptest::prelude::*;
 use tokio::sync::{broadcast, mpsc};
 
-use crate::handle::Releases;
+use crate::handle::{ChunkRef, Releases};
 
 use super::*;
 
@@ -22,25 +22,36 @@ struct Harness {
 
 impl Harness {
     fn new(budget: u64, slots: usize) -> Self {
+        Self::with_fetch_slots(budget, slots, 0)
+    }
+
+    fn with_fetch_slots(budget: u64, slots: usize, fetch_slots: usize) -> Self {
         let events = Emitter::new(1024);
         let receiver = events.subscribe();
         let (sender, released) = Releases::channel();
         Self {
-            table: Table::new(budget, slots, events, sender),
+            table: Table::new(budget, slots, fetch_slots, events, sender),
             released,
             events: receiver,
         }
     }
 
     /// One reconciler turn: fold in releases, take the jobs, publish (here: drop) the
-    /// visibility changes.
+    /// visibility changes; and another while the table asks for one (after an eviction), as
+    /// the reconciler does.
     fn work(&mut self) -> Vec<Work> {
-        while let Ok(release) = self.released.try_recv() {
-            self.table.released(release);
+        let mut work = Vec::new();
+        loop {
+            while let Ok(release) = self.released.try_recv() {
+                self.table.released(release);
+            }
+            work.extend(self.table.next_work());
+            self.table.take_index_changes();
+            self.table.check_invariants();
+            if !self.table.needs_turn() {
+                return work;
+            }
         }
-        let work = self.table.next_work();
-        self.table.take_index_changes();
-        work
     }
 
     fn events(&mut self) -> Vec<String> {
@@ -333,10 +344,451 @@ fn a_chunk_larger_than_the_budget_fails() {
     );
 }
 
+// Queries: fetch, priority, cache, eviction.
+
+fn fetch(h: &mut Harness, id: u8) -> Fetch {
+    h.table.request_fetch(chunk(id), None)
+}
+
+fn ticket(fetch: Fetch) -> FetchTicket {
+    match fetch {
+        Fetch::Pending(ticket) => ticket,
+        other => panic!("expected a pending fetch, got {other:?}"),
+    }
+}
+
+/// Runs a download job to its commit (reserving `SIZE`).
+fn commit(h: &mut Harness, work: Work) {
+    let Work::Download { chunk, .. } = work else {
+        panic!("a download, got {work:?}")
+    };
+    let id = *chunk.id();
+    assert_eq!(h.table.try_reserve(&id, SIZE), Reservation::Granted);
+    h.table.job_finished(id, committed(id[0]));
+}
+
+/// Starts the one job the table has and commits it.
+fn commit_next(h: &mut Harness) {
+    let job = single(h.work());
+    commit(h, job);
+}
+
+/// A cached chunk, ready: fetched, downloaded, and its fetch settled (not pinned).
+fn cached_ready(h: &mut Harness, id: u8) {
+    let waiting = ticket(fetch(h, id));
+    commit_next(h);
+    assert!(matches!(
+        h.table.fetch_settled(&waiting),
+        FetchState::Ready(_)
+    ));
+    h.work();
+}
+
+fn evicted(events: &[String]) -> usize {
+    events.iter().filter(|e| e.starts_with("🧹")).count()
+}
+
+#[test]
+fn fetch_of_an_unknown_chunk_downloads_it_as_cached() {
+    let mut h = Harness::new(100, 4);
+    let waiting = ticket(fetch(&mut h, 1));
+    assert_eq!(h.state(1), Some("queued"));
+    let status = h.table.status(&[1; 32]).expect("known");
+    assert!(status.cached && !status.wanted);
+    assert!(matches!(
+        h.table.fetch_settled(&waiting),
+        FetchState::Pending
+    ));
+    commit_next(&mut h);
+    let FetchState::Ready(resident) = h.table.fetch_settled(&waiting) else {
+        panic!("ready")
+    };
+    assert!(resident.is_cached());
+    assert_eq!(h.state(1), Some("ready"));
+    assert_eq!(h.table.totals().cached, 1);
+    assert!(h.events().iter().any(|e| e.starts_with("✅")));
+}
+
+#[test]
+fn fetch_of_a_ready_chunk_answers_at_once_and_keeps_it_assigned() {
+    let mut h = Harness::new(100, 4);
+    h.table.request_download(chunk(1), None);
+    commit_next(&mut h);
+    assert!(matches!(fetch(&mut h, 1), Fetch::Ready(_)));
+    let status = h.table.status(&[1; 32]).expect("known");
+    assert!(
+        status.wanted && !status.cached,
+        "a fetch leaves an assigned chunk assigned"
+    );
+    assert!(h.work().is_empty());
+}
+
+#[test]
+fn concurrent_fetches_share_one_download() {
+    let mut h = Harness::new(100, 4);
+    let first = ticket(fetch(&mut h, 1));
+    let second = ticket(fetch(&mut h, 1));
+    let job = single(h.work());
+    assert!(
+        matches!(fetch(&mut h, 1), Fetch::Pending(_)),
+        "still downloading"
+    );
+    assert!(h.work().is_empty(), "no second download");
+    commit(&mut h, job);
+    assert!(matches!(
+        h.table.fetch_settled(&first),
+        FetchState::Ready(_)
+    ));
+    assert!(matches!(
+        h.table.fetch_settled(&second),
+        FetchState::Ready(_)
+    ));
+}
+
+#[test]
+fn fetches_go_ahead_of_background_downloads() {
+    let mut h = Harness::new(100, 1);
+    for id in 1..=3 {
+        h.table.request_download(chunk(id), None);
+    }
+    let first = single(h.work());
+    let _waiting = ticket(fetch(&mut h, 9));
+    assert!(h.work().is_empty(), "no free slot");
+    commit(&mut h, first);
+    let Work::Download { chunk: next, .. } = single(h.work()) else {
+        panic!("a download")
+    };
+    assert_eq!(
+        next.id(),
+        &[9; 32],
+        "the query's chunk before the queued background ones"
+    );
+}
+
+#[test]
+fn a_fetch_moves_a_queued_background_chunk_ahead_once() {
+    let mut h = Harness::new(100, 1);
+    for id in 1..=3 {
+        h.table.request_download(chunk(id), None);
+    }
+    let first = single(h.work());
+    let _waiting = ticket(fetch(&mut h, 3));
+    commit(&mut h, first);
+    let next = single(h.work());
+    assert_eq!(job_chunk(&next), [3; 32]);
+    assert!(
+        h.table.status(&[3; 32]).expect("known").wanted,
+        "still assigned"
+    );
+    commit(&mut h, next);
+    let last = single(h.work());
+    assert_eq!(
+        job_chunk(&last),
+        [2; 32],
+        "the stale copy in the background queue is skipped"
+    );
+    commit(&mut h, last);
+    assert!(h.work().is_empty());
+}
+
+#[test]
+fn fetch_slots_are_beyond_the_background_slots() {
+    let mut h = Harness::with_fetch_slots(100, 1, 1);
+    h.table.request_download(chunk(1), None);
+    h.table.request_download(chunk(2), None);
+    let _background = single(h.work());
+    let _waiting = ticket(fetch(&mut h, 9));
+    let Work::Download { chunk: started, .. } = single(h.work()) else {
+        panic!("a download")
+    };
+    assert_eq!(started.id(), &[9; 32], "started at once on the fetch slot");
+    let _other = ticket(fetch(&mut h, 8));
+    assert!(h.work().is_empty(), "both slots taken");
+}
+
+#[test]
+fn eviction_makes_room_least_recently_used_first() {
+    let mut h = Harness::new(2 * SIZE, 4);
+    cached_ready(&mut h, 1);
+    cached_ready(&mut h, 2);
+    // 1 used again: 2 is now the least recently used.
+    assert!(matches!(fetch(&mut h, 1), Fetch::Ready(_)));
+    h.events();
+
+    h.table.request_download(chunk(3), None);
+    let Work::Download { chunk: three, .. } = single(h.work()) else {
+        panic!("a download")
+    };
+    assert_eq!(h.table.try_reserve(three.id(), SIZE), Reservation::NoSpace);
+    assert!(h.table.shown(&[2; 32]).is_none(), "evicted: hidden at once");
+    assert!(h.table.shown(&[1; 32]).is_some());
+    h.table.job_finished(
+        [3; 32],
+        Outcome::Download(DownloadOutcome::NeedsSpace { size: SIZE }),
+    );
+    let events = h.events();
+    assert_eq!(evicted(&events), 1, "{events:?}");
+    assert!(
+        !events.iter().any(|e| e.starts_with("🚫")),
+        "room is coming: {events:?}"
+    );
+
+    let Work::Remove { chunk: removed, .. } = single(h.work()) else {
+        panic!("a removal")
+    };
+    assert_eq!(removed, [2; 32]);
+    h.table.job_finished([2; 32], Outcome::Removed(Ok(())));
+    let Work::Download { reserved, .. } = single(h.work()) else {
+        panic!("admitted")
+    };
+    assert_eq!(reserved, Some(SIZE));
+    assert_eq!(h.state(2), None);
+    assert!(h.events().iter().any(|e| e.starts_with("❌")));
+}
+
+#[test]
+fn a_pinned_cached_chunk_is_not_evicted_until_unpinned() {
+    let mut h = Harness::new(2 * SIZE, 4);
+    cached_ready(&mut h, 1);
+    cached_ready(&mut h, 2);
+    let pin_one = ChunkRef::new(h.table.shown(&[1; 32]).expect("ready"));
+    let pin_two = ChunkRef::new(h.table.shown(&[2; 32]).expect("ready"));
+    h.events();
+
+    h.table.request_download(chunk(3), None);
+    let job = single(h.work());
+    assert_eq!(h.table.try_reserve(&[3; 32], SIZE), Reservation::NoSpace);
+    h.table.job_finished(
+        [3; 32],
+        Outcome::Download(DownloadOutcome::NeedsSpace { size: SIZE }),
+    );
+    drop(job);
+    assert!(h.work().is_empty());
+    let events = h.events();
+    assert_eq!(evicted(&events), 0, "both pinned: {events:?}");
+    assert!(events.iter().any(|e| e.starts_with("🚫")));
+    assert_eq!(h.state(3), Some("waiting_for_space"));
+
+    // The last pin of 2 drops: the reconciler hears of it and evicts 2, not the older 1.
+    drop(pin_two);
+    let Work::Remove { chunk: removed, .. } = single(h.work()) else {
+        panic!("a removal")
+    };
+    assert_eq!(removed, [2; 32]);
+    assert!(h.table.shown(&[1; 32]).is_some());
+    drop(pin_one);
+}
+
+#[test]
+fn assigned_chunks_are_never_evicted() {
+    let mut h = Harness::new(2 * SIZE, 4);
+    for id in 1..=2 {
+        h.table.request_download(chunk(id), None);
+        commit_next(&mut h);
+    }
+    let _waiting = ticket(fetch(&mut h, 3));
+    let job = single(h.work());
+    assert_eq!(h.table.try_reserve(&[3; 32], SIZE), Reservation::NoSpace);
+    h.table.job_finished(
+        [3; 32],
+        Outcome::Download(DownloadOutcome::NeedsSpace { size: SIZE }),
+    );
+    drop(job);
+    assert!(h.work().is_empty());
+    assert_eq!(evicted(&h.events()), 0);
+    assert_eq!(h.state(3), Some("waiting_for_space"));
+    assert_eq!(h.table.totals().ready, 2);
+}
+
+#[test]
+fn a_cached_chunk_that_gets_assigned_is_no_longer_evictable() {
+    let mut h = Harness::new(2 * SIZE, 4);
+    cached_ready(&mut h, 1);
+    cached_ready(&mut h, 2);
+    h.table.request_download(chunk(1), None);
+    h.table.request_download(chunk(2), None);
+    assert!(h.work().is_empty(), "no download: already on disk");
+    let status = h.table.status(&[1; 32]).expect("known");
+    assert!(status.wanted && !status.cached);
+    let _waiting = ticket(fetch(&mut h, 3));
+    let _job = single(h.work());
+    assert_eq!(h.table.try_reserve(&[3; 32], SIZE), Reservation::NoSpace);
+    assert_eq!(evicted(&h.events()), 0);
+}
+
+#[test]
+fn a_chunk_a_fetch_waits_for_is_not_evicted() {
+    let mut h = Harness::new(SIZE, 4);
+    let waiting = ticket(fetch(&mut h, 1));
+    commit_next(&mut h);
+    // Ready, but its fetch has not picked it up yet.
+    h.table.request_download(chunk(2), None);
+    let _job = single(h.work());
+    assert_eq!(h.table.try_reserve(&[2; 32], SIZE), Reservation::NoSpace);
+    assert_eq!(evicted(&h.events()), 0);
+    assert!(matches!(
+        h.table.fetch_settled(&waiting),
+        FetchState::Ready(_)
+    ));
+}
+
+#[test]
+fn delete_of_a_pinned_cached_chunk_removes_it_after_the_last_ref() {
+    let mut h = Harness::new(100, 4);
+    cached_ready(&mut h, 1);
+    let pinned = ChunkRef::new(h.table.shown(&[1; 32]).expect("ready"));
+    h.table.request_delete([1; 32]);
+    assert!(h.table.shown(&[1; 32]).is_none(), "hidden at once");
+    assert!(matches!(single(h.work()), Work::WriteTombstone { .. }));
+    h.table
+        .job_finished([1; 32], Outcome::TombstoneWritten(Ok(())));
+    assert!(h.work().is_empty(), "kept while pinned");
+    drop(pinned);
+    assert!(matches!(single(h.work()), Work::Remove { .. }));
+    h.table.job_finished([1; 32], Outcome::Removed(Ok(())));
+    h.work();
+    assert_eq!(h.state(1), None);
+}
+
+#[test]
+fn fetch_of_a_deleted_chunk_still_on_disk_shows_it_again_as_cached() {
+    let mut h = Harness::new(100, 4);
+    h.table.request_download(chunk(1), None);
+    commit_next(&mut h);
+    let pinned = ChunkRef::new(h.table.shown(&[1; 32]).expect("ready"));
+    h.table.request_delete([1; 32]);
+    let _tombstone = single(h.work());
+    assert!(matches!(fetch(&mut h, 1), Fetch::Ready(_)), "no download");
+    let status = h.table.status(&[1; 32]).expect("known");
+    assert!(status.cached && !status.wanted);
+    drop(pinned);
+}
+
+#[test]
+fn a_deleted_chunk_fails_its_waiting_fetch() {
+    let mut h = Harness::new(100, 4);
+    let waiting = ticket(fetch(&mut h, 1));
+    h.table.request_delete([1; 32]);
+    assert!(matches!(h.table.fetch_settled(&waiting), FetchState::Gone));
+    // A later entry of the same id is not touched by the stale ticket.
+    let later = ticket(fetch(&mut h, 1));
+    h.table.fetch_abandoned(&waiting);
+    assert!(matches!(h.table.fetch_settled(&later), FetchState::Pending));
+}
+
+#[test]
+fn an_abandoned_fetch_forgets_a_cached_chunk_not_yet_started() {
+    let mut h = Harness::new(100, 1);
+    h.table.request_download(chunk(1), None);
+    let _job = single(h.work());
+    let waiting = ticket(fetch(&mut h, 2));
+    let again = ticket(fetch(&mut h, 2));
+    h.table.fetch_abandoned(&waiting);
+    assert_eq!(h.state(2), Some("queued"), "another fetch still waits");
+    h.table.fetch_abandoned(&again);
+    assert_eq!(h.state(2), None);
+}
+
+#[test]
+fn a_failed_fetch_is_reported_and_tried_again_by_the_next() {
+    let mut h = Harness::new(100, 4);
+    let waiting = ticket(fetch(&mut h, 1));
+    let _job = single(h.work());
+    let error = Error::HttpStatus {
+        chunk: [1; 32],
+        file: "f".into(),
+        url: "u".into(),
+        status: 500,
+    };
+    h.table.job_finished(
+        [1; 32],
+        Outcome::Download(DownloadOutcome::Failed { error, attempts: 3 }),
+    );
+    assert!(matches!(
+        h.table.fetch_settled(&waiting),
+        FetchState::Failed(_)
+    ));
+    let _retry = ticket(fetch(&mut h, 1));
+    assert!(matches!(single(h.work()), Work::Download { .. }));
+}
+
+#[test]
+fn fetch_refuses_invalid_and_conflicting_descriptions_without_a_trace() {
+    let mut h = Harness::new(100, 4);
+    let refused = h.table.request_fetch(chunk(1), Some(InvalidChunk::NoFiles));
+    assert!(matches!(refused, Fetch::Refused(_)));
+    assert_eq!(h.state(1), None);
+    h.table.request_download(chunk(1), None);
+    let _job = single(h.work());
+    let other = Arc::new(DataChunk::new(
+        [1; 32],
+        [0; 32],
+        0..5,
+        [("g".into(), "http://x/".into())].into(),
+    ));
+    assert!(matches!(
+        h.table.request_fetch(other, None),
+        Fetch::Refused(error) if matches!(*error, Error::Conflict { .. })
+    ));
+    assert_eq!(h.state(1), Some("downloading"));
+}
+
+#[test]
+fn an_assignment_keeps_cached_chunks() {
+    let mut h = Harness::new(100, 4);
+    cached_ready(&mut h, 1);
+    h.table.request_download(chunk(2), None);
+    commit_next(&mut h);
+    h.table.request_assignment(vec![(chunk(3), None)]);
+    assert!(
+        h.table.shown(&[1; 32]).is_some(),
+        "cached: not part of the assignment"
+    );
+    assert!(h.table.shown(&[2; 32]).is_none(), "unassigned: deleted");
+}
+
+#[test]
+fn waiting_fetches_claim_room_ahead_of_background_downloads() {
+    let mut h = Harness::new(2 * SIZE, 4);
+    cached_ready(&mut h, 1);
+    let pinned = ChunkRef::new(h.table.shown(&[1; 32]).expect("ready"));
+    // Both sizes are known from a first attempt that found no room.
+    let _waiting = ticket(fetch(&mut h, 2));
+    h.table.request_download(chunk(3), None);
+    for job in h.work() {
+        let Work::Download { chunk, .. } = job else {
+            panic!("downloads")
+        };
+        let id = *chunk.id();
+        let reservation = h.table.try_reserve(&id, 2 * SIZE);
+        assert_eq!(reservation, Reservation::NoSpace);
+        h.table.job_finished(
+            id,
+            Outcome::Download(DownloadOutcome::NeedsSpace { size: 2 * SIZE }),
+        );
+    }
+    assert!(h.work().is_empty(), "neither fits while 1 is pinned");
+    drop(pinned);
+    // 1 is evicted for the fetch; the background chunk must not take the room.
+    let work = h.work();
+    assert!(matches!(work.as_slice(), [Work::Remove { chunk, .. }] if chunk == &[1; 32]));
+    h.table.job_finished([1; 32], Outcome::Removed(Ok(())));
+    let Work::Download { chunk: next, .. } = single(h.work()) else {
+        panic!("a download")
+    };
+    assert_eq!(next.id(), &[2; 32]);
+}
+
 #[derive(Debug, Clone)]
 enum Op {
     Download(u8),
     Delete(u8),
+    /// A query's fetch; a pending one is kept as a ticket.
+    Fetch(u8),
+    /// Ask about the n-th pending fetch; a ready one becomes a ref.
+    SettleFetch(usize),
+    /// The n-th pending fetch gives up.
+    AbandonFetch(usize),
     TakeRef(u8),
     DropRef(usize),
     /// Finish the n-th running job (modulo the number running).
@@ -345,16 +797,19 @@ enum Op {
 
 fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
-        3 => (0u8..4).prop_map(Op::Download),
-        2 => (0u8..4).prop_map(Op::Delete),
-        1 => (0u8..4).prop_map(Op::TakeRef),
-        1 => any::<usize>().prop_map(Op::DropRef),
-        4 => any::<usize>().prop_map(Op::Finish),
+        3 => (0u8..5).prop_map(Op::Download),
+        2 => (0u8..5).prop_map(Op::Delete),
+        3 => (0u8..5).prop_map(Op::Fetch),
+        2 => any::<usize>().prop_map(Op::SettleFetch),
+        1 => any::<usize>().prop_map(Op::AbandonFetch),
+        1 => (0u8..5).prop_map(Op::TakeRef),
+        2 => any::<usize>().prop_map(Op::DropRef),
+        5 => any::<usize>().prop_map(Op::Finish),
     ]
 }
 
 /// Completes a job the way the real one would.
-fn finish(h: &mut Harness, work: Work, refs: &[Arc<Resident>]) {
+fn finish(h: &mut Harness, work: Work, refs: &[ChunkRef]) {
     match work {
         Work::Download { chunk, cancel, .. } => {
             let id = *chunk.id();
@@ -374,7 +829,7 @@ fn finish(h: &mut Harness, work: Work, refs: &[Arc<Resident>]) {
         }
         Work::Remove { chunk, .. } => {
             assert!(
-                refs.iter().all(|resident| resident.chunk.id() != &chunk),
+                refs.iter().all(|held| held.id() != &chunk),
                 "removed files under a held ref"
             );
             h.table.job_finished(chunk, Outcome::Removed(Ok(())));
@@ -397,29 +852,79 @@ fn job_chunk(work: &Work) -> ChunkId {
     }
 }
 
+/// The model: what the last call (or an eviction) asked for each chunk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Wish {
+    Assigned,
+    Cached,
+    Deleted,
+}
+
 proptest! {
-    /// Whatever the order of calls, job completions and ref drops: one job per chunk at a
-    /// time, nothing removed under a ref, the budget holds, deleted chunks are hidden at once,
-    /// and after quiescence the visible set is exactly the desired set.
+    /// Whatever the order of calls, fetches, job completions and ref drops: one job per chunk
+    /// at a time, nothing removed under a ref, the budget holds, deleted chunks are hidden at
+    /// once, only unpinned cached chunks nobody waits for are evicted, and after quiescence
+    /// the assigned chunks are visible as far as the budget allows (evicting cached ones), the
+    /// deleted ones are gone and the cached ones are ready or gone.
     #[test]
-    fn converges_to_the_last_call_for_each_chunk(ops in prop::collection::vec(op(), 1..80), budget_chunks in 2u64..5) {
-        let mut h = Harness::new(budget_chunks * SIZE, 2);
-        let mut wanted: HashMap<u8, bool> = HashMap::new();
+    fn converges_to_the_last_call_for_each_chunk(ops in prop::collection::vec(op(), 1..100), budget_chunks in 2u64..5) {
+        let mut h = Harness::with_fetch_slots(budget_chunks * SIZE, 2, 1);
+        let mut wishes: HashMap<u8, Wish> = HashMap::new();
         let mut running: Vec<Work> = Vec::new();
-        let mut refs: Vec<Arc<Resident>> = Vec::new();
+        let mut refs: Vec<ChunkRef> = Vec::new();
+        // Pending fetches, each with whether its chunk was deleted since.
+        let mut tickets: Vec<(FetchTicket, bool)> = Vec::new();
         for op in ops {
             match op {
                 Op::Download(id) => {
                     h.table.request_download(chunk(id), None);
-                    wanted.insert(id, true);
+                    wishes.insert(id, Wish::Assigned);
                 }
                 Op::Delete(id) => {
                     h.table.request_delete([id; 32]);
-                    wanted.insert(id, false);
+                    wishes.insert(id, Wish::Deleted);
+                    for (ticket, deleted) in &mut tickets {
+                        *deleted |= ticket.chunk == [id; 32];
+                    }
                     prop_assert!(h.table.shown(&[id; 32]).is_none(), "hidden at once");
-                    prop_assert!(refs.iter().filter(|r| r.chunk.id()[0] == id).all(|r| r.is_hidden()));
+                    prop_assert!(refs.iter().filter(|r| r.id()[0] == id).all(|r| r.resident().is_hidden()));
                 }
-                Op::TakeRef(id) => refs.extend(h.table.shown(&[id; 32])),
+                Op::Fetch(id) => {
+                    let wish = wishes.entry(id).or_insert(Wish::Deleted);
+                    if *wish == Wish::Deleted {
+                        *wish = Wish::Cached;
+                    }
+                    match h.table.request_fetch(chunk(id), None) {
+                        Fetch::Ready(resident) => refs.push(ChunkRef::new(resident)),
+                        Fetch::Pending(ticket) => tickets.push((ticket, false)),
+                        Fetch::Refused(error) => prop_assert!(false, "refused: {error}"),
+                    }
+                }
+                Op::SettleFetch(n) => {
+                    if !tickets.is_empty() {
+                        let n = n % tickets.len();
+                        let (ticket, deleted) = tickets[n];
+                        match h.table.fetch_settled(&ticket) {
+                            FetchState::Pending => {}
+                            FetchState::Ready(resident) => {
+                                refs.push(ChunkRef::new(resident));
+                                tickets.swap_remove(n);
+                            }
+                            FetchState::Gone => {
+                                prop_assert!(deleted, "a fetch of chunk {} gone without a delete", ticket.chunk[0]);
+                                tickets.swap_remove(n);
+                            }
+                            FetchState::Failed(error) => prop_assert!(false, "failed: {error}"),
+                        }
+                    }
+                }
+                Op::AbandonFetch(n) => {
+                    if !tickets.is_empty() {
+                        let (ticket, _) = tickets.swap_remove(n % tickets.len());
+                        h.table.fetch_abandoned(&ticket);
+                    }
+                }
+                Op::TakeRef(id) => refs.extend(h.table.shown(&[id; 32]).map(ChunkRef::new)),
                 Op::DropRef(n) => {
                     if !refs.is_empty() {
                         refs.swap_remove(n % refs.len());
@@ -433,37 +938,73 @@ proptest! {
                 }
             }
             running.extend(h.work());
+            for event in drain(&mut h.events) {
+                if let Event::Evicted { chunk, .. } = event {
+                    let id = chunk[0];
+                    prop_assert_eq!(wishes.get(&id), Some(&Wish::Cached), "evicted chunk {} was not cached", id);
+                    prop_assert!(refs.iter().all(|r| r.id() != &chunk), "evicted pinned chunk {}", id);
+                    prop_assert!(tickets.iter().all(|(t, deleted)| *deleted || t.chunk != chunk), "evicted chunk {} a fetch waits for", id);
+                    wishes.insert(id, Wish::Deleted);
+                }
+            }
             let mut ids: Vec<_> = running.iter().map(job_chunk).collect();
             ids.sort();
             let before = ids.len();
             ids.dedup();
             prop_assert_eq!(before, ids.len(), "two jobs for one chunk");
-            let totals = h.table.totals();
-            prop_assert!(totals.bytes_committed + totals.bytes_reserved <= totals.disk_budget);
         }
         refs.clear();
+        for (ticket, _) in tickets.drain(..) {
+            h.table.fetch_abandoned(&ticket);
+        }
         // Quiesce. Chunks that cannot fit stay waiting for space; give room by finishing.
         for _ in 0..1000 {
             running.extend(h.work());
             let Some(work) = running.pop() else { break };
             finish(&mut h, work, &refs);
         }
-        prop_assert!(running.is_empty());
-        prop_assert!(h.table.is_idle());
-        let visible = wanted.iter().filter(|&(&id, _)| h.table.shown(&[id; 32]).is_some()).count();
-        for (&id, &wanted) in &wanted {
-            let state = h.state(id);
-            if wanted {
-                prop_assert!(
-                    matches!(state, Some("ready") | Some("waiting_for_space")),
-                    "chunk {} wanted but {:?}", id, state
-                );
-            } else {
-                prop_assert_eq!(state, None, "chunk {} deleted but known", id);
+        for event in drain(&mut h.events) {
+            if let Event::Evicted { chunk, .. } = event {
+                prop_assert_eq!(wishes.get(&chunk[0]), Some(&Wish::Cached));
+                wishes.insert(chunk[0], Wish::Deleted);
             }
         }
-        let ready = wanted.values().filter(|&&w| w).count().min(budget_chunks as usize);
-        prop_assert_eq!(visible, ready, "as many wanted chunks visible as the budget allows");
+        prop_assert!(running.is_empty());
+        prop_assert!(h.table.is_idle());
+        let mut assigned_visible = 0;
+        for (&id, &wish) in &wishes {
+            let state = h.state(id);
+            let visible = h.table.shown(&[id; 32]).is_some();
+            match wish {
+                Wish::Assigned => {
+                    prop_assert!(
+                        matches!(state, Some("ready") | Some("waiting_for_space")),
+                        "chunk {} assigned but {:?}", id, state
+                    );
+                    assigned_visible += usize::from(visible);
+                }
+                Wish::Cached => prop_assert!(
+                    matches!(state, Some("ready") | None),
+                    "chunk {} cached but {:?}", id, state
+                ),
+                Wish::Deleted => prop_assert_eq!(state, None, "chunk {} deleted but known", id),
+            }
+        }
+        let assigned = wishes.values().filter(|&&w| w == Wish::Assigned).count();
+        prop_assert_eq!(
+            assigned_visible,
+            assigned.min(budget_chunks as usize),
+            "as many assigned chunks visible as the budget allows"
+        );
+        let visible = wishes.keys().filter(|&&id| h.table.shown(&[id; 32]).is_some()).count();
         prop_assert_eq!(h.table.totals().bytes_committed, visible as u64 * SIZE);
     }
+}
+
+fn drain(events: &mut broadcast::Receiver<Event>) -> Vec<Event> {
+    let mut seen = Vec::new();
+    while let Ok(event) = events.try_recv() {
+        seen.push(event);
+    }
+    seen
 }
