@@ -12,6 +12,8 @@
 //! | `GET /chunks/{id}` | one chunk's status |
 //! | `GET /datasets/{dataset}/blocks/{n}` | the ready chunk holding a block, or 404 |
 //! | `GET /events` | server-sent events, one per manager event |
+//! | `POST /query` | run SQL over a block range; streams JSON, NDJSON or Arrow IPC ([`crate::query`]) |
+//! | `PUT /catalog`, `GET /catalog` | replace the query catalog; its size |
 //! | `GET /metrics` | Prometheus text format |
 //! | `GET /healthz`, `GET /readyz` | liveness; readiness (503 while shutting down) |
 //!
@@ -64,6 +66,8 @@ pub struct AppState {
     pub stopped: CancellationToken,
     /// The data directory, for the free-space gauge.
     pub data_dir: PathBuf,
+    /// Runs queries (`POST /query`) over the catalog (`PUT /catalog`).
+    pub query: crate::query::QueryService,
 }
 
 /// Builds the router.
@@ -77,6 +81,11 @@ pub fn router(state: AppState, max_body: usize) -> Router {
         .route("/assignment", put(put_assignment))
         .route("/datasets/{dataset}/blocks/{block}", get(find_block))
         .route("/events", get(events))
+        .route("/query", axum::routing::post(crate::query::post_query))
+        .route(
+            "/catalog",
+            put(crate::query::put_catalog).get(crate::query::get_catalog),
+        )
         .route("/metrics", get(render_metrics))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))

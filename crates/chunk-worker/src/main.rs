@@ -5,6 +5,7 @@ mod api;
 mod demo;
 mod download;
 mod offline;
+mod query;
 mod serve;
 mod settings;
 mod telemetry;
@@ -42,6 +43,10 @@ enum Command {
     Verify(offline::DirArgs),
     /// Removes temporary data and unknown or corrupt directories.
     Gc(offline::DirArgs),
+    /// Runs one SQL query over the blocks of a dataset, downloading only the chunks it needs.
+    Query(query::QueryArgs),
+    /// Writes generated blockchain-like Parquet chunks and a catalog; --serve serves them.
+    Synth(query::SynthArgs),
     /// Runs a self-contained demo (the default): an in-process origin on 127.0.0.1 serves
     /// generated chunks while random downloads and deletes, with a few held refs, run against a
     /// small disk budget.
@@ -70,6 +75,8 @@ fn main() -> ExitCode {
         Command::Verify(args) => offline::verify(&args),
         Command::Gc(args) => offline::gc(&args),
         Command::Demo(args) => demo::run(&args),
+        Command::Query(args) => query::run(&args),
+        Command::Synth(args) => query::synth(&args),
     };
     match result {
         Ok(code) => code,

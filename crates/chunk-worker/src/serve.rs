@@ -36,6 +36,7 @@ pub fn run(args: &ServeArgs) -> anyhow::Result<ExitCode> {
         .with_context(|| format!("open the data directory {}", data_dir.display()))?;
     log_startup(&manager);
     let manager = Arc::new(manager);
+    let query = crate::query::QueryService::start(Arc::clone(&manager), args.catalog.as_deref())?;
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -52,6 +53,7 @@ pub fn run(args: &ServeArgs) -> anyhow::Result<ExitCode> {
         shutdown: shutdown.clone(),
         stopped: stopped.clone(),
         data_dir,
+        query,
     };
     let app = api::router(state, settings.max_body);
     runtime.block_on(async {

@@ -1,0 +1,554 @@
+//! The query engine: SQL over the chunks that cover a block range.
+//!
+//! # Overview
+//!
+//! [`QueryEngine::query`] asks the [`Catalog`] which chunks cover the range, gets each one
+//! from the [`ChunkManager`] with [`ChunkManager::fetch`] (ready chunks at once; the others
+//! downloaded on demand, ahead of background downloads, one download per chunk however many
+//! queries want it), registers every Parquet file name as one table over the chunks that have
+//! it (`blocks.parquet` of every chunk is the table `blocks`), restricts each table to the
+//! range's blocks with a filter on the block column that DataFusion pushes into the Parquet
+//! scans (row groups and pages whose statistics fall outside are skipped), plans the SQL and
+//! returns a [`QueryStream`] of Arrow record batches.
+//!
+//! # Pins
+//!
+//! The stream holds a [`ChunkRef`] to every chunk the query reads, so none of them is evicted
+//! or removed while it runs: a chunk deleted meanwhile is hidden from new lookups at once and
+//! its files go after the stream is dropped. The refs drop after DataFusion's own stream, which
+//! stops its tasks.
+//!
+//! # Cancellation
+//!
+//! Dropping the future of [`QueryEngine::query`] gives up the fetches (a cached chunk nobody
+//! waits for any more and not yet downloading is forgotten); dropping the stream stops the
+//! query and releases the pins.
+
+use std::collections::BTreeMap;
+use std::ops::Range;
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwap;
+use arrow::datatypes::SchemaRef;
+use arrow::record_batch::RecordBatch;
+use chunk_manager::{ChunkId, ChunkManager, ChunkRef, ChunkState, DatasetId, ShortId};
+use datafusion::common::TableReference;
+use datafusion::error::DataFusionError;
+use datafusion::execution::SendableRecordBatchStream;
+use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
+use datafusion::prelude::{
+    DataFrame, Expr, ParquetReadOptions, SQLOptions, SessionConfig, SessionContext, ident, lit,
+};
+use datafusion::sql::parser::Statement as DFStatement;
+use datafusion::sql::sqlparser::ast::Statement as SQLStatement;
+use futures::{Stream, StreamExt, TryStreamExt};
+
+use crate::catalog::{Catalog, Cover};
+use crate::error::QueryError;
+
+/// The file extension that makes a chunk file a table.
+const PARQUET: &str = ".parquet";
+
+/// How queries run. [`QueryConfig::default`] suits a production worker; every field has a
+/// chainable `with_*` setter.
+///
+/// ```
+/// use std::time::Duration;
+/// use chunk_query::QueryConfig;
+/// let config = QueryConfig::default()
+///     .with_block_column("number")
+///     .with_memory_limit(Some(4 << 30))
+///     .with_fetch_timeout(Some(Duration::from_secs(60)));
+/// assert_eq!(config.block_column, "number");
+/// ```
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct QueryConfig {
+    /// The column of every table that holds the block number, filtered by the query's range.
+    /// A table without it is not filtered. Default `block_number`.
+    pub block_column: String,
+    /// Rows per record batch. Default 8192.
+    pub batch_size: usize,
+    /// How many partitions (threads' worth of work) a query is split into. Default: the
+    /// number of CPUs.
+    pub target_partitions: usize,
+    /// The memory all running queries may use together for sorts, joins and aggregations
+    /// (beyond it they spill to disk or fail); `None` for no limit. Default 1 GiB.
+    pub memory_limit: Option<usize>,
+    /// How long a query waits for its chunks to be ready; `None` to wait as long as it takes.
+    /// Default 10 minutes.
+    pub fetch_timeout: Option<Duration>,
+    /// Whether the Parquet reader evaluates filters while decoding, skipping the rows (not
+    /// only the row groups and pages) that do not match. Default on.
+    pub pushdown_filters: bool,
+}
+
+impl Default for QueryConfig {
+    fn default() -> Self {
+        Self {
+            block_column: "block_number".to_string(),
+            batch_size: 8192,
+            target_partitions: std::thread::available_parallelism().map_or(2, |n| n.get()),
+            memory_limit: Some(1 << 30),
+            fetch_timeout: Some(Duration::from_secs(600)),
+            pushdown_filters: true,
+        }
+    }
+}
+
+impl QueryConfig {
+    /// Sets [`QueryConfig::block_column`].
+    pub fn with_block_column(mut self, column: impl Into<String>) -> Self {
+        self.block_column = column.into();
+        self
+    }
+
+    /// Sets [`QueryConfig::batch_size`] (at least 1).
+    pub fn with_batch_size(mut self, rows: usize) -> Self {
+        self.batch_size = rows.max(1);
+        self
+    }
+
+    /// Sets [`QueryConfig::target_partitions`] (at least 1).
+    pub fn with_target_partitions(mut self, partitions: usize) -> Self {
+        self.target_partitions = partitions.max(1);
+        self
+    }
+
+    /// Sets [`QueryConfig::memory_limit`].
+    pub fn with_memory_limit(mut self, bytes: Option<usize>) -> Self {
+        self.memory_limit = bytes;
+        self
+    }
+
+    /// Sets [`QueryConfig::fetch_timeout`].
+    pub fn with_fetch_timeout(mut self, timeout: Option<Duration>) -> Self {
+        self.fetch_timeout = timeout;
+        self
+    }
+
+    /// Sets [`QueryConfig::pushdown_filters`].
+    pub fn with_pushdown_filters(mut self, pushdown: bool) -> Self {
+        self.pushdown_filters = pushdown;
+        self
+    }
+}
+
+/// Runs SQL over a dataset's chunks, downloading on demand only the chunks a query needs.
+///
+/// Shared by every query of a worker (wrap it in an `Arc`); queries run concurrently. The
+/// catalog can be replaced while queries run ([`QueryEngine::set_catalog`]).
+///
+/// # Example
+///
+/// ```
+/// use std::sync::Arc;
+/// use chunk_manager::{ChunkManager, Config};
+/// use chunk_query::{Catalog, QueryEngine, synth};
+///
+/// # #[tokio::main]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// // An origin on 127.0.0.1 serving three generated chunks of 100 blocks each.
+/// let origin = chunk_origin::Origin::start()?;
+/// let dataset = [7; 32];
+/// let generator = synth::Synth::new(synth::SynthConfig::small());
+/// let mut chunks = Vec::new();
+/// for start in [0, 100, 200] {
+///     let chunk = generator.chunk(&dataset, start..start + 100)?;
+///     for (name, bytes) in &chunk.files {
+///         origin.insert(&chunk.path(name), bytes.clone());
+///     }
+///     chunks.push(chunk.describe(&dataset, |path| origin.url(path)));
+/// }
+///
+/// let dir = tempfile::tempdir()?;
+/// let manager = Arc::new(ChunkManager::open(Config::new(dir.path()))?);
+/// let engine = QueryEngine::new(manager.clone(), Catalog::new(chunks)?)?;
+///
+/// // Blocks 150..250 are in the second and third chunks: only those two are downloaded.
+/// let stream = engine
+///     .query(&dataset, 150..250, "SELECT count(*) AS n, min(block_number) AS first FROM blocks")
+///     .await?;
+/// assert_eq!(stream.used_chunks().len(), 2);
+/// let batches = stream.collect().await?;
+/// let table = chunk_query::arrow::util::pretty::pretty_format_batches(&batches)?.to_string();
+/// assert!(table.contains("| 100 | 150   |"), "{table}");
+/// assert_eq!(manager.list_chunks().len(), 2);
+/// # Ok(())
+/// # }
+/// ```
+pub struct QueryEngine {
+    manager: Arc<ChunkManager>,
+    catalog: ArcSwap<Catalog>,
+    config: QueryConfig,
+    /// Shared by every query: the memory pool and the spill directory.
+    runtime: Arc<RuntimeEnv>,
+}
+
+/// One chunk a query reads.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ChunkUse {
+    /// The chunk.
+    pub chunk: ChunkId,
+    /// The blocks the query reads from it.
+    pub blocks: Range<u64>,
+    /// Whether it was not ready when the query asked for it (downloaded for this query, or
+    /// by a download this query waited for).
+    pub fetched: bool,
+}
+
+impl QueryEngine {
+    /// An engine with [`QueryConfig::default`].
+    ///
+    /// # Errors
+    ///
+    /// [`QueryError::Execution`] if DataFusion's runtime cannot be set up.
+    pub fn new(manager: Arc<ChunkManager>, catalog: Catalog) -> Result<Self, QueryError> {
+        Self::with_config(manager, catalog, QueryConfig::default())
+    }
+
+    /// An engine with this configuration.
+    ///
+    /// # Errors
+    ///
+    /// [`QueryError::Execution`] if DataFusion's runtime cannot be set up.
+    pub fn with_config(
+        manager: Arc<ChunkManager>,
+        catalog: Catalog,
+        config: QueryConfig,
+    ) -> Result<Self, QueryError> {
+        let mut runtime = RuntimeEnvBuilder::new();
+        if let Some(limit) = config.memory_limit {
+            runtime = runtime.with_memory_limit(limit, 1.0);
+        }
+        let runtime = runtime.build_arc().map_err(QueryError::execution)?;
+        Ok(Self {
+            manager,
+            catalog: ArcSwap::from_pointee(catalog),
+            config,
+            runtime,
+        })
+    }
+
+    /// The catalog queries use now.
+    pub fn catalog(&self) -> Arc<Catalog> {
+        self.catalog.load_full()
+    }
+
+    /// Replaces the catalog. Running queries keep the one they started with.
+    pub fn set_catalog(&self, catalog: Catalog) {
+        self.catalog.store(Arc::new(catalog));
+    }
+
+    /// The manager that holds the chunks.
+    pub fn manager(&self) -> &Arc<ChunkManager> {
+        &self.manager
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &QueryConfig {
+        &self.config
+    }
+
+    /// Runs `sql` over the blocks `blocks` of `dataset`; see the module docs. The SQL sees one
+    /// table per Parquet file name of the covering chunks, holding only the rows of the range.
+    /// Only read-only queries are allowed (no DDL, DML or `SET`). Call it inside a tokio
+    /// runtime; the stream must be polled there too.
+    ///
+    /// # Errors
+    ///
+    /// [`QueryError::EmptyRange`], [`QueryError::UnknownDataset`],
+    /// [`QueryError::NoChunks`] if no chunk covers any block of the range,
+    /// [`QueryError::Fetch`] or [`QueryError::FetchTimeout`] if a chunk cannot be had,
+    /// [`QueryError::Sql`] for SQL that does not plan, [`QueryError::Execution`] otherwise.
+    pub async fn query(
+        &self,
+        dataset: &DatasetId,
+        blocks: Range<u64>,
+        sql: &str,
+    ) -> Result<QueryStream, QueryError> {
+        let started = Instant::now();
+        let context = self.context();
+        // Refused before anything is downloaded: SQL that does not parse or does not read.
+        read_only(&context, sql)?;
+        let catalog = self.catalog.load_full();
+        let cover = catalog.cover(dataset, blocks.clone())?;
+        if cover.parts.is_empty() {
+            return Err(QueryError::NoChunks {
+                dataset: *dataset,
+                range: blocks,
+            });
+        }
+        let (pins, chunks) = self.pin(&cover).await?;
+        let fetched = started.elapsed();
+        self.register_tables(&context, &cover, &pins, &blocks)
+            .await?;
+        let options = SQLOptions::new()
+            .with_allow_ddl(false)
+            .with_allow_dml(false)
+            .with_allow_statements(false);
+        let frame = context
+            .sql_with_options(sql, options)
+            .await
+            .map_err(classify)?;
+        let inner = frame.execute_stream().await.map_err(classify)?;
+        tracing::info!(
+            dataset = %ShortId(dataset),
+            blocks = ?blocks,
+            chunks = chunks.len(),
+            downloaded = chunks.iter().filter(|chunk| chunk.fetched).count(),
+            missing = cover.missing.len(),
+            fetch_ms = fetched.as_millis() as u64,
+            plan_ms = (started.elapsed() - fetched).as_millis() as u64,
+            "query started"
+        );
+        Ok(QueryStream {
+            inner,
+            chunks,
+            missing: cover.missing,
+            pins,
+        })
+    }
+
+    /// Gets and pins every chunk of the cover, concurrently.
+    async fn pin(&self, cover: &Cover) -> Result<(Vec<ChunkRef>, Vec<ChunkUse>), QueryError> {
+        let uses: Vec<ChunkUse> = cover
+            .parts
+            .iter()
+            .map(|part| ChunkUse {
+                chunk: *part.chunk.id(),
+                blocks: part.blocks.clone(),
+                fetched: !self
+                    .manager
+                    .status(part.chunk.id())
+                    .is_some_and(|status| matches!(status.state, ChunkState::Ready)),
+            })
+            .collect();
+        let fetches = cover.parts.iter().map(|part| async move {
+            self.manager
+                .fetch((*part.chunk).clone())
+                .await
+                .map_err(|source| QueryError::Fetch {
+                    chunk: *part.chunk.id(),
+                    source,
+                })
+        });
+        let all = futures::future::try_join_all(fetches);
+        let pins = match self.config.fetch_timeout {
+            Some(timeout) => tokio::time::timeout(timeout, all)
+                .await
+                .map_err(|_elapsed| QueryError::FetchTimeout { timeout })??,
+            None => all.await?,
+        };
+        Ok((pins, uses))
+    }
+
+    fn context(&self) -> SessionContext {
+        let mut config = SessionConfig::new()
+            .with_batch_size(self.config.batch_size)
+            .with_target_partitions(self.config.target_partitions)
+            .with_information_schema(false);
+        let parquet = &mut config.options_mut().execution.parquet;
+        parquet.pushdown_filters = self.config.pushdown_filters;
+        parquet.reorder_filters = self.config.pushdown_filters;
+        SessionContext::new_with_config_rt(config, self.runtime.clone())
+    }
+
+    /// Registers one table per Parquet file name: the union of that file over the pinned
+    /// chunks, restricted to the query's blocks.
+    async fn register_tables(
+        &self,
+        context: &SessionContext,
+        cover: &Cover,
+        pins: &[ChunkRef],
+        blocks: &Range<u64>,
+    ) -> Result<(), QueryError> {
+        // table name -> its file in each chunk, with the blocks the chunk answers for
+        let mut tables: BTreeMap<String, Vec<TableFile>> = BTreeMap::new();
+        for (part, pinned) in cover.parts.iter().zip(pins) {
+            for name in part.chunk.files().keys() {
+                let Some(table) = name.strip_suffix(PARQUET).filter(|stem| !stem.is_empty()) else {
+                    continue;
+                };
+                tables
+                    .entry(table.to_string())
+                    .or_default()
+                    .push(TableFile {
+                        path: pinned.path().join(name),
+                        blocks: part.blocks.clone(),
+                    });
+            }
+        }
+        let disjoint = cover.is_disjoint(blocks);
+        for (table, files) in tables {
+            let frame = if disjoint {
+                let paths = files
+                    .iter()
+                    .map(|file| file.path.display().to_string())
+                    .collect::<Vec<_>>();
+                let frame = read(context, paths).await?;
+                self.restrict(frame, blocks)?
+            } else {
+                // Overlapping chunks: each answers only for its own part of the range.
+                let mut union: Option<DataFrame> = None;
+                for file in &files {
+                    let frame = read(context, vec![file.path.display().to_string()]).await?;
+                    let frame = self.restrict(frame, &file.blocks)?;
+                    union = Some(match union {
+                        None => frame,
+                        Some(union) => union.union(frame).map_err(QueryError::execution)?,
+                    });
+                }
+                match union {
+                    Some(frame) => frame,
+                    None => continue,
+                }
+            };
+            context
+                .register_table(TableReference::bare(table), frame.into_view())
+                .map_err(QueryError::execution)?;
+        }
+        Ok(())
+    }
+
+    /// Keeps the rows whose block is in `blocks`, if the table has the block column.
+    fn restrict(&self, frame: DataFrame, blocks: &Range<u64>) -> Result<DataFrame, QueryError> {
+        let column = &self.config.block_column;
+        if !frame.schema().has_column_with_unqualified_name(column) {
+            return Ok(frame);
+        }
+        let in_range: Expr = ident(column.as_str())
+            .gt_eq(lit(blocks.start))
+            .and(ident(column.as_str()).lt(lit(blocks.end)));
+        frame.filter(in_range).map_err(QueryError::execution)
+    }
+}
+
+/// One chunk's file of a table.
+struct TableFile {
+    path: PathBuf,
+    /// The blocks the chunk answers for.
+    blocks: Range<u64>,
+}
+
+async fn read(context: &SessionContext, paths: Vec<String>) -> Result<DataFrame, QueryError> {
+    context
+        .read_parquet(paths, ParquetReadOptions::default())
+        .await
+        .map_err(QueryError::execution)
+}
+
+/// Parses `sql` and checks that it is a query (`SELECT`, `WITH`, `VALUES`, `EXPLAIN`).
+fn read_only(context: &SessionContext, sql: &str) -> Result<(), QueryError> {
+    let state = context.state();
+    let dialect = state.config().options().sql_parser.dialect;
+    let statement = state
+        .sql_to_statement(sql, &dialect)
+        .map_err(QueryError::sql)?;
+    let query = match &statement {
+        DFStatement::Statement(inner) => {
+            matches!(
+                **inner,
+                SQLStatement::Query(_) | SQLStatement::Explain { .. }
+            )
+        }
+        DFStatement::Explain(_) => true,
+        _ => false,
+    };
+    if query {
+        Ok(())
+    } else {
+        Err(QueryError::sql(DataFusionError::Plan(
+            "only queries are allowed (SELECT, WITH, VALUES, EXPLAIN)".to_string(),
+        )))
+    }
+}
+
+/// Planning errors are the request's fault; the rest are failures while running.
+fn classify(error: DataFusionError) -> QueryError {
+    match error.find_root() {
+        DataFusionError::SQL(..)
+        | DataFusionError::Plan(_)
+        | DataFusionError::SchemaError(..)
+        | DataFusionError::NotImplemented(_) => QueryError::sql(error),
+        _ => QueryError::execution(error),
+    }
+}
+
+impl std::fmt::Debug for QueryEngine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("QueryEngine")
+            .field("chunks_in_catalog", &self.catalog.load().len())
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The result of a query: Arrow record batches as they are computed.
+///
+/// Holds the query's chunks pinned until it is dropped. A `Stream` of
+/// `Result<RecordBatch, QueryError>`; [`QueryStream::collect`] gathers them.
+pub struct QueryStream {
+    // Field order matters: DataFusion's stream (and the tasks it stops on drop) goes before
+    // the pins.
+    inner: SendableRecordBatchStream,
+    chunks: Vec<ChunkUse>,
+    missing: Vec<Range<u64>>,
+    pins: Vec<ChunkRef>,
+}
+
+impl QueryStream {
+    /// The schema of every batch.
+    pub fn schema(&self) -> SchemaRef {
+        self.inner.schema()
+    }
+
+    /// The chunks the query reads, in block order.
+    pub fn used_chunks(&self) -> &[ChunkUse] {
+        &self.chunks
+    }
+
+    /// Blocks of the range that no chunk of the catalog covers (they are simply absent from
+    /// the result).
+    pub fn missing(&self) -> &[Range<u64>] {
+        &self.missing
+    }
+
+    /// The pinned chunks, in block order.
+    pub fn pinned(&self) -> &[ChunkRef] {
+        &self.pins
+    }
+
+    /// Gathers every batch.
+    ///
+    /// # Errors
+    ///
+    /// [`QueryError::Execution`] if the query fails while it runs.
+    pub async fn collect(self) -> Result<Vec<RecordBatch>, QueryError> {
+        self.try_collect().await
+    }
+}
+
+impl Stream for QueryStream {
+    type Item = Result<RecordBatch, QueryError>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        self.inner
+            .poll_next_unpin(cx)
+            .map(|batch| batch.map(|batch| batch.map_err(QueryError::execution)))
+    }
+}
+
+impl std::fmt::Debug for QueryStream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("QueryStream")
+            .field("chunks", &self.chunks)
+            .field("missing", &self.missing)
+            .finish_non_exhaustive()
+    }
+}

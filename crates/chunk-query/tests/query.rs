@@ -1,0 +1,438 @@
+//! Queries through the public API against an in-process origin serving generated Parquet
+//! chunks: results equal DataFusion's directly over the same files, only the covering chunks
+//! are downloaded (counted at the origin), concurrent queries share downloads, a chunk deleted
+//! while a query reads it goes after the query, and cached chunks are evicted least recently
+//! used, never an assigned or pinned one.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::single_range_in_vec_init
+)]
+
+mod common;
+
+use std::time::Duration;
+
+use chunk_manager::{ChunkState, Event};
+use chunk_origin::{Fault, Gate};
+use chunk_query::synth::FILE_NAMES;
+use chunk_query::{Catalog, QueryConfig, QueryError};
+use common::{DATASET, Fixture, Worker, pretty};
+use futures::StreamExt;
+
+/// Six chunks of 50 blocks: 0..300.
+fn six() -> Fixture {
+    Fixture::new(&[0..50, 50..100, 100..150, 150..200, 200..250, 250..300])
+}
+
+const QUERIES: [&str; 6] = [
+    "SELECT count(*) AS blocks, min(block_number) AS first, max(block_number) AS last FROM blocks",
+    "SELECT block_number, hash, gas_used, transaction_count FROM blocks ORDER BY block_number",
+    "SELECT \"to\", count(*) AS calls, sum(gas) AS gas FROM transactions \
+     WHERE \"to\" IS NOT NULL GROUP BY \"to\" ORDER BY calls DESC, \"to\" LIMIT 5",
+    "SELECT topic0, count(*) AS n FROM logs GROUP BY topic0 ORDER BY n DESC, topic0",
+    "SELECT t.block_number, t.transaction_index, count(l.log_index) AS logs \
+     FROM transactions t LEFT JOIN logs l \
+     ON t.block_number = l.block_number AND t.transaction_index = l.transaction_index \
+     GROUP BY t.block_number, t.transaction_index \
+     ORDER BY t.block_number, t.transaction_index",
+    "SELECT b.block_number, b.transaction_count, count(t.hash) AS counted \
+     FROM blocks b LEFT JOIN transactions t ON b.block_number = t.block_number \
+     GROUP BY b.block_number, b.transaction_count HAVING count(t.hash) <> b.transaction_count",
+];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn results_equal_datafusion_over_the_same_files() {
+    let fixture = six();
+    let worker = Worker::new(fixture.catalog());
+    for blocks in [75..210, 0..300, 120..121] {
+        for sql in QUERIES {
+            let expected = fixture.reference(&blocks, sql).await;
+            let actual = worker.run(blocks.clone(), sql).await;
+            assert_eq!(actual, expected, "blocks {blocks:?}: {sql}");
+        }
+    }
+    // No block's transactions fail to add up.
+    let consistency = worker
+        .run(
+            0..300,
+            &format!("SELECT count(*) AS bad FROM ({})", QUERIES[5]),
+        )
+        .await;
+    assert!(consistency.contains("| 0   |"), "{consistency}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_the_covering_chunks_are_downloaded() {
+    let fixture = six();
+    let worker = Worker::new(fixture.catalog());
+    let stream = worker
+        .engine
+        .query(&DATASET, 75..160, "SELECT count(*) FROM transactions")
+        .await
+        .unwrap();
+    let used: Vec<_> = stream
+        .used_chunks()
+        .iter()
+        .map(|chunk| (chunk.blocks.clone(), chunk.fetched))
+        .collect();
+    assert_eq!(used, [(75..100, true), (100..150, true), (150..160, true)]);
+    stream.collect().await.unwrap();
+    let files = FILE_NAMES.len();
+    assert_eq!(fixture.all_gets(), [0, files, files, files, 0, 0]);
+
+    // Warm: the same range and a narrower one download nothing more.
+    worker.run(75..160, "SELECT count(*) FROM logs").await;
+    let stream = worker
+        .engine
+        .query(&DATASET, 100..110, "SELECT count(*) FROM blocks")
+        .await
+        .unwrap();
+    assert!(stream.used_chunks().iter().all(|chunk| !chunk.fetched));
+    drop(stream);
+    assert_eq!(fixture.all_gets(), [0, files, files, files, 0, 0]);
+
+    // The chunks fetched for queries are cached, not assigned.
+    let status = worker.manager.status(&fixture.chunks[1].id).unwrap();
+    assert!(status.cached && !status.wanted);
+    assert_eq!(worker.manager.totals().cached, 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_queries_share_one_download_per_chunk() {
+    let fixture = six();
+    let worker = Worker::new(fixture.catalog());
+    // Hold the first chunk's blocks file until both queries are waiting for it.
+    let gate = Gate::new();
+    let held = fixture.chunks[2].path("blocks.parquet");
+    fixture.origin.push_fault(
+        &held,
+        Fault::Stall {
+            after: 0,
+            gate: gate.clone(),
+        },
+    );
+    let sql = "SELECT count(*) AS n FROM blocks";
+    let (first, second, ()) = tokio::join!(
+        worker.run(100..200, sql),
+        worker.run(120..180, sql),
+        // Polled after both queries registered their fetches.
+        async { gate.open() }
+    );
+    assert_eq!(first, fixture.reference(&(100..200), sql).await);
+    assert_eq!(second, fixture.reference(&(120..180), sql).await);
+    assert_eq!(fixture.origin.get_count(&held), 1, "one download, shared");
+    let files = FILE_NAMES.len();
+    assert_eq!(fixture.all_gets(), [0, 0, files, files, 0, 0]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chunk_deleted_while_a_query_reads_it_goes_after_the_query() {
+    let fixture = six();
+    // Small batches, one partition: the query yields many batches, reading as it goes.
+    let query = QueryConfig::default()
+        .with_batch_size(16)
+        .with_target_partitions(1);
+    let worker = Worker::with(fixture.catalog(), |config| config, query);
+    // One chunk assigned (downloaded in the background), one fetched by the query.
+    worker
+        .manager
+        .download_chunk(fixture.descriptions[1].clone());
+    worker
+        .manager
+        .wait_ready(fixture.chunks[1].id)
+        .await
+        .unwrap();
+
+    let blocks = 60..140;
+    // No ORDER BY: the scan streams, reading the second chunk's file after the delete.
+    let sql = "SELECT block_number, transaction_index, hash FROM transactions";
+    let mut stream = worker
+        .engine
+        .query(&DATASET, blocks.clone(), sql)
+        .await
+        .unwrap();
+    let first = stream.next().await.unwrap().unwrap();
+    let ids: Vec<_> = stream
+        .used_chunks()
+        .iter()
+        .map(|chunk| chunk.chunk)
+        .collect();
+    assert_eq!(ids, [fixture.chunks[1].id, fixture.chunks[2].id]);
+    let dirs: Vec<_> = stream
+        .pinned()
+        .iter()
+        .map(|chunk| chunk.path().to_path_buf())
+        .collect();
+
+    for id in &ids {
+        worker.manager.delete_chunk(*id);
+    }
+    assert!(
+        worker.manager.find_chunk(DATASET, 70).is_none(),
+        "hidden at once"
+    );
+    assert!(
+        worker.manager.find_chunk(DATASET, 120).is_none(),
+        "hidden at once"
+    );
+    worker.manager.wait_idle().await;
+    for dir in &dirs {
+        assert!(dir.exists(), "kept while the query runs: {}", dir.display());
+    }
+    for id in &ids {
+        let state = worker.manager.status(id).unwrap().state;
+        assert!(
+            matches!(state, ChunkState::Deleting { pinned: true }),
+            "{state:?}"
+        );
+    }
+
+    let mut batches = vec![first];
+    while let Some(batch) = stream.next().await {
+        batches.push(batch.unwrap());
+    }
+    assert_eq!(
+        sorted_lines(&pretty(&batches)),
+        sorted_lines(&fixture.reference(&blocks, sql).await)
+    );
+
+    drop(stream);
+    worker.manager.wait_idle().await;
+    for dir in &dirs {
+        assert!(!dir.exists(), "removed after the query: {}", dir.display());
+    }
+    for id in &ids {
+        assert!(worker.manager.status(id).is_none());
+    }
+    assert!(worker.chunk_dirs().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cached_chunks_are_evicted_least_recently_used_never_assigned_or_pinned() {
+    let fixture = six();
+    let largest = fixture
+        .chunks
+        .iter()
+        .map(|chunk| chunk.size())
+        .max()
+        .unwrap();
+    let smallest = fixture
+        .chunks
+        .iter()
+        .map(|chunk| chunk.size())
+        .min()
+        .unwrap();
+    assert!(4 * smallest > 3 * largest, "a fourth chunk never fits");
+    // Room for three chunks.
+    let worker = Worker::with(
+        fixture.catalog(),
+        |config| config.with_disk_budget(3 * largest),
+        QueryConfig::default(),
+    );
+    let mut events = worker.manager.subscribe();
+    // Chunk 0 assigned; 1 and 2 cached by queries, 1 used last.
+    worker
+        .manager
+        .download_chunk(fixture.descriptions[0].clone());
+    worker
+        .manager
+        .wait_ready(fixture.chunks[0].id)
+        .await
+        .unwrap();
+    let sql = "SELECT count(*) FROM blocks";
+    worker.run(110..120, sql).await;
+    worker.run(60..70, sql).await;
+    // Chunk 1 pinned by a running query.
+    let pinned = worker.engine.query(&DATASET, 50..60, sql).await.unwrap();
+
+    // Chunk 3 needs room: 2 is evicted (1 is pinned and more recent, 0 is assigned).
+    let answer = worker.run(160..170, sql).await;
+    assert_eq!(answer, fixture.reference(&(160..170), sql).await);
+    worker.manager.wait_idle().await;
+    assert_eq!(evicted_of(&mut events), [fixture.chunks[2].id]);
+    assert!(worker.manager.status(&fixture.chunks[2].id).is_none());
+    assert!(
+        worker.manager.get_chunk(&fixture.chunks[0].id).is_some(),
+        "assigned: kept"
+    );
+    assert!(
+        worker.manager.get_chunk(&fixture.chunks[1].id).is_some(),
+        "pinned: kept"
+    );
+    drop(pinned);
+
+    // Chunk 4 needs room: now 1 is the least recently used cached chunk.
+    worker.run(210..220, sql).await;
+    worker.manager.wait_idle().await;
+    assert_eq!(evicted_of(&mut events), [fixture.chunks[1].id]);
+    let totals = worker.manager.totals();
+    assert!(totals.bytes_committed <= totals.disk_budget);
+    assert_eq!(totals.ready, 3);
+}
+
+fn sorted_lines(text: &str) -> Vec<&str> {
+    let mut lines: Vec<&str> = text.lines().collect();
+    lines.sort_unstable();
+    lines
+}
+
+fn evicted_of(events: &mut tokio::sync::broadcast::Receiver<Event>) -> Vec<[u8; 32]> {
+    let mut evicted = Vec::new();
+    while let Ok(event) = events.try_recv() {
+        if let Event::Evicted { chunk, .. } = event {
+            evicted.push(chunk);
+        }
+    }
+    evicted
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn overlapping_chunks_answer_each_block_once() {
+    // 0..100 re-chunked as 0..40 and 40..100, plus an overlapping 80..160.
+    let fixture = Fixture::new(&[0..100, 0..40, 40..100, 80..160]);
+    let worker = Worker::new(fixture.catalog());
+    let answer = worker
+        .run(
+            20..150,
+            "SELECT count(*) AS n, count(DISTINCT block_number) AS distinct_blocks FROM blocks",
+        )
+        .await;
+    assert!(answer.contains("| 130 | 130             |"), "{answer}");
+    // The transactions of the range, as generated, without any file.
+    let generated = fixture
+        .synth
+        .tables(20..150)
+        .unwrap()
+        .transactions
+        .num_rows();
+    let counted = worker
+        .engine
+        .query(&DATASET, 20..150, "SELECT count(*) AS n FROM transactions")
+        .await
+        .unwrap()
+        .collect()
+        .await
+        .unwrap();
+    let counted = pretty(&counted);
+    assert!(
+        counted.contains(&format!("| {generated} ")),
+        "{counted} vs {generated}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_requests_are_told_apart_from_failures() {
+    let fixture = Fixture::new(&[0..50, 50..100]);
+    fixture.origin.set_fault(
+        &fixture.chunks[1].path("logs.parquet"),
+        Some(Fault::Status(404)),
+    );
+    let worker = Worker::new(fixture.catalog());
+    let error = |result: Result<_, QueryError>| result.expect_err("an error");
+
+    let e = error(worker.engine.query(&DATASET, 10..20, "SELEC 1").await);
+    assert!(
+        matches!(e, QueryError::Sql { .. }) && e.is_bad_request(),
+        "{e}"
+    );
+    for statement in [
+        "CREATE EXTERNAL TABLE t STORED AS PARQUET LOCATION '/etc/'",
+        "DROP TABLE blocks",
+        "SET datafusion.execution.batch_size = 1",
+    ] {
+        let e = error(worker.engine.query(&DATASET, 10..20, statement).await);
+        assert!(matches!(e, QueryError::Sql { .. }), "{statement}: {e}");
+    }
+    assert_eq!(fixture.all_gets(), [0, 0], "refused before any download");
+    // A column that does not exist is known once the files' schemas are: after the download.
+    let e = error(
+        worker
+            .engine
+            .query(&DATASET, 10..20, "SELECT nope FROM blocks")
+            .await,
+    );
+    assert!(matches!(e, QueryError::Sql { .. }), "{e}");
+    let e = error(worker.engine.query(&DATASET, 20..20, "SELECT 1").await);
+    assert!(matches!(e, QueryError::EmptyRange { .. }), "{e}");
+    let e = error(worker.engine.query(&[1; 32], 0..10, "SELECT 1").await);
+    assert!(matches!(e, QueryError::UnknownDataset { .. }), "{e}");
+    let e = error(worker.engine.query(&DATASET, 500..600, "SELECT 1").await);
+    assert!(matches!(e, QueryError::NoChunks { .. }), "{e}");
+
+    let e = error(
+        worker
+            .engine
+            .query(&DATASET, 40..60, "SELECT count(*) FROM blocks")
+            .await,
+    );
+    assert!(
+        matches!(&e, QueryError::Fetch { chunk, .. } if *chunk == fixture.chunks[1].id),
+        "{e}"
+    );
+    assert!(!e.is_bad_request());
+    assert!(e.to_string().contains("404"), "{e}");
+    // The failure did not disturb the other chunk, which a later query uses at once.
+    worker.run(0..50, "SELECT count(*) FROM blocks").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_range_is_reported_and_absent_from_the_result() {
+    let fixture = Fixture::new(&[0..50, 100..150]);
+    let worker = Worker::new(fixture.catalog());
+    let stream = worker
+        .engine
+        .query(&DATASET, 25..125, "SELECT count(*) AS n FROM blocks")
+        .await
+        .unwrap();
+    assert_eq!(stream.missing(), [50..100]);
+    let answer = pretty(&stream.collect().await.unwrap());
+    assert!(answer.contains("| 50 |"), "{answer}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_catalog_listed_from_object_storage_matches_the_descriptions() {
+    let fixture = six();
+    let root = tempfile::tempdir().unwrap();
+    for chunk in &fixture.chunks {
+        chunk.write_to(root.path()).unwrap();
+    }
+    let url = format!("file://{}", root.path().display());
+    let base = fixture.origin.url("");
+    let listed = Catalog::list_url(&url, DATASET, Some(base.trim_end_matches('/')))
+        .await
+        .unwrap();
+    let described = fixture.catalog();
+    assert_eq!(listed.len(), described.len());
+    for chunk in described.chunks(&DATASET) {
+        assert_eq!(listed.get(chunk.id()).map(|c| &**c), Some(&**chunk));
+    }
+    // And it answers queries like the described one.
+    let worker = Worker::new(listed);
+    let sql = "SELECT count(*) FROM logs";
+    assert_eq!(
+        worker.run(30..130, sql).await,
+        fixture.reference(&(30..130), sql).await
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_query_waiting_too_long_for_its_chunks_times_out() {
+    let fixture = Fixture::new(&[0..50]);
+    let gate = Gate::new();
+    fixture.origin.push_fault(
+        &fixture.chunks[0].path("blocks.parquet"),
+        Fault::Stall {
+            after: 0,
+            gate: gate.clone(),
+        },
+    );
+    let query = QueryConfig::default().with_fetch_timeout(Some(Duration::from_millis(200)));
+    let worker = Worker::with(fixture.catalog(), |config| config, query);
+    let result = worker.engine.query(&DATASET, 0..50, "SELECT 1").await;
+    assert!(
+        matches!(result, Err(QueryError::FetchTimeout { .. })),
+        "{result:?}"
+    );
+    gate.open();
+}

@@ -1,0 +1,609 @@
+//! Queries: the `query` and `synth` commands, and the daemon's `POST /query` and
+//! `PUT /catalog`. Wiring only; the logic lives in `chunk-query`.
+//!
+//! # Overview
+//!
+//! - `chunk-worker query` opens the data directory (like the other operator commands, so it
+//!   refuses while a daemon holds it: use `POST /query` then), loads the catalog, runs one
+//!   query and prints the result as a table, JSON, NDJSON or Arrow IPC. `--demo` runs it over
+//!   generated chunks served by an in-process origin instead.
+//! - `chunk-worker synth` writes generated chunks and a `catalog.json` to a directory, and with
+//!   `--serve` serves them on 127.0.0.1 until interrupted, so the other commands have an origin
+//!   to download from.
+//! - `POST /query` takes `{"dataset", "blocks": {"start", "end"}, "sql", "format"}` and streams
+//!   the result as JSON (default), NDJSON or Arrow IPC (`"format": "arrow"`, or
+//!   `Accept: application/vnd.apache.arrow.stream`); `PUT /catalog` replaces the catalog.
+
+use std::io::{IsTerminal, Write};
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::{Context, anyhow, bail};
+use axum::Json;
+use axum::body::{Body, Bytes as BodyBytes};
+use axum::extract::State;
+use axum::extract::rejection::JsonRejection;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use chunk_manager::{Bytes, ChunkManager, DataChunk, DatasetId, id_from_hex, id_to_hex};
+use chunk_origin::Origin;
+use chunk_query::output::{Encoder, Format};
+use chunk_query::synth::{Synth, SynthChunk, SynthConfig};
+use chunk_query::{Catalog, QueryEngine, QueryError, QueryStream};
+use futures::StreamExt;
+use serde::{Deserialize, Serialize};
+
+use crate::api::AppState;
+use crate::settings::ManagerArgs;
+
+/// The dataset id the synthetic data uses unless told otherwise.
+pub const SYNTH_DATASET: &str = "5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e";
+
+/// Options of `chunk-worker query`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct QueryArgs {
+    /// The manager's options (data directory, disk budget, ...); chunks fetched for the query
+    /// stay there, cached, for the next one.
+    #[command(flatten)]
+    pub manager: ManagerArgs,
+    /// The catalog of the dataset's chunks: a JSON file or an http(s) URL (a list of chunk
+    /// descriptions, or {"chunks": [...]}), or an s3:// or file:// prefix to list.
+    #[arg(long, env = "CHUNK_WORKER_CATALOG", value_name = "FILE|URL")]
+    pub catalog: Option<String>,
+    /// The dataset: 64 hex digits, or a unique prefix of at least 4; may be left out when the
+    /// catalog has one dataset (needed to list an s3:// or file:// catalog).
+    #[arg(long, value_name = "DATASET_ID")]
+    pub dataset: Option<String>,
+    /// The blocks to query, START..END (END excluded).
+    #[arg(long, value_name = "START..END", value_parser = parse_blocks)]
+    pub blocks: Range<u64>,
+    /// Output: table, json, ndjson or arrow (Arrow IPC stream, not to a terminal).
+    #[arg(long, default_value = "table", value_parser = parse_format)]
+    pub format: Format,
+    /// Query generated chunks served by an in-process origin on 127.0.0.1 (no catalog
+    /// needed; a temporary data directory unless --data-dir is given).
+    #[arg(long)]
+    pub demo: bool,
+    /// The SQL: tables are the chunks' Parquet file names (blocks, transactions, logs, ...),
+    /// holding only the rows of the blocks asked for.
+    #[arg(value_name = "SQL")]
+    pub sql: String,
+}
+
+/// Options of `chunk-worker synth`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct SynthArgs {
+    /// Where to write the chunks (`<start>-<end>-<id>/<file>.parquet`) and `catalog.json`.
+    #[arg(long, value_name = "DIR")]
+    pub out: PathBuf,
+    /// How many chunks.
+    #[arg(long, default_value_t = 10)]
+    pub chunks: u64,
+    /// Blocks per chunk.
+    #[arg(long, default_value_t = 1000)]
+    pub blocks_per_chunk: u64,
+    /// The first block.
+    #[arg(long, default_value_t = 0)]
+    pub start: u64,
+    /// Mean transactions per block.
+    #[arg(long, default_value_t = 20)]
+    pub transactions_per_block: u32,
+    /// The dataset id (64 hex digits).
+    #[arg(long, default_value = SYNTH_DATASET)]
+    pub dataset: String,
+    /// Serve the chunks on 127.0.0.1 until interrupted; the catalog's URLs point there.
+    #[arg(long)]
+    pub serve: bool,
+    /// The base of the catalog's URLs when not serving [default: file:// URLs of --out].
+    #[arg(long, value_name = "URL")]
+    pub base_url: Option<String>,
+}
+
+fn parse_blocks(text: &str) -> Result<Range<u64>, String> {
+    let (start, end) = text
+        .split_once("..")
+        .ok_or_else(|| format!("{text:?} is not START..END"))?;
+    let number = |part: &str| {
+        part.trim()
+            .parse::<u64>()
+            .map_err(|_| format!("{part:?} is not a block number"))
+    };
+    let blocks = number(start)?..number(end)?;
+    if blocks.is_empty() {
+        return Err(format!("{text:?} is empty (END is excluded)"));
+    }
+    Ok(blocks)
+}
+
+fn parse_format(text: &str) -> Result<Format, String> {
+    text.parse()
+}
+
+/// `chunk-worker query`.
+pub fn run(args: &QueryArgs) -> anyhow::Result<ExitCode> {
+    if args.format == Format::ArrowIpc && std::io::stdout().is_terminal() {
+        bail!("--format arrow writes binary data: redirect it to a file or a pipe");
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("start the query runtime")?;
+    let temporary = tempfile::tempdir().context("create a temporary directory")?;
+    // The demo's origin lives until the query is done.
+    let (catalog, _origin, mut config) = if args.demo {
+        let (catalog, origin) = demo_catalog()?;
+        let mut config = args.manager.resolve()?;
+        if args.manager.data_dir.is_none() {
+            config.data_dir = temporary.path().join("data");
+        }
+        (catalog, Some(origin), config)
+    } else {
+        let source = args
+            .catalog
+            .as_deref()
+            .ok_or_else(|| anyhow!("--catalog is needed (or --demo)"))?;
+        let catalog = runtime.block_on(load_catalog(source, args.dataset.as_deref()))?;
+        (catalog, None, args.manager.resolve()?)
+    };
+    config = config.with_worker_threads(2);
+    let data_dir = config.data_dir.clone();
+    let manager = Arc::new(ChunkManager::open(config).with_context(|| {
+        format!(
+            "open the data directory {} (while a daemon runs on it, use its POST /query)",
+            data_dir.display()
+        )
+    })?);
+    let dataset = pick_dataset(&catalog, args.dataset.as_deref())?;
+    let engine = QueryEngine::new(manager.clone(), catalog).context("set up the query engine")?;
+    let started = Instant::now();
+    let result = runtime.block_on(async {
+        let stream = engine
+            .query(&dataset, args.blocks.clone(), &args.sql)
+            .await?;
+        let summary = summarize(&stream);
+        let rows = write_stream(stream, args.format, &mut std::io::stdout().lock()).await?;
+        anyhow::Ok((summary, rows))
+    });
+    manager.shutdown_blocking();
+    let (summary, rows) = result?;
+    eprintln!(
+        "{rows} row(s) in {:.3} s; {summary}",
+        started.elapsed().as_secs_f64()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// What a query read, in one line.
+fn summarize(stream: &QueryStream) -> String {
+    let used = stream.used_chunks();
+    let downloaded = used.iter().filter(|chunk| chunk.fetched).count();
+    let mut text = format!(
+        "{} chunk(s) read, {downloaded} downloaded for the query",
+        used.len()
+    );
+    for missing in stream.missing() {
+        text.push_str(&format!(
+            "; blocks {}..{} are in no chunk of the catalog",
+            missing.start, missing.end
+        ));
+    }
+    text
+}
+
+/// Writes the result as it comes; returns the number of rows.
+async fn write_stream(
+    mut stream: QueryStream,
+    format: Format,
+    out: &mut impl Write,
+) -> anyhow::Result<usize> {
+    let mut encoder = Encoder::new(format, stream.schema()).context("encode the result")?;
+    out.write_all(&encoder.begin()?)
+        .context("write the result")?;
+    let mut rows = 0;
+    while let Some(batch) = stream.next().await {
+        let batch = batch?;
+        rows += batch.num_rows();
+        out.write_all(&encoder.batch(&batch)?)
+            .context("write the result")?;
+    }
+    out.write_all(&encoder.finish()?)
+        .context("write the result")?;
+    if format == Format::Json {
+        out.write_all(b"\n").context("write the result")?;
+    }
+    out.flush().context("write the result")?;
+    Ok(rows)
+}
+
+/// Loads a catalog file or URL, or lists an `s3://` prefix or a directory.
+async fn load_catalog(source: &str, dataset: Option<&str>) -> anyhow::Result<Catalog> {
+    let local = source.strip_prefix("file://").unwrap_or(source);
+    let listing = if source.starts_with("s3://") {
+        Some(source.to_string())
+    } else if (source.starts_with("file://") || !source.contains("://"))
+        && Path::new(local).is_dir()
+    {
+        let directory = Path::new(local)
+            .canonicalize()
+            .with_context(|| format!("resolve {local}"))?;
+        Some(format!("file://{}", directory.display()))
+    } else {
+        None
+    };
+    let Some(url) = listing else {
+        return Catalog::load(source)
+            .await
+            .with_context(|| format!("load the catalog {source}"));
+    };
+    let dataset = dataset
+        .ok_or_else(|| anyhow!("--dataset (64 hex digits) is needed to list {source}"))
+        .and_then(|text| id_from_hex(text).map_err(|error| anyhow!("--dataset {text}: {error}")))?;
+    Catalog::list_url(&url, dataset, None)
+        .await
+        .with_context(|| format!("list the catalog {source}"))
+}
+
+/// The dataset named by a full id or a unique prefix, or the catalog's only one.
+fn pick_dataset(catalog: &Catalog, given: Option<&str>) -> anyhow::Result<DatasetId> {
+    let known: Vec<DatasetId> = catalog.datasets().copied().collect();
+    let Some(text) = given else {
+        return match known.as_slice() {
+            [only] => Ok(*only),
+            [] => bail!("the catalog lists no chunk"),
+            _ => bail!(
+                "the catalog has {} datasets; name one with --dataset",
+                known.len()
+            ),
+        };
+    };
+    let text = text.to_ascii_lowercase();
+    if text.len() == 64 {
+        return id_from_hex(&text).map_err(|error| anyhow!("--dataset {text}: {error}"));
+    }
+    if text.len() < 4 {
+        bail!("--dataset {text}: give at least 4 hex digits");
+    }
+    let matching: Vec<_> = known
+        .iter()
+        .filter(|id| id_to_hex(id).starts_with(&text))
+        .collect();
+    match matching.as_slice() {
+        [one] => Ok(**one),
+        [] => bail!("no dataset of the catalog starts with {text}"),
+        _ => bail!("--dataset {text} matches several datasets"),
+    }
+}
+
+/// The demo's data: 8 chunks of 500 blocks served by an in-process origin.
+fn demo_catalog() -> anyhow::Result<(Catalog, Origin)> {
+    let origin = Origin::start().context("start the demo origin")?;
+    let dataset = id_from_hex(SYNTH_DATASET).map_err(|error| anyhow!("{error}"))?;
+    let synth = Synth::new(SynthConfig::default().with_transactions_per_block(20));
+    let mut chunks = Vec::new();
+    for n in 0..8u64 {
+        let chunk = synth.chunk(&dataset, n * 500..(n + 1) * 500)?;
+        for (name, bytes) in &chunk.files {
+            origin.insert(&chunk.path(name), bytes.clone());
+        }
+        chunks.push(chunk.describe(&dataset, |path| origin.url(path)));
+    }
+    eprintln!(
+        "demo: 8 chunks of 500 blocks (0..4000) of dataset {} served at {}",
+        &SYNTH_DATASET[..8],
+        origin.url("")
+    );
+    Ok((Catalog::new(chunks)?, origin))
+}
+
+/// `chunk-worker synth`.
+pub fn synth(args: &SynthArgs) -> anyhow::Result<ExitCode> {
+    let dataset = id_from_hex(&args.dataset).map_err(|error| anyhow!("--dataset: {error}"))?;
+    std::fs::create_dir_all(&args.out).with_context(|| format!("create {}", args.out.display()))?;
+    let out = args
+        .out
+        .canonicalize()
+        .with_context(|| format!("resolve {}", args.out.display()))?;
+    let synth =
+        Synth::new(SynthConfig::default().with_transactions_per_block(args.transactions_per_block));
+    let mut chunks: Vec<SynthChunk> = Vec::new();
+    for n in 0..args.chunks {
+        let start = args.start + n * args.blocks_per_chunk;
+        let chunk = synth.chunk(&dataset, start..start + args.blocks_per_chunk)?;
+        chunk
+            .write_to(&out)
+            .with_context(|| format!("write {}", out.join(chunk.dir()).display()))?;
+        chunks.push(chunk);
+    }
+    let origin = if args.serve {
+        let origin = Origin::start().context("start the origin")?;
+        for chunk in &chunks {
+            for (name, bytes) in &chunk.files {
+                origin.insert(&chunk.path(name), bytes.clone());
+            }
+        }
+        Some(origin)
+    } else {
+        None
+    };
+    let base = match (&origin, &args.base_url) {
+        (Some(origin), _) => origin.url("").trim_end_matches('/').to_string(),
+        (None, Some(base)) => base.trim_end_matches('/').to_string(),
+        (None, None) => format!("file://{}", out.display()),
+    };
+    let described: Vec<DataChunk> = chunks
+        .iter()
+        .map(|chunk| chunk.describe(&dataset, |path| format!("{base}/{path}")))
+        .collect();
+    let catalog_path = out.join("catalog.json");
+    let json = serde_json::to_vec_pretty(&described).context("encode the catalog")?;
+    std::fs::write(&catalog_path, json)
+        .with_context(|| format!("write {}", catalog_path.display()))?;
+    let bytes: u64 = chunks.iter().map(SynthChunk::size).sum();
+    println!(
+        "wrote {} chunks of {} blocks ({}..{}, {}) of dataset {} to {}",
+        chunks.len(),
+        args.blocks_per_chunk,
+        args.start,
+        args.start + args.chunks * args.blocks_per_chunk,
+        Bytes(bytes),
+        args.dataset,
+        out.display()
+    );
+    println!("catalog {}", catalog_path.display());
+    if let Some(origin) = origin {
+        println!("serving at {} until interrupted", origin.url(""));
+        std::io::stdout().flush().context("write to stdout")?;
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .context("start a runtime")?;
+        runtime
+            .block_on(tokio::signal::ctrl_c())
+            .context("wait for Ctrl-C")?;
+        drop(origin);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The daemon's query engine, shared by its handlers.
+#[derive(Clone)]
+pub struct QueryService {
+    engine: Arc<QueryEngine>,
+}
+
+impl QueryService {
+    /// An engine over `manager` with the catalog at `source` (a file or URL), or an empty one.
+    pub fn start(manager: Arc<ChunkManager>, source: Option<&str>) -> anyhow::Result<Self> {
+        let catalog = match source {
+            None => Catalog::default(),
+            Some(source) => {
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .context("start a runtime")?;
+                let catalog = runtime.block_on(load_catalog(source, None))?;
+                tracing::info!(
+                    catalog = source,
+                    chunks = catalog.len(),
+                    datasets = catalog.datasets().count(),
+                    "catalog loaded"
+                );
+                catalog
+            }
+        };
+        let engine = QueryEngine::new(manager, catalog).context("set up the query engine")?;
+        Ok(Self {
+            engine: Arc::new(engine),
+        })
+    }
+}
+
+/// The body of `POST /query`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QueryRequest {
+    /// The dataset, 64 hex digits.
+    dataset: String,
+    /// The blocks, `{"start": .., "end": ..}` (end excluded).
+    blocks: Range<u64>,
+    /// The SQL.
+    sql: String,
+    /// `json` (default), `ndjson` or `arrow`.
+    #[serde(default)]
+    format: Option<String>,
+}
+
+#[derive(Serialize)]
+struct ErrorBody<'a> {
+    error: ErrorDetail<'a>,
+}
+
+#[derive(Serialize)]
+struct ErrorDetail<'a> {
+    code: &'a str,
+    message: &'a str,
+}
+
+fn error(status: StatusCode, code: &str, message: &str) -> Response {
+    (
+        status,
+        Json(ErrorBody {
+            error: ErrorDetail { code, message },
+        }),
+    )
+        .into_response()
+}
+
+fn query_error(failure: &QueryError) -> Response {
+    let status = match failure {
+        QueryError::UnknownDataset { .. } | QueryError::NoChunks { .. } => StatusCode::NOT_FOUND,
+        QueryError::Fetch { .. } => StatusCode::BAD_GATEWAY,
+        QueryError::FetchTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
+        failure if failure.is_bad_request() => StatusCode::BAD_REQUEST,
+        _ => StatusCode::INTERNAL_SERVER_ERROR,
+    };
+    error(status, failure.kind(), &failure.to_string())
+}
+
+/// `POST /query`: runs a query and streams its result.
+pub async fn post_query(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Result<Json<QueryRequest>, JsonRejection>,
+) -> Response {
+    let request = match body {
+        Ok(Json(request)) => request,
+        Err(rejection) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "invalid_json",
+                &rejection.body_text(),
+            );
+        }
+    };
+    let dataset = match id_from_hex(&request.dataset) {
+        Ok(dataset) => dataset,
+        Err(problem) => {
+            let message = format!("dataset {:?} is not valid: {problem}", request.dataset);
+            return error(StatusCode::BAD_REQUEST, "invalid_id", &message);
+        }
+    };
+    let wants_arrow = headers
+        .get(header::ACCEPT)
+        .and_then(|accept| accept.to_str().ok())
+        .is_some_and(|accept| accept.contains(Format::ArrowIpc.content_type()));
+    let format = match request.format.as_deref() {
+        Some(name) => match name.parse::<Format>() {
+            Ok(Format::Table) | Err(_) => {
+                let message = format!("format {name:?} is not json, ndjson or arrow");
+                return error(StatusCode::BAD_REQUEST, "invalid_format", &message);
+            }
+            Ok(format) => format,
+        },
+        None if wants_arrow => Format::ArrowIpc,
+        None => Format::Json,
+    };
+    let started = Instant::now();
+    let stream = match state
+        .query
+        .engine
+        .query(&dataset, request.blocks.clone(), &request.sql)
+        .await
+    {
+        Ok(stream) => stream,
+        Err(failure) => {
+            metrics::counter!(QUERIES, "result" => failure.kind()).increment(1);
+            if failure.is_bad_request() {
+                tracing::info!(error = %failure, "query refused");
+            } else {
+                tracing::warn!(error = %failure, "query failed");
+            }
+            return query_error(&failure);
+        }
+    };
+    metrics::counter!(QUERIES, "result" => "started").increment(1);
+    metrics::histogram!(QUERY_START).record(started.elapsed());
+    let used = stream.used_chunks();
+    let downloaded = used.iter().filter(|chunk| chunk.fetched).count();
+    let missing = stream
+        .missing()
+        .iter()
+        .map(|range| format!("{}..{}", range.start, range.end))
+        .collect::<Vec<_>>()
+        .join(",");
+    let mut encoder = match Encoder::new(format, stream.schema()) {
+        Ok(encoder) => encoder,
+        Err(failure) => {
+            let message = format!("cannot encode the result as {}: {failure}", format.name());
+            return error(StatusCode::INTERNAL_SERVER_ERROR, "encoding", &message);
+        }
+    };
+    let head = encoder.begin();
+    let chunks = used.len();
+    let body = futures::stream::once(async move { head }).chain(futures::stream::unfold(
+        (stream, Some(encoder)),
+        |(mut stream, encoder)| async move {
+            let mut encoder = encoder?;
+            match stream.next().await {
+                Some(Ok(batch)) => {
+                    let bytes = encoder.batch(&batch);
+                    Some((bytes, (stream, Some(encoder))))
+                }
+                Some(Err(failure)) => {
+                    tracing::warn!(error = %failure, "query failed while streaming its result");
+                    let failed = Err(arrow_error(failure));
+                    Some((failed, (stream, None)))
+                }
+                None => Some((encoder.finish(), (stream, None))),
+            }
+        },
+    ));
+    let mut response = Response::new(Body::from_stream(body));
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static(format.content_type()),
+    );
+    headers.insert("x-chunks-read", HeaderValue::from(chunks));
+    headers.insert("x-chunks-downloaded", HeaderValue::from(downloaded));
+    if let Ok(missing) = HeaderValue::from_str(&missing)
+        && !missing.is_empty()
+    {
+        headers.insert("x-blocks-missing", missing);
+    }
+    response
+}
+
+fn arrow_error(failure: QueryError) -> chunk_query::arrow::error::ArrowError {
+    chunk_query::arrow::error::ArrowError::ExternalError(Box::new(failure))
+}
+
+/// `PUT /catalog`: replaces the catalog (the body is a list of chunk descriptions, or
+/// `{"chunks": [...]}`). Running queries keep the one they started with.
+pub async fn put_catalog(State(state): State<AppState>, body: BodyBytes) -> Response {
+    match Catalog::from_json(&body, "the request body") {
+        Ok(catalog) => {
+            let summary = CatalogSummary {
+                chunks: catalog.len(),
+                datasets: catalog.datasets().count(),
+            };
+            tracing::info!(
+                chunks = summary.chunks,
+                datasets = summary.datasets,
+                "catalog replaced"
+            );
+            state.query.engine.set_catalog(catalog);
+            (StatusCode::OK, Json(summary)).into_response()
+        }
+        Err(failure) => error(
+            StatusCode::BAD_REQUEST,
+            "invalid_catalog",
+            &failure.to_string(),
+        ),
+    }
+}
+
+/// `GET /catalog`: how many chunks and datasets the catalog lists.
+pub async fn get_catalog(State(state): State<AppState>) -> Json<CatalogSummary> {
+    let catalog = state.query.engine.catalog();
+    Json(CatalogSummary {
+        chunks: catalog.len(),
+        datasets: catalog.datasets().count(),
+    })
+}
+
+/// The catalog, in numbers.
+#[derive(Debug, Serialize)]
+pub struct CatalogSummary {
+    chunks: usize,
+    datasets: usize,
+}
+
+/// Queries started, and refused or failed by kind.
+const QUERIES: &str = "chunk_worker_queries_total";
+/// Seconds from a query's request to its first byte: fetching its chunks and planning.
+const QUERY_START: &str = "chunk_worker_query_start_seconds";

@@ -1,0 +1,352 @@
+//! Queries through the binary: `chunk-worker query` and `synth` as commands, and the daemon's
+//! `POST /query` (JSON and Arrow IPC) and `PUT /catalog`, against generated chunks served by
+//! an in-process origin.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use chunk_manager::{DataChunk, DatasetId, id_to_hex};
+use chunk_origin::Origin;
+use chunk_query::arrow::ipc::reader::StreamReader;
+use chunk_query::synth::{Synth, SynthConfig};
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+const PATIENCE: Duration = Duration::from_secs(30);
+const DATASET: DatasetId = [0x3c; 32];
+
+/// Three chunks of 100 blocks (0..300) served by an origin, and their catalog file.
+struct Served {
+    origin: Origin,
+    synth: Synth,
+    chunks: Vec<DataChunk>,
+    dir: tempfile::TempDir,
+}
+
+impl Served {
+    fn new() -> Self {
+        let origin = Origin::start().unwrap();
+        let synth = Synth::new(SynthConfig::small());
+        let mut chunks = Vec::new();
+        for start in [0, 100, 200] {
+            let chunk = synth.chunk(&DATASET, start..start + 100).unwrap();
+            for (name, bytes) in &chunk.files {
+                origin.insert(&chunk.path(name), bytes.clone());
+            }
+            chunks.push(chunk.describe(&DATASET, |path| origin.url(path)));
+        }
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("catalog.json"),
+            serde_json::to_vec(&chunks).unwrap(),
+        )
+        .unwrap();
+        Self {
+            origin,
+            synth,
+            chunks,
+            dir,
+        }
+    }
+
+    fn catalog(&self) -> String {
+        self.dir.path().join("catalog.json").display().to_string()
+    }
+
+    /// Transactions generated for `blocks`, counted without any file.
+    fn transactions(&self, blocks: std::ops::Range<u64>) -> usize {
+        self.synth.tables(blocks).unwrap().transactions.num_rows()
+    }
+}
+
+fn worker(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_chunk-worker"))
+        .args(args)
+        .env("RUST_LOG", "warn")
+        .env_remove("CHUNK_WORKER_CATALOG")
+        .output()
+        .expect("run chunk-worker")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+#[test]
+fn the_query_command_downloads_what_it_needs_and_keeps_it_for_the_next() {
+    let served = Served::new();
+    let data = tempfile::tempdir().unwrap();
+    let data_dir = data.path().display().to_string();
+    let catalog = served.catalog();
+    let sql = "SELECT count(*) AS n FROM transactions";
+    let run = |format: &str| {
+        worker(&[
+            "query",
+            "--data-dir",
+            &data_dir,
+            "--catalog",
+            &catalog,
+            "--blocks",
+            "50..150",
+            "--format",
+            format,
+            sql,
+        ])
+    };
+    let first = run("json");
+    assert!(first.status.success(), "{}", text(&first.stderr));
+    let rows: Value = serde_json::from_slice(&first.stdout).unwrap();
+    assert_eq!(rows, json!([{"n": served.transactions(50..150)}]));
+    assert!(
+        text(&first.stderr).contains("2 chunk(s) read, 2 downloaded"),
+        "{}",
+        text(&first.stderr)
+    );
+    assert_eq!(
+        served
+            .origin
+            .get_count(&format!("{}/blocks.parquet", dir_of(&served.chunks[2]))),
+        0
+    );
+
+    let second = run("table");
+    assert!(second.status.success(), "{}", text(&second.stderr));
+    assert!(
+        text(&second.stdout).contains("| n "),
+        "{}",
+        text(&second.stdout)
+    );
+    assert!(
+        text(&second.stderr).contains("0 downloaded"),
+        "cached in the data directory: {}",
+        text(&second.stderr)
+    );
+
+    let bad = worker(&[
+        "query",
+        "--data-dir",
+        &data_dir,
+        "--catalog",
+        &catalog,
+        "--blocks",
+        "0..10",
+        "SELECT nope FROM blocks",
+    ]);
+    assert!(!bad.status.success());
+    assert!(
+        text(&bad.stderr).contains("invalid query"),
+        "{}",
+        text(&bad.stderr)
+    );
+}
+
+/// The origin path of a chunk's directory, from one of its URLs.
+fn dir_of(chunk: &DataChunk) -> String {
+    let url = chunk.files().values().next().unwrap();
+    let path = url.split('/').skip(3).collect::<Vec<_>>();
+    path[..path.len() - 1].join("/")
+}
+
+#[test]
+fn the_synth_command_writes_chunks_and_a_catalog() {
+    let out = tempfile::tempdir().unwrap();
+    let dir = out.path().display().to_string();
+    let run = worker(&[
+        "synth",
+        "--out",
+        &dir,
+        "--chunks",
+        "2",
+        "--blocks-per-chunk",
+        "50",
+        "--transactions-per-block",
+        "3",
+        "--base-url",
+        "http://127.0.0.1:9/data",
+    ]);
+    assert!(run.status.success(), "{}", text(&run.stderr));
+    let catalog: Vec<DataChunk> =
+        serde_json::from_slice(&std::fs::read(out.path().join("catalog.json")).unwrap()).unwrap();
+    assert_eq!(catalog.len(), 2);
+    assert_eq!(catalog[1].block_range(), 50..100);
+    for chunk in &catalog {
+        for (name, url) in chunk.files() {
+            let path = url.strip_prefix("http://127.0.0.1:9/data/").unwrap();
+            assert!(
+                Path::new(&out.path().join(path)).is_file(),
+                "{name}: {path}"
+            );
+        }
+    }
+}
+
+#[test]
+fn the_demo_query_needs_nothing_else() {
+    let run = worker(&[
+        "query",
+        "--demo",
+        "--blocks",
+        "100..1100",
+        "--format",
+        "ndjson",
+        "SELECT count(*) AS blocks FROM blocks",
+    ]);
+    assert!(run.status.success(), "{}", text(&run.stderr));
+    assert_eq!(text(&run.stdout).trim(), r#"{"blocks":1000}"#);
+}
+
+/// A daemon process on 127.0.0.1 port 0. Killed on drop.
+struct Daemon {
+    child: Child,
+    url: String,
+    client: reqwest::Client,
+    _data: tempfile::TempDir,
+}
+
+impl Daemon {
+    fn start(extra: &[&str]) -> Daemon {
+        let data = tempfile::tempdir().unwrap();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_chunk-worker"))
+            .args(["serve", "--listen", "127.0.0.1:0", "--fsync", "false"])
+            .arg("--data-dir")
+            .arg(data.path())
+            .args(extra)
+            .env("RUST_LOG", "warn")
+            .env_remove("CHUNK_WORKER_TOKEN")
+            .env_remove("CHUNK_WORKER_CATALOG")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start the daemon");
+        let stdout = child.stdout.take().unwrap();
+        let (sender, receiver) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { return };
+                if let Some(url) = line.strip_prefix("listening on ") {
+                    let _ = sender.send(url.to_string());
+                }
+            }
+        });
+        let url = receiver
+            .recv_timeout(PATIENCE)
+            .expect("the daemon announces its address");
+        Daemon {
+            child,
+            url,
+            client: reqwest::Client::new(),
+            _data: data,
+        }
+    }
+
+    async fn query(&self, body: &Value) -> reqwest::Response {
+        self.client
+            .post(format!("{}/query", self.url))
+            .json(body)
+            .send()
+            .await
+            .unwrap()
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_daemon_answers_queries_in_json_and_arrow() {
+    let served = Served::new();
+    let daemon = Daemon::start(&["--catalog", &served.catalog()]);
+    let dataset = id_to_hex(&DATASET);
+    let request = json!({
+        "dataset": dataset,
+        "blocks": {"start": 150, "end": 250},
+        "sql": "SELECT count(*) AS n, min(block_number) AS first FROM transactions",
+    });
+
+    let response = daemon.query(&request).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(response.headers()["content-type"], "application/json");
+    assert_eq!(response.headers()["x-chunks-read"], "2");
+    assert_eq!(response.headers()["x-chunks-downloaded"], "2");
+    let rows: Value = response.json().await.unwrap();
+    assert_eq!(rows[0]["n"], served.transactions(150..250));
+
+    let response = daemon
+        .client
+        .post(format!("{}/query", daemon.url))
+        .header("accept", "application/vnd.apache.arrow.stream")
+        .json(&request)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(response.headers()["x-chunks-downloaded"], "0");
+    let body = response.bytes().await.unwrap();
+    let batches: Vec<_> = StreamReader::try_new(std::io::Cursor::new(body), None)
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(batches[0].schema().field(0).name(), "n");
+    assert_eq!(batches.iter().map(|b| b.num_rows()).sum::<usize>(), 1);
+
+    // Bad requests are 4xx with a code; an unknown dataset is 404.
+    let mut bad = request.clone();
+    bad["sql"] = json!("SELECT nope FROM blocks");
+    let response = daemon.query(&bad).await;
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    let error: Value = response.json().await.unwrap();
+    assert_eq!(error["error"]["code"], "invalid_sql");
+    let mut unknown = request.clone();
+    unknown["dataset"] = json!(id_to_hex(&[1; 32]));
+    assert_eq!(daemon.query(&unknown).await.status(), StatusCode::NOT_FOUND);
+    let mut ddl = request.clone();
+    ddl["sql"] = json!("CREATE EXTERNAL TABLE t STORED AS PARQUET LOCATION '/etc/'");
+    assert_eq!(daemon.query(&ddl).await.status(), StatusCode::BAD_REQUEST);
+    let response = daemon.query(&json!({"dataset": dataset})).await;
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_catalog_can_be_replaced_over_http() {
+    let served = Served::new();
+    let daemon = Daemon::start(&[]);
+    let request = json!({
+        "dataset": id_to_hex(&DATASET),
+        "blocks": {"start": 0, "end": 100},
+        "sql": "SELECT count(*) AS n FROM blocks",
+        "format": "ndjson",
+    });
+    assert_eq!(daemon.query(&request).await.status(), StatusCode::NOT_FOUND);
+
+    let response = daemon
+        .client
+        .put(format!("{}/catalog", daemon.url))
+        .json(&json!({"chunks": served.chunks}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let summary: Value = response.json().await.unwrap();
+    assert_eq!(summary, json!({"chunks": 3, "datasets": 1}));
+
+    let response = daemon.query(&request).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(response.text().await.unwrap().trim(), r#"{"n":100}"#);
+
+    let response = daemon
+        .client
+        .put(format!("{}/catalog", daemon.url))
+        .body("[{\"id\": 1}]")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+}
