@@ -58,8 +58,8 @@ pub(crate) struct DownloadJob {
     pub(crate) cancel: CancellationToken,
     pub(crate) progress: Arc<Progress>,
     pub(crate) reserved: Option<u64>,
-    /// The blocking writer threads of this job: awaited before its directory is removed, so
-    /// no late write recreates a file in it.
+    /// The blocking work on this job's directory (its creation, the file writers, the
+    /// manifest): awaited before the directory is removed, so nothing late recreates it.
     pub(crate) writers: TaskTracker,
 }
 
@@ -107,7 +107,9 @@ impl DownloadJob {
         let id = self.chunk.id();
         let once = |error| Failure { error, attempts: 1 };
         let dir = download_dir.to_path_buf();
-        let created = blocking(move || {
+        // Tracked: a cancelled job waits for it before removing the directory, so the
+        // directory cannot be created again after the removal.
+        let created = tracked(&self.writers, move || {
             match std::fs::remove_dir_all(&dir) {
                 Ok(()) => {}
                 Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
@@ -169,16 +171,18 @@ impl DownloadJob {
         let manifest_path = download_dir.join(MANIFEST);
         let shared = self.shared.clone();
         let path = manifest_path.clone();
-        blocking(move || shared.layout.write_synced(&path, &text))
-            .await
-            .map_err(|source| {
-                once(Error::Io {
-                    chunk: *id,
-                    action: "write the manifest",
-                    path: manifest_path,
-                    source,
-                })
-            })?;
+        tracked(&self.writers, move || {
+            shared.layout.write_synced(&path, &text)
+        })
+        .await
+        .map_err(|source| {
+            once(Error::Io {
+                chunk: *id,
+                action: "write the manifest",
+                path: manifest_path,
+                source,
+            })
+        })?;
         Ok(Prepared::Complete { size: total })
     }
 
@@ -536,6 +540,18 @@ fn backoff(config: &Config, attempt: u32) -> Duration {
         .min(config.retry_max_delay);
     let half = exponential / 2;
     half + half.mul_f64(fastrand::f64())
+}
+
+/// Runs blocking filesystem work of a job's download directory off the async threads, tracked
+/// with its writers so that the directory's removal waits for it.
+async fn tracked<T: Send + 'static>(
+    tracker: &TaskTracker,
+    work: impl FnOnce() -> std::io::Result<T> + Send + 'static,
+) -> std::io::Result<T> {
+    tracker
+        .spawn_blocking(work)
+        .await
+        .unwrap_or_else(|join_error| Err(std::io::Error::other(join_error)))
 }
 
 /// Runs blocking filesystem work off the async threads.
