@@ -244,14 +244,14 @@ async fn put_chunk(
     }
     validate(&chunk)?;
     if let Some(known) = state.manager.status(&id)
-        && known.wanted
+        && (known.wanted || known.cached)
         && *known.chunk != chunk
     {
         return Err(ApiError::new(
             StatusCode::CONFLICT,
             "conflict",
             format!(
-                "chunk {} is already wanted with a different description; delete it first",
+                "chunk {} is already known with a different description; delete it first",
                 id_to_hex(&id)
             ),
         ));

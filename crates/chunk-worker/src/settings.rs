@@ -103,8 +103,8 @@ pub struct ServeArgs {
     /// The largest request body accepted, in bytes or a size such as 16MiB [default: 16MiB].
     #[arg(long, env = "CHUNK_WORKER_MAX_BODY", value_name = "SIZE", value_parser = parse_size)]
     pub max_body: Option<u64>,
-    /// The catalog of the datasets' chunks for POST /query: a JSON file or http(s) URL, or an
-    /// s3:// prefix to list; flag or variable only [default: none; PUT /catalog sets one].
+    /// The catalog of the datasets' chunks for POST /query: a JSON file or an http(s) URL;
+    /// flag or variable only [default: none; PUT /catalog sets one].
     #[arg(long, env = "CHUNK_WORKER_CATALOG", value_name = "FILE|URL")]
     pub catalog: Option<String>,
 }
