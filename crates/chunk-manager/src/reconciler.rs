@@ -136,13 +136,14 @@ pub(crate) async fn run(
     loop {
         // Fold in what happened, then publish visibility changes before deciding work, so the
         // old snapshot's references to deleted chunks are gone when the table checks for refs.
-        let changes = {
+        let (changes, events) = {
             let mut table = shared.table();
             fold(&mut table, &mut released, &mut finished);
-            table.take_index_changes()
+            (table.take_index_changes(), table.take_after_publish())
         };
         publish(&shared, &mut visible, changes);
-        let (work, changes) = {
+        events.into_iter().for_each(|event| shared.emit(event));
+        let (work, changes, events) = {
             let mut table = shared.table();
             fold(&mut table, &mut released, &mut finished);
             let work = table.next_work();
@@ -151,9 +152,10 @@ pub(crate) async fn run(
             if table.needs_turn() {
                 shared.wake.notify_one();
             }
-            (work, table.take_index_changes())
+            (work, table.take_index_changes(), table.take_after_publish())
         };
         publish(&shared, &mut visible, changes);
+        events.into_iter().for_each(|event| shared.emit(event));
         for work in work {
             spawn_job(&jobs, &shared, &done, &io_slots, work);
         }
@@ -179,6 +181,12 @@ pub(crate) async fn run(
     while let Ok((id, outcome)) = finished.try_recv() {
         shared.table().job_finished(id, outcome);
     }
+    let (changes, events) = {
+        let mut table = shared.table();
+        (table.take_index_changes(), table.take_after_publish())
+    };
+    publish(&shared, &mut visible, changes);
+    events.into_iter().for_each(|event| shared.emit(event));
     tracing::info!("chunk manager stopped");
     shared.emit(Event::Shutdown);
     shared.bump();

@@ -406,6 +406,9 @@ pub(crate) struct Table {
     index_version: u64,
     shutting_down: bool,
     events: Emitter,
+    /// Events to send once the reconciler has published the index they describe, so a
+    /// subscriber told "ready" finds the chunk.
+    after_publish: Vec<Event>,
     released: Releases,
 }
 
@@ -437,6 +440,7 @@ impl Table {
             index_version: 0,
             shutting_down: false,
             events,
+            after_publish: Vec::new(),
             released,
         }
     }
@@ -1233,13 +1237,10 @@ impl Table {
                 };
                 if wanted {
                     self.show(&resident);
-                    emit(
-                        &self.events,
-                        Event::ChunkReady {
-                            chunk: id,
-                            bytes: size,
-                        },
-                    );
+                    self.after_publish.push(Event::ChunkReady {
+                        chunk: id,
+                        bytes: size,
+                    });
                 }
                 self.touch(id);
                 self.storage_used();
@@ -1371,6 +1372,11 @@ impl Table {
     }
 
     /// The visibility changes since the last call, and the version they bring the index to.
+    /// Events to send after the index changes taken so far are published.
+    pub(crate) fn take_after_publish(&mut self) -> Vec<Event> {
+        mem::take(&mut self.after_publish)
+    }
+
     pub(crate) fn take_index_changes(&mut self) -> (Vec<IndexChange>, u64) {
         (mem::take(&mut self.index_changes), self.index_version)
     }

@@ -55,6 +55,9 @@ impl Harness {
     }
 
     fn events(&mut self) -> Vec<String> {
+        for event in self.table.take_after_publish() {
+            self.table.events.emit(event);
+        }
         let mut seen = Vec::new();
         while let Ok(event) = self.events.try_recv() {
             seen.push(event.to_string());
