@@ -4,7 +4,7 @@
 //!
 //! ```text
 //! data_dir/
-//!   LOCK                                  OS advisory lock, held for the manager's lifetime
+//!   LOCK                                  the pid of the manager holding the directory's lock
 //!   chunks/<dataset hex>/<start>-<end>-<chunk hex>/
 //!       <file>...                         the chunk's files, by their names
 //!       .manifest.json                    description, sizes and BLAKE3 of every file
@@ -215,26 +215,24 @@ impl Manifest {
 
 /// The exclusive OS lock on a data directory, released when dropped (or when the process
 /// dies, so a crash never blocks the next start).
+///
+/// The lock is taken on the data directory itself (`flock` on its descriptor), not on a file
+/// inside it: an operator who deletes a file cannot let a second manager in. The `LOCK` file
+/// only tells who holds the lock.
 #[derive(Debug)]
 pub(crate) struct DirLock {
-    _file: File,
+    _dir: File,
 }
 
 impl DirLock {
     pub(crate) fn acquire(root: &Path) -> Result<Self, Error> {
+        let dir = File::open(root).map_err(|source| Error::DataDir {
+            path: root.to_path_buf(),
+            action: "open the directory to lock it",
+            source,
+        })?;
         let path = root.join(LOCK);
-        let mut file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(&path)
-            .map_err(|source| Error::DataDir {
-                path: root.to_path_buf(),
-                action: "open the lock file",
-                source,
-            })?;
-        match file.try_lock() {
+        match dir.try_lock() {
             Ok(()) => {}
             Err(TryLockError::WouldBlock) => {
                 let holder = fs::read_to_string(&path)
@@ -249,19 +247,22 @@ impl DirLock {
             Err(TryLockError::Error(source)) => {
                 return Err(Error::DataDir {
                     path: root.to_path_buf(),
-                    action: "lock the lock file",
+                    action: "lock the directory",
                     source,
                 });
             }
         }
         let pid = format!("pid {}\n", std::process::id());
-        let written = file
-            .set_len(0)
-            .and_then(|()| file.write_all(pid.as_bytes()));
+        let written = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&path)
+            .and_then(|mut file| file.write_all(pid.as_bytes()));
         if let Err(error) = written {
             tracing::warn!(path = %path.display(), %error, "cannot record the pid in the lock file");
         }
-        Ok(Self { _file: file })
+        Ok(Self { _dir: dir })
     }
 }
 

@@ -59,7 +59,7 @@ pub enum Error {
     Locked {
         /// The data directory.
         path: PathBuf,
-        /// The lock file.
+        /// The file that names the holder (the lock itself is on the directory).
         lock: PathBuf,
         /// What the holder wrote into the lock file (its pid), if readable.
         holder: Option<String>,
@@ -184,9 +184,29 @@ pub enum Error {
         chunk: ChunkId,
     },
 
+    /// The chunk was requested again (downloaded, assigned or fetched) while its deletion was
+    /// awaited: the later call won.
+    #[error(
+        "chunk {} was requested again before its deletion was recorded",
+        ShortId(chunk)
+    )]
+    Superseded {
+        /// The chunk.
+        chunk: ChunkId,
+    },
+
     /// The manager has shut down.
     #[error("the chunk manager has shut down")]
     Shutdown,
+
+    /// A bug: the manager's background loop failed (panicked), so the manager stopped. Waiters
+    /// get this error instead of waiting forever; [`ChunkManager::health`](crate::ChunkManager::health)
+    /// reports it.
+    #[error("the chunk manager stopped after an internal failure: {message}")]
+    Crashed {
+        /// What failed.
+        message: String,
+    },
 
     /// A bug: a job of the manager panicked. The chunk is reported failed instead of hanging.
     #[error("chunk {}: internal error: {message}", ShortId(chunk))]
@@ -312,6 +332,7 @@ impl Error {
             | Error::Io { chunk, .. }
             | Error::TooLargeForBudget { chunk, .. }
             | Error::NotWanted { chunk }
+            | Error::Superseded { chunk }
             | Error::Internal { chunk, .. }
             | Error::ChecksumMismatch { chunk, .. }
             | Error::SourceChanged { chunk, .. }
@@ -321,6 +342,7 @@ impl Error {
             | Error::Locked { .. }
             | Error::Corrupt { .. }
             | Error::Shutdown
+            | Error::Crashed { .. }
             | Error::Runtime { .. } => None,
         }
     }
@@ -341,7 +363,9 @@ impl Error {
             Error::TooLargeForBudget { .. } => "too_large_for_budget",
             Error::Corrupt { .. } => "corrupt",
             Error::NotWanted { .. } => "not_wanted",
+            Error::Superseded { .. } => "superseded",
             Error::Shutdown => "shutdown",
+            Error::Crashed { .. } => "crashed",
             Error::Internal { .. } => "internal",
             Error::Runtime { .. } => "runtime",
             Error::ChecksumMismatch { .. } => "checksum_mismatch",

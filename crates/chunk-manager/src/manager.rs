@@ -17,7 +17,9 @@ use crate::index::Index;
 use crate::reconciler::{self, Shared};
 use crate::source::Sources;
 use crate::status::{ChunkStatus, Totals};
-use crate::table::{Fetch, FetchState, FetchTicket, IndexChange, Settled, Table, index_key};
+use crate::table::{
+    Deletion, Fetch, FetchState, FetchTicket, IndexChange, Settled, Table, index_key,
+};
 use crate::{DataManager, ShortId};
 
 /// The worker's data layer: keeps on local disk exactly the chunks it is told to keep.
@@ -143,7 +145,8 @@ impl ChunkManager {
                 match runtime {
                     Ok(runtime) => {
                         let _opener_waits = started_sender.send(Ok(()));
-                        runtime.block_on(reconciler::run(background, released, visible));
+                        let run = reconciler::run(background.clone(), released, visible);
+                        runtime.block_on(reconciler::supervise_loop(background, run));
                         // Blocking work (file writers) ends before the lock is released.
                         drop(runtime);
                     }
@@ -334,6 +337,9 @@ impl ChunkManager {
         let mut changes = self.shared.watch();
         loop {
             changes.borrow_and_update();
+            if let Some(failure) = self.shared.failure() {
+                return Err(failure);
+            }
             {
                 let table = self.shared.table();
                 match table.settled(&chunk_id) {
@@ -454,6 +460,9 @@ impl ChunkManager {
         let mut changes = self.shared.watch();
         loop {
             changes.borrow_and_update();
+            if let Some(failure) = self.shared.failure() {
+                return Err(failure);
+            }
             let settled = {
                 let mut table = self.shared.table();
                 match table.fetch_settled(&waiting.ticket) {
@@ -486,7 +495,7 @@ impl ChunkManager {
         let mut changes = self.shared.watch();
         loop {
             changes.borrow_and_update();
-            if self.shared.index_current(&self.shared.table()) {
+            if self.shared.failure().is_some() || self.shared.index_current(&self.shared.table()) {
                 return;
             }
             if self.shared.shutdown.is_cancelled() || changes.changed().await.is_err() {
@@ -507,6 +516,9 @@ impl ChunkManager {
         let mut changes = self.shared.watch();
         loop {
             changes.borrow_and_update();
+            if self.shared.failure().is_some() {
+                return;
+            }
             {
                 let table = self.shared.table();
                 if table.is_idle() && self.shared.index_current(&table) {
@@ -517,6 +529,58 @@ impl ChunkManager {
                 return;
             }
         }
+    }
+
+    /// Waits until the deletion of `chunk_id` is durable: its files are removed, or (while refs
+    /// still pin it) a tombstone records the deletion, so neither a crash nor a restart brings
+    /// it back. Returns at once for a chunk the manager does not hold.
+    ///
+    /// [`delete_chunk`](Self::delete_chunk) returns before anything touches the disk; call this
+    /// after it when the caller acknowledges the deletion to someone else (the daemon answers
+    /// `DELETE` only after it). A graceful [`shutdown`](Self::shutdown) also records every
+    /// deletion requested before it.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Superseded`] if a later call asked for the chunk again before the deletion was
+    /// recorded; [`Error::Shutdown`] or [`Error::Crashed`] if the manager stopped first (a
+    /// graceful shutdown still records the deletion).
+    pub async fn wait_deleted(&self, chunk_id: ChunkId) -> Result<(), Arc<Error>> {
+        let mut changes = self.shared.watch();
+        loop {
+            changes.borrow_and_update();
+            if let Some(failure) = self.shared.failure() {
+                return Err(failure);
+            }
+            match self.shared.table().deletion(&chunk_id) {
+                Deletion::Durable => return Ok(()),
+                Deletion::Wanted => {
+                    return Err(Arc::new(Error::Superseded { chunk: chunk_id }));
+                }
+                Deletion::Pending => {}
+            }
+            if changes.changed().await.is_err() {
+                return Err(Arc::new(Error::Shutdown));
+            }
+        }
+    }
+
+    /// [`wait_deleted`](Self::wait_deleted) for plain threads. Do not call it on an async task.
+    pub fn wait_deleted_blocking(&self, chunk_id: ChunkId) -> Result<(), Arc<Error>> {
+        futures::executor::block_on(self.wait_deleted(chunk_id))
+    }
+
+    /// Whether the manager is running: `Ok` until it is shut down, the failure if its
+    /// background loop failed (a bug), [`Error::Shutdown`] after a shutdown. A readiness check
+    /// should report not ready on an error.
+    pub fn health(&self) -> Result<(), Arc<Error>> {
+        if let Some(failure) = self.shared.failure() {
+            return Err(failure);
+        }
+        if self.shared.shutdown.is_cancelled() {
+            return Err(Arc::new(Error::Shutdown));
+        }
+        Ok(())
     }
 
     /// [`wait_idle`](Self::wait_idle) for plain threads. Do not call it on an async task.
@@ -638,5 +702,53 @@ impl DataManager for ChunkManager {
 
     fn delete_chunk(&self, chunk_id: [u8; 32]) {
         ChunkManager::delete_chunk(self, chunk_id);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use std::sync::atomic::Ordering;
+
+    use super::*;
+
+    /// A URL on 127.0.0.1 that accepts connections and never answers, so a download stays
+    /// in flight.
+    fn silent_origin() -> (std::net::TcpListener, String) {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}/never", listener.local_addr().unwrap());
+        (listener, url)
+    }
+
+    #[tokio::test]
+    async fn issue10_a_reconciler_failure_fails_waiters_and_health() {
+        let dir = tempfile::tempdir().unwrap();
+        let manager = ChunkManager::open(Config::new(dir.path())).unwrap();
+        let (_listener, url) = silent_origin();
+        let chunk = DataChunk::new([1; 32], [2; 32], 0..10, [("f".to_string(), url)].into());
+        manager.download_chunk(chunk.clone());
+        assert!(manager.health().is_ok());
+
+        let waiting = manager.wait_ready([1; 32]);
+        let fetching = manager.fetch(chunk);
+        let idle = manager.wait_idle();
+        manager
+            .shared
+            .panic_next_turn
+            .store(true, Ordering::Relaxed);
+        manager.shared.changed();
+        let (waited, fetched, ()) = tokio::join!(waiting, fetching, idle);
+
+        for result in [waited.map(drop), fetched.map(drop)] {
+            let error = result.unwrap_err();
+            assert!(matches!(*error, Error::Crashed { .. }), "{error}");
+            assert!(error.to_string().contains("injected"), "{error}");
+        }
+        let error = manager.health().unwrap_err();
+        assert!(matches!(*error, Error::Crashed { .. }), "{error}");
+        let error = manager.wait_deleted([1; 32]).await.unwrap_err();
+        assert!(matches!(*error, Error::Crashed { .. }), "{error}");
+        manager.shutdown().await;
     }
 }

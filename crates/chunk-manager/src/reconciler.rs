@@ -18,7 +18,15 @@
 //! # Cancellation
 //!
 //! Shutdown cancels the token: the loop stops starting work, cancels the downloads, waits for
-//! every job (tracked by a `TaskTracker`) and emits the shutdown event.
+//! every job (tracked by a `TaskTracker`), then makes every requested deletion durable (a
+//! removal, or a tombstone for a chunk still pinned) and emits the shutdown event.
+//!
+//! # Failures
+//!
+//! A disk job that fails (a removal, a tombstone) is retried after an exponential backoff
+//! until it succeeds or the chunk is requested again. If the loop itself fails (a bug: a
+//! panic), [`supervise_loop`] records the failure in [`Shared`], which turns every waiter's
+//! wait into an error and the manager's health red, instead of leaving them waiting forever.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -38,7 +46,9 @@ use crate::error::Error;
 use crate::event::{Emitter, Event};
 use crate::handle::{Released, Resident};
 use crate::index::Index;
-use crate::table::{DownloadOutcome, IndexChange, IndexKey, Outcome, Reservation, Table, Work};
+use crate::table::{
+    DownloadOutcome, IndexChange, IndexKey, IoRetry, Outcome, Reservation, Table, Work,
+};
 
 /// State shared by the API, the reconciler and the jobs. Owned through `Arc`.
 pub(crate) struct Shared {
@@ -57,6 +67,11 @@ pub(crate) struct Shared {
     version: watch::Sender<u64>,
     events: Emitter,
     pub(crate) shutdown: CancellationToken,
+    /// Set once if the reconciler loop failed; the manager is then stopped and unhealthy.
+    failure: std::sync::OnceLock<Arc<Error>>,
+    /// Test hook: makes the loop panic at its next turn, to test supervision.
+    #[cfg(test)]
+    pub(crate) panic_next_turn: std::sync::atomic::AtomicBool,
 }
 
 impl Shared {
@@ -80,7 +95,15 @@ impl Shared {
             version: watch::Sender::new(0),
             events,
             shutdown: CancellationToken::new(),
+            failure: std::sync::OnceLock::new(),
+            #[cfg(test)]
+            panic_next_turn: std::sync::atomic::AtomicBool::new(false),
         }
+    }
+
+    /// The reconciler's failure, if it failed: waiters return it instead of waiting.
+    pub(crate) fn failure(&self) -> Option<Arc<Error>> {
+        self.failure.get().cloned()
     }
 
     /// Locks the table. A panic under the lock cannot leave it half-changed in a way that
@@ -132,8 +155,13 @@ pub(crate) async fn run(
 ) {
     let jobs = TaskTracker::new();
     let (done, mut finished) = mpsc::unbounded_channel::<(ChunkId, Outcome)>();
+    let (retry_after_backoff, mut retries) = mpsc::unbounded_channel::<IoRetry>();
     let io_slots = Arc::new(Semaphore::new(shared.config.max_concurrent_io));
     loop {
+        #[cfg(test)]
+        if shared.panic_next_turn.swap(false, Ordering::Relaxed) {
+            panic!("injected reconciler failure");
+        }
         // Fold in what happened, then publish visibility changes before deciding work, so the
         // old snapshot's references to deleted chunks are gone when the table checks for refs.
         let (changes, events) = {
@@ -143,7 +171,7 @@ pub(crate) async fn run(
         };
         publish(&shared, &mut visible, changes);
         events.into_iter().for_each(|event| shared.emit(event));
-        let (work, changes, events) = {
+        let (work, changes, events, io_retries) = {
             let mut table = shared.table();
             fold(&mut table, &mut released, &mut finished);
             let work = table.next_work();
@@ -152,12 +180,20 @@ pub(crate) async fn run(
             if table.needs_turn() {
                 shared.wake.notify_one();
             }
-            (work, table.take_index_changes(), table.take_after_publish())
+            (
+                work,
+                table.take_index_changes(),
+                table.take_after_publish(),
+                table.take_io_retries(),
+            )
         };
         publish(&shared, &mut visible, changes);
         events.into_iter().for_each(|event| shared.emit(event));
         for work in work {
             spawn_job(&jobs, &shared, &done, &io_slots, work);
+        }
+        for retry in io_retries {
+            schedule_retry(&jobs, &shared, &retry_after_backoff, retry);
         }
         shared.bump();
         tokio::select! {
@@ -165,6 +201,7 @@ pub(crate) async fn run(
             () = shared.shutdown.cancelled() => break,
             Some(release) = released.recv() => shared.table().released(release),
             Some((id, outcome)) = finished.recv() => shared.table().job_finished(id, outcome),
+            Some(retry) = retries.recv() => shared.table().retry_io(retry),
             () = shared.wake.notified() => {}
         }
     }
@@ -172,14 +209,25 @@ pub(crate) async fn run(
     shared.table().begin_shutdown();
     shared.bump();
     jobs.close();
+    // Wait for the running jobs, then record the deletions requested so far (a cancelled
+    // download may have committed meanwhile, so look again after each round).
     loop {
-        tokio::select! {
-            () = jobs.wait() => break,
-            Some((id, outcome)) = finished.recv() => shared.table().job_finished(id, outcome),
+        loop {
+            tokio::select! {
+                () = jobs.wait() => break,
+                Some((id, outcome)) = finished.recv() => shared.table().job_finished(id, outcome),
+            }
         }
-    }
-    while let Ok((id, outcome)) = finished.try_recv() {
-        shared.table().job_finished(id, outcome);
+        while let Ok((id, outcome)) = finished.try_recv() {
+            shared.table().job_finished(id, outcome);
+        }
+        let work = shared.table().shutdown_work();
+        if work.is_empty() {
+            break;
+        }
+        for work in work {
+            spawn_job(&jobs, &shared, &done, &io_slots, work);
+        }
     }
     let (changes, events) = {
         let mut table = shared.table();
@@ -190,6 +238,72 @@ pub(crate) async fn run(
     tracing::info!("chunk manager stopped");
     shared.emit(Event::Shutdown);
     shared.bump();
+}
+
+/// Runs the reconciler loop and supervises it: if it fails (panics), the failure is recorded
+/// so that waiters return an error and health checks turn red, the manager stops taking work,
+/// and the shutdown event still goes out.
+pub(crate) async fn supervise_loop(
+    shared: Arc<Shared>,
+    run: impl Future<Output = ()> + Send + 'static,
+) {
+    let Err(join_error) = tokio::spawn(run).await else {
+        return;
+    };
+    let message = if join_error.is_panic() {
+        let panic = join_error.into_panic();
+        panic
+            .downcast_ref::<&str>()
+            .map(|text| (*text).to_string())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "a panic".to_string())
+    } else {
+        join_error.to_string()
+    };
+    tracing::error!(error = %message, "the chunk manager's reconciler failed; the manager is stopped");
+    let _first_failure_wins = shared.failure.set(Arc::new(Error::Crashed { message }));
+    shared.shutdown.cancel();
+    shared.emit(Event::Shutdown);
+    shared.bump();
+}
+
+/// After a disk job failed: waits the backoff, then asks the reconciler to try it again.
+/// Shutdown ends the wait.
+fn schedule_retry(
+    jobs: &TaskTracker,
+    shared: &Arc<Shared>,
+    retry_after_backoff: &mpsc::UnboundedSender<IoRetry>,
+    retry: IoRetry,
+) {
+    let delay = io_backoff(&shared.config, retry.failures);
+    tracing::info!(
+        chunk = %ShortId(&retry.chunk),
+        failures = retry.failures,
+        delay_ms = delay.as_millis() as u64,
+        "disk operation will be retried"
+    );
+    let shutdown = shared.shutdown.clone();
+    let sender = retry_after_backoff.clone();
+    jobs.spawn(async move {
+        tokio::select! {
+            () = shutdown.cancelled() => {}
+            () = tokio::time::sleep(delay) => {
+                // The reconciler ends only after its jobs, so the channel is open.
+                let _reconciler_waits_for_jobs = sender.send(retry);
+            }
+        }
+    });
+}
+
+/// The wait before retrying a disk job that failed `failures` times in a row: exponential from
+/// the download retry base delay, capped at its max delay, with jitter in the upper half.
+fn io_backoff(config: &Config, failures: u32) -> std::time::Duration {
+    let exponential = config
+        .retry_base_delay
+        .saturating_mul(1u32 << failures.saturating_sub(1).min(16))
+        .min(config.retry_max_delay);
+    let half = exponential / 2;
+    half + half.mul_f64(fastrand::f64())
 }
 
 /// Folds released refs and finished jobs into the table.
@@ -402,7 +516,7 @@ fn log_outcome(id: &ChunkId, outcome: &Outcome) {
         Outcome::Removed(Err(error))
         | Outcome::TombstoneWritten(Err(error))
         | Outcome::TombstoneRemoved(Err(error)) => {
-            tracing::error!(%chunk, %error, "disk operation failed; retried when the chunk is requested again or at the next start");
+            tracing::error!(%chunk, %error, "disk operation failed; retried after a backoff");
         }
     }
 }

@@ -279,8 +279,11 @@ struct Entry {
     size: Option<u64>,
     waiting_for_space: bool,
     failure: Option<(Arc<Error>, u32)>,
-    /// A removal or tombstone write failed; not retried until the chunk is requested again.
+    /// A removal or tombstone job failed; it is retried after a backoff (see
+    /// [`Table::take_io_retries`]) or when the chunk is requested again.
     io_failed: bool,
+    /// Disk jobs that failed in a row, for the retry's backoff.
+    io_failures: u32,
     rejected: Option<Arc<Error>>,
     /// Queued for a query: admitted from the urgent queue.
     urgent: bool,
@@ -307,6 +310,7 @@ impl Entry {
             waiting_for_space: false,
             failure: None,
             io_failed: false,
+            io_failures: 0,
             rejected: None,
             urgent: false,
             fetchers: 0,
@@ -409,7 +413,30 @@ pub(crate) struct Table {
     /// Events to send once the reconciler has published the index they describe, so a
     /// subscriber told "ready" finds the chunk.
     after_publish: Vec<Event>,
+    /// Failed disk jobs to try again after a backoff: (chunk, incarnation, failures in a row).
+    io_retries: Vec<IoRetry>,
     released: Releases,
+}
+
+/// A failed disk job (removal, tombstone) the reconciler should retry after a backoff.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct IoRetry {
+    pub(crate) chunk: ChunkId,
+    incarnation: u64,
+    /// Failures in a row so far (1 after the first).
+    pub(crate) failures: u32,
+}
+
+/// Whether a requested deletion is recorded on disk, so that neither a crash nor a stop can
+/// bring the chunk back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Deletion {
+    /// Nothing of the chunk is committed, or a tombstone records its deletion.
+    Durable,
+    /// Its files or its tombstone are still to be written or removed.
+    Pending,
+    /// The chunk is wanted again (a later call won).
+    Wanted,
 }
 
 impl Table {
@@ -441,6 +468,7 @@ impl Table {
             shutting_down: false,
             events,
             after_publish: Vec::new(),
+            io_retries: Vec::new(),
             released,
         }
     }
@@ -1149,6 +1177,14 @@ impl Table {
             debug_assert!(false, "a job finished for a chunk without a job");
             return;
         };
+        if matches!(
+            outcome,
+            Outcome::Removed(Ok(()))
+                | Outcome::TombstoneWritten(Ok(()))
+                | Outcome::TombstoneRemoved(Ok(()))
+        ) {
+            entry.io_failures = 0;
+        }
         self.jobs_running -= 1;
         self.dirty.push(id);
         match (job, outcome) {
@@ -1321,6 +1357,14 @@ impl Table {
     fn io_failed(&mut self, id: ChunkId, error: Error) {
         if let Some(entry) = self.entries.get_mut(&id) {
             entry.io_failed = true;
+            entry.io_failures = entry.io_failures.saturating_add(1);
+            if !self.shutting_down {
+                self.io_retries.push(IoRetry {
+                    chunk: id,
+                    incarnation: entry.incarnation,
+                    failures: entry.io_failures,
+                });
+            }
         }
         emit(
             &self.events,
@@ -1386,13 +1430,90 @@ impl Table {
         self.index_version
     }
 
-    /// Stops starting jobs and cancels the running downloads.
+    /// Stops starting jobs and cancels the running downloads. Every deletion requested so far
+    /// gets one more try at being recorded ([`Table::shutdown_work`]).
     pub(crate) fn begin_shutdown(&mut self) {
         self.shutting_down = true;
-        for entry in self.entries.values() {
+        self.io_retries.clear();
+        for entry in self.entries.values_mut() {
+            entry.io_failed = false;
             if let Some(Running::Download { cancel, .. }) = &entry.job {
                 cancel.cancel();
             }
+        }
+    }
+
+    /// While shutting down: the jobs that make every requested deletion durable, so that the
+    /// next start does not bring a deleted chunk back. An unpinned chunk is removed; a pinned
+    /// one (its refs may outlive the manager) gets a tombstone, applied at the next start.
+    /// Each chunk gets one try; empty once nothing is left to record.
+    pub(crate) fn shutdown_work(&mut self) -> Vec<Work> {
+        debug_assert!(self.shutting_down);
+        let mut work = Vec::new();
+        for (id, entry) in &mut self.entries {
+            if entry.job.is_some() || entry.io_failed || entry.wanted() {
+                continue;
+            }
+            let Disk::Committed {
+                residency: Residency::Hidden(weak),
+                path,
+                ..
+            } = &entry.disk
+            else {
+                continue;
+            };
+            if weak.strong_count() == 0 {
+                entry.job = Some(Running::Remove);
+                work.push(Work::Remove {
+                    chunk: *id,
+                    path: path.clone(),
+                    tombstone: entry.tombstone,
+                });
+            } else if !entry.tombstone {
+                entry.job = Some(Running::Tombstone);
+                work.push(Work::WriteTombstone { chunk: *id });
+            } else {
+                continue;
+            }
+            self.jobs_running += 1;
+        }
+        work
+    }
+
+    /// Failed disk jobs to retry after a backoff, since the last call.
+    pub(crate) fn take_io_retries(&mut self) -> Vec<IoRetry> {
+        mem::take(&mut self.io_retries)
+    }
+
+    /// The backoff of a failed disk job has passed: try it again (if the chunk is still the
+    /// same entry and still needs it).
+    pub(crate) fn retry_io(&mut self, retry: IoRetry) {
+        if let Some(entry) = self.entries.get_mut(&retry.chunk)
+            && entry.incarnation == retry.incarnation
+            && entry.io_failed
+        {
+            entry.io_failed = false;
+            self.dirty.push(retry.chunk);
+        }
+    }
+
+    /// Whether the deletion of `id` is recorded on disk. See [`Deletion`].
+    pub(crate) fn deletion(&self, id: &ChunkId) -> Deletion {
+        let Some(entry) = self.entries.get(id) else {
+            return Deletion::Durable;
+        };
+        if entry.wanted() {
+            return Deletion::Wanted;
+        }
+        // A running job may still commit (a cancelled download racing its rename) or is
+        // removing the files: not settled until it ends.
+        if entry.job.is_some() {
+            return Deletion::Pending;
+        }
+        match entry.disk {
+            Disk::Absent => Deletion::Durable,
+            Disk::Committed { .. } if entry.tombstone => Deletion::Durable,
+            Disk::Committed { .. } => Deletion::Pending,
         }
     }
 

@@ -240,3 +240,105 @@ fn a_lock_held_by_a_killed_process_does_not_block() {
     let manager = ChunkManager::open(config(dir.path())).unwrap();
     assert!(manager.list_chunks().is_empty());
 }
+
+#[test]
+fn issue10_deletions_requested_before_a_graceful_stop_survive_the_restart() {
+    let catalog = Catalog::new();
+    let dir = tempfile::tempdir().unwrap();
+    let ids: Vec<u8> = (1..=40).collect();
+    {
+        let manager = ChunkManager::open(config(dir.path())).unwrap();
+        for &id in &ids {
+            manager.download_chunk(catalog.simple(id, 100));
+        }
+        manager.wait_idle_blocking();
+        assert_eq!(manager.list_chunks().len(), ids.len());
+        // One chunk stays pinned through the stop: it gets a tombstone instead.
+        let held = manager.get_chunk(&[1; 32]).unwrap();
+        for &id in &ids {
+            manager.delete_chunk([id; 32]);
+        }
+        // Dropped at once: the stop itself must carry out or record every deletion.
+        drop(manager);
+        drop(held);
+    }
+    let manager = ChunkManager::open(config(dir.path())).unwrap();
+    assert_eq!(manager.list_chunks(), Vec::<[u8; 32]>::new());
+    assert_eq!(manager.startup_report().adopted, 0);
+}
+
+#[test]
+fn issue10_wait_deleted_returns_once_the_deletion_is_on_disk() {
+    let catalog = Catalog::new();
+    let dir = tempfile::tempdir().unwrap();
+    let manager = ChunkManager::open(config(dir.path())).unwrap();
+    manager.download_chunk(catalog.simple(1, 1000));
+    manager.download_chunk(catalog.simple(2, 1000));
+    let unpinned = manager.wait_ready_blocking([1; 32]).unwrap();
+    let unpinned_path = unpinned.path().to_path_buf();
+    drop(unpinned);
+    let pinned = manager.wait_ready_blocking([2; 32]).unwrap();
+
+    manager.delete_chunk([1; 32]);
+    manager.wait_deleted_blocking([1; 32]).unwrap();
+    assert!(
+        !unpinned_path.exists(),
+        "an unpinned chunk's files are gone"
+    );
+
+    manager.delete_chunk([2; 32]);
+    manager.wait_deleted_blocking([2; 32]).unwrap();
+    assert!(pinned.path().exists(), "a pinned chunk keeps its files");
+    let tombstone = dir.path().join("deleted").join("02".repeat(32));
+    assert!(tombstone.is_file(), "but its deletion is recorded");
+
+    // Never known, or requested again: no waiting.
+    manager.wait_deleted_blocking([9; 32]).unwrap();
+    manager.download_chunk(catalog.simple(3, 10));
+    let error = manager.wait_deleted_blocking([3; 32]).unwrap_err();
+    assert!(matches!(*error, Error::Superseded { .. }), "{error}");
+    drop(pinned);
+    manager.shutdown_blocking();
+}
+
+#[test]
+fn issue10_a_failed_removal_is_retried_and_the_budget_follows() {
+    let catalog = Catalog::new();
+    let dir = tempfile::tempdir().unwrap();
+    let manager = ChunkManager::open(config(dir.path())).unwrap();
+    manager.download_chunk(catalog.simple(1, 1000));
+    let ready = manager.wait_ready_blocking([1; 32]).unwrap();
+    let path = ready.path().to_path_buf();
+    drop(ready);
+    // Removal renames into trash/ first: make that impossible for a while.
+    let trash = dir.path().join("trash");
+    std::fs::remove_dir(&trash).unwrap();
+    std::fs::write(&trash, b"not a directory").unwrap();
+    let mut events = manager.subscribe();
+    manager.delete_chunk([1; 32]);
+    wait_event(&mut events, |e| matches!(e, Event::IoFailed { .. }));
+    wait_event(&mut events, |e| matches!(e, Event::IoFailed { .. }));
+    assert!(path.exists());
+    assert_eq!(
+        manager.totals().bytes_committed,
+        1000,
+        "the bytes are still on disk"
+    );
+    std::fs::remove_file(&trash).unwrap();
+    std::fs::create_dir(&trash).unwrap();
+    // No new call for the chunk: the backoff alone brings the retry.
+    manager.wait_deleted_blocking([1; 32]).unwrap();
+    assert!(!path.exists());
+    assert_eq!(manager.totals().bytes_committed, 0);
+    assert!(manager.status(&[1; 32]).is_none());
+    manager.shutdown_blocking();
+}
+
+#[test]
+fn issue10_removing_the_lock_file_does_not_let_a_second_manager_in() {
+    let dir = tempfile::tempdir().unwrap();
+    let _first = ChunkManager::open(config(dir.path())).unwrap();
+    std::fs::remove_file(dir.path().join("LOCK")).unwrap();
+    let error = ChunkManager::open(config(dir.path())).unwrap_err();
+    assert!(matches!(error, Error::Locked { .. }), "{error}");
+}
