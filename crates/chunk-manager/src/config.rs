@@ -66,6 +66,12 @@ pub struct Config {
     /// queries ([`ChunkManager::fetch`](crate::ChunkManager::fetch)) may use, so a query never
     /// waits for a slot behind background downloads. Default 2.
     pub fetch_slots: usize,
+    /// How fast the background scrub re-reads committed chunks to check them against their
+    /// manifests, in bytes per second; 0 turns it off. Default 32 MiB/s (a full pass over
+    /// 1 TiB takes about nine hours).
+    pub scrub_bytes_per_second: u64,
+    /// The pause between two scrub passes. Default 1 hour.
+    pub scrub_interval: Duration,
 }
 
 impl Config {
@@ -88,7 +94,16 @@ impl Config {
             s3: S3Config::default(),
             allow_file_urls: false,
             fetch_slots: 2,
+            scrub_bytes_per_second: 32 << 20,
+            scrub_interval: Duration::from_secs(3600),
         }
+    }
+
+    /// Sets [`Config::scrub_bytes_per_second`] and [`Config::scrub_interval`].
+    pub fn with_scrub(mut self, bytes_per_second: u64, interval: Duration) -> Self {
+        self.scrub_bytes_per_second = bytes_per_second;
+        self.scrub_interval = interval;
+        self
     }
 
     /// Sets [`Config::disk_budget`].

@@ -128,6 +128,15 @@ pub enum Event {
     },
     /// 🛑 The manager shut down.
     Shutdown,
+    /// 🩺 The scrub found a committed chunk's files not matching its manifest: the chunk is
+    /// hidden at once, its files removed once no ref holds them, and it is downloaded again if
+    /// still wanted.
+    Corrupt {
+        /// The chunk.
+        chunk: ChunkId,
+        /// What does not match.
+        reason: Arc<str>,
+    },
     /// 🧹 A cached chunk (fetched for a query, not assigned) was evicted to make room in the
     /// disk budget: hidden at once, its files removed once no ref holds it (then
     /// [`Event::ChunkDeleted`]).
@@ -153,7 +162,8 @@ impl Event {
             | Event::WaitingForRefs { chunk }
             | Event::Rejected { chunk, .. }
             | Event::IoFailed { chunk, .. }
-            | Event::Evicted { chunk, .. } => Some(chunk),
+            | Event::Evicted { chunk, .. }
+            | Event::Corrupt { chunk, .. } => Some(chunk),
             Event::StorageUsed { .. } | Event::Shutdown => None,
         }
     }
@@ -226,6 +236,11 @@ impl fmt::Display for Event {
                 write!(f, "⚠️ disk operation failed {}: {error}", ShortId(chunk))
             }
             Event::Shutdown => write!(f, "🛑 shutdown"),
+            Event::Corrupt { chunk, reason } => write!(
+                f,
+                "🩺 chunk {} does not match its manifest ({reason}): hidden, downloaded again if wanted",
+                ShortId(chunk)
+            ),
             Event::Evicted { chunk, bytes } => write!(
                 f,
                 "🧹 cached chunk evicted {} ({}) to make room",

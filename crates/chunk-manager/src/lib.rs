@@ -61,6 +61,7 @@ mod integrity;
 mod manager;
 mod meter;
 mod reconciler;
+mod scrub;
 mod source;
 mod status;
 mod table;

@@ -20,6 +20,10 @@
 //! | `chunk_manager_disk_failures_total` | counter | |
 //! | `chunk_manager_rejected_total` | counter | `kind` |
 //! | `chunk_manager_chunks_evicted_total` | counter | |
+//! | `chunk_manager_scrub_bytes_total` | counter | |
+//! | `chunk_manager_scrub_chunks_total` | counter | |
+//! | `chunk_manager_scrub_mismatches_total` | counter | |
+//! | `chunk_manager_scrub_passes_total` | counter | |
 //!
 //! # Concurrency
 //!
@@ -60,6 +64,14 @@ pub mod names {
     pub const REJECTED: &str = "chunk_manager_rejected_total";
     /// Cached chunks evicted to make room in the disk budget.
     pub const CHUNKS_EVICTED: &str = "chunk_manager_chunks_evicted_total";
+    /// Bytes of committed files the scrub has read and hashed.
+    pub const SCRUB_BYTES: &str = "chunk_manager_scrub_bytes_total";
+    /// Chunks the scrub has checked completely.
+    pub const SCRUB_CHUNKS: &str = "chunk_manager_scrub_chunks_total";
+    /// Chunks the scrub found not matching their manifests (then hidden and downloaded again).
+    pub const SCRUB_MISMATCHES: &str = "chunk_manager_scrub_mismatches_total";
+    /// Passes of the scrub over every ready chunk.
+    pub const SCRUB_PASSES: &str = "chunk_manager_scrub_passes_total";
 }
 
 /// Turns events into metrics. One per manager.
@@ -109,7 +121,7 @@ impl Meter {
                 lock(&self.download_started).remove(chunk);
             }
             Event::Evicted { .. } => counter!(names::CHUNKS_EVICTED).increment(1),
-            Event::StorageUsed { .. } | Event::Shutdown => {}
+            Event::StorageUsed { .. } | Event::Shutdown | Event::Corrupt { .. } => {}
         }
     }
 

@@ -157,6 +157,7 @@ pub(crate) async fn run(
     let (done, mut finished) = mpsc::unbounded_channel::<(ChunkId, Outcome)>();
     let (retry_after_backoff, mut retries) = mpsc::unbounded_channel::<IoRetry>();
     let io_slots = Arc::new(Semaphore::new(shared.config.max_concurrent_io));
+    jobs.spawn(crate::scrub::run(shared.clone(), shared.shutdown.clone()));
     loop {
         #[cfg(test)]
         if shared.panic_next_turn.swap(false, Ordering::Relaxed) {

@@ -284,6 +284,9 @@ struct Entry {
     io_failed: bool,
     /// Disk jobs that failed in a row, for the retry's backoff.
     io_failures: u32,
+    /// The scrub found its committed files damaged: hidden, never shown again; removed once no
+    /// ref holds it, then downloaded again if still wanted.
+    corrupt: bool,
     rejected: Option<Arc<Error>>,
     /// Queued for a query: admitted from the urgent queue.
     urgent: bool,
@@ -311,6 +314,7 @@ impl Entry {
             failure: None,
             io_failed: false,
             io_failures: 0,
+            corrupt: false,
             rejected: None,
             urgent: false,
             fetchers: 0,
@@ -707,7 +711,9 @@ impl Table {
                 },
                 _,
             ) => {
-                if let Residency::Hidden(weak) = residency {
+                if let Residency::Hidden(weak) = residency
+                    && !entry.corrupt
+                {
                     let resident = match weak.upgrade() {
                         Some(resident) => resident,
                         None => {
@@ -1344,6 +1350,7 @@ impl Table {
         }
         entry.disk = Disk::Absent;
         entry.tombstone = false;
+        entry.corrupt = false;
         self.admission_dirty = true;
         if entry.wanted() {
             entry.queued = true;
@@ -1478,6 +1485,33 @@ impl Table {
             self.jobs_running += 1;
         }
         work
+    }
+
+    /// The scrub found the committed files of `id` (the resident of `generation`) damaged:
+    /// hide the chunk at once; its files go once no ref holds them, and a wanted chunk is then
+    /// downloaded again. Returns whether the chunk was hidden (false if it changed meanwhile).
+    pub(crate) fn quarantine(&mut self, id: ChunkId, generation: u64) -> bool {
+        let Some(entry) = self.entries.get_mut(&id) else {
+            return false;
+        };
+        let Disk::Committed { residency, .. } = &mut entry.disk else {
+            return false;
+        };
+        let Residency::Shown(resident) = residency else {
+            return false;
+        };
+        if resident.generation != generation {
+            return false;
+        }
+        resident.set_hidden(true);
+        resident.set_cached(false);
+        let key = index_key(&resident.chunk);
+        *residency = Residency::Hidden(Arc::downgrade(resident));
+        entry.corrupt = true;
+        self.hide(key);
+        self.sync_lru(id);
+        self.dirty.push(id);
+        true
     }
 
     /// Failed disk jobs to retry after a backoff, since the last call.

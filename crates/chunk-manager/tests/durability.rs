@@ -7,6 +7,7 @@ mod common;
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
+use std::time::Duration;
 
 use chunk_manager::{ChunkManager, Error, Event};
 use common::{Catalog, config, temporary_entries, wait_event};
@@ -341,4 +342,45 @@ fn issue10_removing_the_lock_file_does_not_let_a_second_manager_in() {
     std::fs::remove_file(dir.path().join("LOCK")).unwrap();
     let error = ChunkManager::open(config(dir.path())).unwrap_err();
     assert!(matches!(error, Error::Locked { .. }), "{error}");
+}
+
+#[test]
+fn issue10_the_scrub_finds_a_same_size_corruption_after_a_restart_and_downloads_again() {
+    let catalog = Catalog::new();
+    let dir = tempfile::tempdir().unwrap();
+    let scrubbing = |dir: &std::path::Path| {
+        config(dir).with_scrub(u64::MAX, std::time::Duration::from_millis(20))
+    };
+    let file = {
+        let manager = ChunkManager::open(config(dir.path()).with_scrub(0, Duration::ZERO)).unwrap();
+        manager.download_chunk(catalog.simple(1, 100_000));
+        manager.download_chunk(catalog.simple(2, 100_000));
+        let ready = manager.wait_ready_blocking([1; 32]).unwrap();
+        manager.wait_ready_blocking([2; 32]).unwrap();
+        ready.path().join("data")
+    };
+    // Flip one byte while the manager is stopped: the size still matches the manifest.
+    let mut bytes = std::fs::read(&file).unwrap();
+    bytes[54_321] ^= 0x20;
+    std::fs::write(&file, &bytes).unwrap();
+
+    let manager = ChunkManager::open(scrubbing(dir.path())).unwrap();
+    assert_eq!(
+        manager.startup_report().adopted,
+        2,
+        "startup checks sizes only"
+    );
+    let mut events = manager.subscribe();
+    let corrupt = wait_event(&mut events, |e| matches!(e, Event::Corrupt { .. }));
+    assert_eq!(corrupt.chunk(), Some(&[1; 32]));
+    assert!(corrupt.to_string().contains("does not match"), "{corrupt}");
+    // Still assigned: downloaded again, intact; the other chunk was never touched.
+    let again = manager.wait_ready_blocking([1; 32]).unwrap();
+    catalog.assert_intact(&again);
+    assert_eq!(catalog.origin.get_count("1/data"), 2);
+    assert_eq!(catalog.origin.get_count("2/data"), 1);
+    let mut ids = manager.list_chunks();
+    ids.sort();
+    assert_eq!(ids, vec![[1; 32], [2; 32]]);
+    manager.shutdown_blocking();
 }
