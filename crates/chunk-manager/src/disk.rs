@@ -11,6 +11,7 @@
 //!   tmp/<chunk hex>/                      downloads in flight (same filesystem)
 //!   trash/<chunk hex>.<n>/                chunks being removed
 //!   deleted/<chunk hex>                   tombstones: deleted while pinned, remove on start
+//!   cached/<chunk hex>                    marks: fetched for queries, not assigned (evictable)
 //! ```
 //!
 //! `ls chunks/<dataset>` lists a dataset's chunks by range. File names are validated as single
@@ -22,7 +23,10 @@
 //! then fsyncing the parent: a crash leaves it either absent (its temporary data is removed at
 //! the next start) or complete. Removal renames the directory into `trash/` first, so a crash
 //! never leaves a half-removed chunk visible. A chunk deleted while refs hold it gets a
-//! tombstone first, so it stays deleted across a crash. Every rename goes through
+//! tombstone first, so it stays deleted across a crash. A chunk fetched for queries (cached,
+//! evictable) has a mark in `cached/`, so it stays evictable after a restart; a crash between
+//! a commit and its mark leaves the chunk adopted as assigned, which is safe (it is kept).
+//! Every rename goes through
 //! [`durable_rename`], which includes the fsyncs.
 
 use std::collections::HashSet;
@@ -97,6 +101,14 @@ impl Layout {
         self.tombstones_dir().join(id_to_hex(id))
     }
 
+    pub(crate) fn cached_marks_dir(&self) -> PathBuf {
+        self.root.join("cached")
+    }
+
+    pub(crate) fn cached_mark(&self, id: &ChunkId) -> PathBuf {
+        self.cached_marks_dir().join(id_to_hex(id))
+    }
+
     fn fresh_trash_path(&self, name: &str) -> PathBuf {
         let n = self.trash_counter.fetch_add(1, Ordering::Relaxed);
         self.trash_dir()
@@ -167,8 +179,24 @@ impl Layout {
     }
 
     pub(crate) fn remove_tombstone(&self, id: &ChunkId) -> io::Result<()> {
-        match fs::remove_file(self.tombstone(id)) {
-            Ok(()) => self.sync_dir(&self.tombstones_dir()),
+        self.remove_record(&self.tombstones_dir(), &self.tombstone(id))
+    }
+
+    /// Records (or, with `cached` false, removes the record) that the chunk is cached: fetched
+    /// for queries, not assigned, so evictable after a restart too.
+    pub(crate) fn set_cached_mark(&self, id: &ChunkId, cached: bool) -> io::Result<()> {
+        if cached {
+            self.write_synced(&self.cached_mark(id), b"")?;
+            self.sync_dir(&self.cached_marks_dir())
+        } else {
+            self.remove_record(&self.cached_marks_dir(), &self.cached_mark(id))
+        }
+    }
+
+    /// Removes a small record file (a tombstone, a mark) durably; a missing one is fine.
+    fn remove_record(&self, dir: &Path, path: &Path) -> io::Result<()> {
+        match fs::remove_file(path) {
+            Ok(()) => self.sync_dir(dir),
             Err(error) if error.kind() == io::ErrorKind::NotFound => Ok(()),
             Err(error) => Err(error),
         }
@@ -272,6 +300,8 @@ pub(crate) struct Found {
     pub(crate) chunk: Arc<DataChunk>,
     pub(crate) path: PathBuf,
     pub(crate) size: u64,
+    /// Fetched for queries, not assigned: adopted as cached (evictable).
+    pub(crate) cached: bool,
 }
 
 /// What `open` found in the data directory.
@@ -279,6 +309,8 @@ pub(crate) struct Found {
 pub struct StartupReport {
     /// Committed chunks adopted as ready.
     pub adopted: usize,
+    /// Of those, chunks fetched for queries and not assigned (cached, evictable).
+    pub adopted_cached: usize,
     /// Their bytes.
     pub adopted_bytes: u64,
     /// Chunks removed because their deletion had been recorded before a stop or crash.
@@ -305,6 +337,7 @@ pub(crate) fn scan(layout: &Layout) -> Result<(Vec<Found>, StartupReport), Error
         layout.tmp_dir(),
         layout.trash_dir(),
         layout.tombstones_dir(),
+        layout.cached_marks_dir(),
     ] {
         fs::create_dir_all(&dir).map_err(data_dir_error(&dir, "create"))?;
     }
@@ -321,20 +354,8 @@ pub(crate) fn scan(layout: &Layout) -> Result<(Vec<Found>, StartupReport), Error
             report.cleaned_temporary += 1;
         }
     }
-    let tombstones_dir = layout.tombstones_dir();
-    let mut tombstones = HashSet::new();
-    for entry in fs::read_dir(&tombstones_dir).map_err(data_dir_error(&tombstones_dir, "list"))? {
-        let entry = entry.map_err(data_dir_error(&tombstones_dir, "list"))?;
-        match entry.file_name().to_str().map(id_from_hex) {
-            Some(Ok(id)) => {
-                tombstones.insert(id);
-            }
-            _ => report.problems.push(Error::Corrupt {
-                path: entry.path(),
-                reason: "not a tombstone (expected a 64-character hex chunk id)".to_string(),
-            }),
-        }
-    }
+    let tombstones = read_records(&layout.tombstones_dir(), "tombstone", &mut report)?;
+    let mut cached_marks = read_records(&layout.cached_marks_dir(), "cached mark", &mut report)?;
 
     // List first (cheap), check the chunk directories on several threads (each check reads a
     // manifest and stats the files: on a cold cache disk latency dominates, and parallel
@@ -405,12 +426,15 @@ pub(crate) fn scan(layout: &Layout) -> Result<(Vec<Found>, StartupReport), Error
                     continue;
                 }
                 let size = manifest.size();
+                let cached = cached_marks.remove(&id);
                 report.adopted += 1;
-                report.adopted_bytes += size;
+                report.adopted_cached += usize::from(cached);
+                report.adopted_bytes = report.adopted_bytes.saturating_add(size);
                 found.push(Found {
                     chunk: Arc::new(manifest.chunk),
                     path,
                     size,
+                    cached,
                 });
             }
             Err(reason) => report.problems.push(Error::Corrupt { path, reason }),
@@ -421,7 +445,41 @@ pub(crate) fn scan(layout: &Layout) -> Result<(Vec<Found>, StartupReport), Error
             .remove_tombstone(&id)
             .map_err(data_dir_error(&layout.tombstone(&id), "remove a tombstone"))?;
     }
+    // Marks of chunks that are not on disk (removed, or a crash before the commit).
+    for id in cached_marks {
+        layout.set_cached_mark(&id, false).map_err(data_dir_error(
+            &layout.cached_mark(&id),
+            "remove a cached mark",
+        ))?;
+    }
     Ok((found, report))
+}
+
+/// The chunk ids recorded by the files of `dir` (tombstones, marks); other names are reported.
+fn read_records(
+    dir: &Path,
+    what: &str,
+    report: &mut StartupReport,
+) -> Result<HashSet<ChunkId>, Error> {
+    let listing = |source| Error::DataDir {
+        path: dir.to_path_buf(),
+        action: "list",
+        source,
+    };
+    let mut ids = HashSet::new();
+    for entry in fs::read_dir(dir).map_err(listing)? {
+        let entry = entry.map_err(listing)?;
+        match entry.file_name().to_str().map(id_from_hex) {
+            Some(Ok(id)) => {
+                ids.insert(id);
+            }
+            _ => report.problems.push(Error::Corrupt {
+                path: entry.path(),
+                reason: format!("not a {what} (expected a 64-character hex chunk id)"),
+            }),
+        }
+    }
+    Ok(ids)
 }
 
 /// An entry of `chunks/` found at startup, in listing order.

@@ -107,7 +107,7 @@ impl ChunkManager {
             released_sender,
         );
         for found in found {
-            table.adopt(found.chunk, found.path, found.size);
+            table.adopt(found.chunk, found.path, found.size, found.cached);
         }
         let mut visible = BTreeMap::new();
         for change in table.take_index_changes().0 {
@@ -387,8 +387,8 @@ impl ChunkManager {
     ///   go after the last ref drops). Dropping the future gives up waiting; a cached chunk
     ///   nobody waits for any more whose download has not started is forgotten.
     ///
-    /// Cached chunks are kept in memory only: after a restart, chunks found on disk are
-    /// adopted as assigned, as before.
+    /// Whether a chunk is cached is recorded on disk (a mark in `cached/`), so a cached chunk
+    /// stays evictable after a restart.
     ///
     /// # Errors
     ///

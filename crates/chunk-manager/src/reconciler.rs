@@ -345,6 +345,10 @@ fn publish(
     shared.published.store(version, Ordering::Release);
 }
 
+/// A filesystem step of a disk job: the layout, the chunk and its path.
+type LayoutOperation =
+    Box<dyn FnOnce(&Layout, &ChunkId, &std::path::Path) -> std::io::Result<()> + Send>;
+
 /// Spawns one job; its outcome comes back on `done`, even if it panics.
 fn spawn_job(
     jobs: &TaskTracker,
@@ -354,10 +358,7 @@ fn spawn_job(
     work: Work,
 ) {
     let layout_job =
-        |chunk: ChunkId,
-         action: &'static str,
-         path: PathBuf,
-         operation: fn(&Layout, &ChunkId, &std::path::Path) -> std::io::Result<()>| {
+        |chunk: ChunkId, action: &'static str, path: PathBuf, operation: LayoutOperation| {
             let shared = shared.clone();
             let io_slots = io_slots.clone();
             async move {
@@ -403,13 +404,19 @@ fn spawn_job(
             chunk,
             path,
             tombstone,
+            cached_mark,
         } => {
-            let operation = if tombstone {
-                remove_with_tombstone
-            } else {
-                remove
+            let operation = move |layout: &Layout, id: &ChunkId, path: &std::path::Path| {
+                remove(layout, path)?;
+                if tombstone {
+                    layout.remove_tombstone(id)?;
+                }
+                if cached_mark {
+                    layout.set_cached_mark(id, false)?;
+                }
+                Ok(())
             };
-            let job = layout_job(chunk, "remove", path, operation);
+            let job = layout_job(chunk, "remove", path, Box::new(operation));
             supervise(
                 jobs,
                 done,
@@ -423,7 +430,7 @@ fn spawn_job(
                 chunk,
                 "record the deletion in",
                 shared.layout.tombstone(&chunk),
-                |layout, id, _| layout.write_tombstone(id),
+                Box::new(|layout, id, _| layout.write_tombstone(id)),
             );
             supervise(
                 jobs,
@@ -438,7 +445,7 @@ fn spawn_job(
                 chunk,
                 "remove the deletion record",
                 shared.layout.tombstone(&chunk),
-                |layout, id, _| layout.remove_tombstone(id),
+                Box::new(|layout, id, _| layout.remove_tombstone(id)),
             );
             supervise(
                 jobs,
@@ -448,24 +455,38 @@ fn spawn_job(
                 |error| Outcome::TombstoneRemoved(Err(error)),
             );
         }
+        Work::SetCachedMark { chunk, cached } => {
+            let job = layout_job(
+                chunk,
+                "record whether the chunk is cached in",
+                shared.layout.cached_mark(&chunk),
+                Box::new(move |layout, id, _| layout.set_cached_mark(id, cached)),
+            );
+            supervise(
+                jobs,
+                done,
+                chunk,
+                async move {
+                    Outcome::CachedMarked {
+                        cached,
+                        result: job.await,
+                    }
+                },
+                move |error| Outcome::CachedMarked {
+                    cached,
+                    result: Err(error),
+                },
+            );
+        }
     }
 }
 
-fn remove(layout: &Layout, _: &ChunkId, path: &std::path::Path) -> std::io::Result<()> {
+fn remove(layout: &Layout, path: &std::path::Path) -> std::io::Result<()> {
     match layout.remove_dir(path) {
         // Already gone (removed by hand): the goal is reached.
         Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(()),
         result => result,
     }
-}
-
-fn remove_with_tombstone(
-    layout: &Layout,
-    id: &ChunkId,
-    path: &std::path::Path,
-) -> std::io::Result<()> {
-    remove(layout, id, path)?;
-    layout.remove_tombstone(id)
 }
 
 /// Runs a job in its own task so that a panic becomes a failed outcome, logs the outcome once,
@@ -475,7 +496,7 @@ fn supervise(
     done: &mpsc::UnboundedSender<(ChunkId, Outcome)>,
     id: ChunkId,
     job: impl Future<Output = Outcome> + Send + 'static,
-    on_panic: fn(Error) -> Outcome,
+    on_panic: impl FnOnce(Error) -> Outcome + Send + 'static,
 ) {
     let inner = jobs.spawn(job);
     let done = done.clone();
@@ -514,9 +535,16 @@ fn log_outcome(id: &ChunkId, outcome: &Outcome) {
         Outcome::Removed(Ok(())) => tracing::info!(%chunk, "chunk removed"),
         Outcome::TombstoneWritten(Ok(())) => tracing::debug!(%chunk, "deletion recorded"),
         Outcome::TombstoneRemoved(Ok(())) => tracing::debug!(%chunk, "deletion record removed"),
+        Outcome::CachedMarked {
+            cached,
+            result: Ok(()),
+        } => tracing::debug!(%chunk, cached, "cached mark recorded"),
         Outcome::Removed(Err(error))
         | Outcome::TombstoneWritten(Err(error))
-        | Outcome::TombstoneRemoved(Err(error)) => {
+        | Outcome::TombstoneRemoved(Err(error))
+        | Outcome::CachedMarked {
+            result: Err(error), ..
+        } => {
             tracing::error!(%chunk, %error, "disk operation failed; retried after a backoff");
         }
     }

@@ -113,16 +113,21 @@ pub(crate) enum Work {
         /// The bytes already reserved, when the size is known from an earlier attempt.
         reserved: Option<u64>,
     },
-    /// Remove a committed chunk's files, then its tombstone if it has one.
+    /// Remove a committed chunk's files, then its tombstone and its cached mark if it has
+    /// them.
     Remove {
         chunk: ChunkId,
         path: PathBuf,
         tombstone: bool,
+        cached_mark: bool,
     },
     /// Record durably that a pinned chunk is deleted, so a crash does not bring it back.
     WriteTombstone { chunk: ChunkId },
     /// Remove the record after the chunk was wanted again.
     RemoveTombstone { chunk: ChunkId },
+    /// Record on disk whether a ready chunk is cached (fetched for queries, evictable), so
+    /// that it stays so after a restart.
+    SetCachedMark { chunk: ChunkId, cached: bool },
 }
 
 /// How a download job ended.
@@ -145,6 +150,10 @@ pub(crate) enum Outcome {
     Removed(Result<(), Error>),
     TombstoneWritten(Result<(), Error>),
     TombstoneRemoved(Result<(), Error>),
+    CachedMarked {
+        cached: bool,
+        result: Result<(), Error>,
+    },
 }
 
 /// The answer to a running download that asks to reserve its size.
@@ -262,6 +271,7 @@ enum Running {
     },
     Remove,
     Tombstone,
+    CachedMark,
 }
 
 #[derive(Debug)]
@@ -284,6 +294,8 @@ struct Entry {
     io_failed: bool,
     /// Disk jobs that failed in a row, for the retry's backoff.
     io_failures: u32,
+    /// Whether a durable mark says the chunk is cached (see [`Work::SetCachedMark`]).
+    cached_mark: bool,
     /// The scrub found its committed files damaged: hidden, never shown again; removed once no
     /// ref holds it, then downloaded again if still wanted.
     corrupt: bool,
@@ -315,6 +327,7 @@ impl Entry {
             io_failed: false,
             io_failures: 0,
             corrupt: false,
+            cached_mark: false,
             rejected: None,
             urgent: false,
             fetchers: 0,
@@ -477,21 +490,30 @@ impl Table {
         }
     }
 
-    /// Adds a chunk found committed on disk at startup: ready and assigned.
-    pub(crate) fn adopt(&mut self, chunk: Arc<DataChunk>, path: PathBuf, size: u64) {
+    /// Adds a chunk found committed on disk at startup: ready, and assigned unless its mark
+    /// says it was fetched for queries (`cached`).
+    pub(crate) fn adopt(&mut self, chunk: Arc<DataChunk>, path: PathBuf, size: u64, cached: bool) {
         let id = *chunk.id();
         let resident = self.new_resident(chunk.clone(), path.clone(), size);
         self.show(&resident);
         self.budget.committed += size;
         let incarnation = self.next_incarnation();
-        let mut entry = Entry::new(chunk, Desire::Assigned, incarnation);
+        let desire = if cached {
+            Desire::Cached
+        } else {
+            Desire::Assigned
+        };
+        resident.set_cached(cached);
+        let mut entry = Entry::new(chunk, desire, incarnation);
         entry.size = Some(size);
+        entry.cached_mark = cached;
         entry.disk = Disk::Committed {
             path,
             size,
             residency: Residency::Shown(resident),
         };
         self.entries.insert(id, entry);
+        self.sync_lru(id);
     }
 
     fn next_incarnation(&mut self) -> u64 {
@@ -1017,10 +1039,15 @@ impl Table {
                 residency: Residency::Shown(_),
                 ..
             } => {
+                let cached = entry.desire == Desire::Cached;
                 if entry.tombstone {
                     entry.job = Some(Running::Tombstone);
                     self.jobs_running += 1;
                     work.push(Work::RemoveTombstone { chunk: id });
+                } else if entry.cached_mark != cached {
+                    entry.job = Some(Running::CachedMark);
+                    self.jobs_running += 1;
+                    work.push(Work::SetCachedMark { chunk: id, cached });
                 }
             }
             Disk::Committed {
@@ -1035,6 +1062,7 @@ impl Table {
                         chunk: id,
                         path: path.clone(),
                         tombstone: entry.tombstone,
+                        cached_mark: entry.cached_mark,
                     });
                 } else if !entry.tombstone {
                     entry.job = Some(Running::Tombstone);
@@ -1188,6 +1216,7 @@ impl Table {
             Outcome::Removed(Ok(()))
                 | Outcome::TombstoneWritten(Ok(()))
                 | Outcome::TombstoneRemoved(Ok(()))
+                | Outcome::CachedMarked { result: Ok(()), .. }
         ) {
             entry.io_failures = 0;
         }
@@ -1219,6 +1248,14 @@ impl Table {
                     }
                 }
             }
+            (Running::CachedMark, Outcome::CachedMarked { cached, result }) => match result {
+                Ok(()) => {
+                    if let Some(entry) = self.entries.get_mut(&id) {
+                        entry.cached_mark = cached;
+                    }
+                }
+                Err(error) => self.io_failed(id, error),
+            },
             (Running::Tombstone, Outcome::TombstoneRemoved(result)) => match result {
                 Ok(()) => {
                     if let Some(entry) = self.entries.get_mut(&id) {
@@ -1351,6 +1388,7 @@ impl Table {
         entry.disk = Disk::Absent;
         entry.tombstone = false;
         entry.corrupt = false;
+        entry.cached_mark = false;
         self.admission_dirty = true;
         if entry.wanted() {
             entry.queued = true;
@@ -1475,6 +1513,7 @@ impl Table {
                     chunk: *id,
                     path: path.clone(),
                     tombstone: entry.tombstone,
+                    cached_mark: entry.cached_mark,
                 });
             } else if !entry.tombstone {
                 entry.job = Some(Running::Tombstone);

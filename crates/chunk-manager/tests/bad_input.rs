@@ -58,7 +58,10 @@ fn file_names_that_are_not_one_plain_component_are_refused() {
         .map(|e| e.unwrap().file_name())
         .collect();
     entries.sort();
-    assert_eq!(entries, ["LOCK", "chunks", "deleted", "tmp", "trash"]);
+    assert_eq!(
+        entries,
+        ["LOCK", "cached", "chunks", "deleted", "tmp", "trash"]
+    );
     assert!(
         std::fs::read_dir(dir.path().join("chunks"))
             .unwrap()

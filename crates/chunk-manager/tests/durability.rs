@@ -384,3 +384,47 @@ fn issue10_the_scrub_finds_a_same_size_corruption_after_a_restart_and_downloads_
     assert_eq!(ids, vec![[1; 32], [2; 32]]);
     manager.shutdown_blocking();
 }
+
+#[test]
+fn issue11_cached_chunks_stay_evictable_after_a_restart() {
+    let catalog = Catalog::new();
+    let dir = tempfile::tempdir().unwrap();
+    // Room for one chunk of 1,000 bytes, not two.
+    let small = |dir: &std::path::Path| config(dir).with_disk_budget(1500);
+    {
+        let manager = ChunkManager::open(small(dir.path())).unwrap();
+        drop(manager.fetch_blocking(catalog.simple(1, 1000)).unwrap());
+        manager.wait_idle_blocking();
+    }
+    let manager = ChunkManager::open(small(dir.path())).unwrap();
+    assert_eq!(manager.startup_report().adopted_cached, 1);
+    let status = manager.status(&[1; 32]).unwrap();
+    assert!(status.cached && !status.wanted, "{status:?}");
+
+    // Another query's chunk evicts it instead of waiting forever for room.
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let fetched = runtime
+        .block_on(async {
+            tokio::time::timeout(
+                Duration::from_secs(30),
+                manager.fetch(catalog.simple(2, 1000)),
+            )
+            .await
+        })
+        .expect("the cached chunk is evicted for it")
+        .unwrap();
+    catalog.assert_intact(&fetched);
+    manager.wait_idle_blocking();
+    assert!(manager.status(&[1; 32]).is_none(), "evicted");
+    assert!(
+        std::fs::read_dir(dir.path().join("cached"))
+            .unwrap()
+            .all(|entry| entry.unwrap().file_name() == "02".repeat(32).as_str()),
+        "the evicted chunk's mark is gone"
+    );
+    drop(fetched);
+    manager.shutdown_blocking();
+}

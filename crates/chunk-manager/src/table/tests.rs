@@ -38,14 +38,26 @@ impl Harness {
 
     /// One reconciler turn: fold in releases, take the jobs, publish (here: drop) the
     /// visibility changes; and another while the table asks for one (after an eviction), as
-    /// the reconciler does.
+    /// the reconciler does. Cached marks are bookkeeping: written at once (see
+    /// `cached_marks_follow_the_desire` for them).
     fn work(&mut self) -> Vec<Work> {
         let mut work = Vec::new();
         loop {
             while let Ok(release) = self.released.try_recv() {
                 self.table.released(release);
             }
-            work.extend(self.table.next_work());
+            for job in self.table.next_work() {
+                match job {
+                    Work::SetCachedMark { chunk, cached } => self.table.job_finished(
+                        chunk,
+                        Outcome::CachedMarked {
+                            cached,
+                            result: Ok(()),
+                        },
+                    ),
+                    job => work.push(job),
+                }
+            }
             self.table.take_index_changes();
             self.table.check_invariants();
             if !self.table.needs_turn() {
@@ -843,6 +855,13 @@ fn finish(h: &mut Harness, work: Work, refs: &[ChunkRef]) {
         Work::RemoveTombstone { chunk } => h
             .table
             .job_finished(chunk, Outcome::TombstoneRemoved(Ok(()))),
+        Work::SetCachedMark { chunk, cached } => h.table.job_finished(
+            chunk,
+            Outcome::CachedMarked {
+                cached,
+                result: Ok(()),
+            },
+        ),
     }
 }
 
@@ -851,7 +870,8 @@ fn job_chunk(work: &Work) -> ChunkId {
         Work::Download { chunk, .. } => *chunk.id(),
         Work::Remove { chunk, .. }
         | Work::WriteTombstone { chunk }
-        | Work::RemoveTombstone { chunk } => *chunk,
+        | Work::RemoveTombstone { chunk }
+        | Work::SetCachedMark { chunk, .. } => *chunk,
     }
 }
 
@@ -1010,4 +1030,59 @@ fn drain(events: &mut broadcast::Receiver<Event>) -> Vec<Event> {
         seen.push(event);
     }
     seen
+}
+
+#[test]
+fn issue11_cached_marks_follow_the_desire() {
+    let mut h = Harness::with_fetch_slots(100, 1, 1);
+    let Fetch::Pending(_ticket) = h.table.request_fetch(chunk(1), None) else {
+        panic!("an unknown chunk is downloaded");
+    };
+    assert!(matches!(single(h.table.next_work()), Work::Download { .. }));
+    assert_eq!(h.table.try_reserve(&[1; 32], SIZE), Reservation::Granted);
+    h.table.job_finished([1; 32], committed(1));
+    // Ready and cached: the mark is written.
+    let Work::SetCachedMark { cached: true, .. } = single(h.table.next_work()) else {
+        panic!("a cached chunk gets its mark");
+    };
+    h.table.job_finished(
+        [1; 32],
+        Outcome::CachedMarked {
+            cached: true,
+            result: Ok(()),
+        },
+    );
+    assert!(h.table.next_work().is_empty());
+    // Assigned now: the mark goes.
+    h.table.request_download(chunk(1), None);
+    let Work::SetCachedMark { cached: false, .. } = single(h.table.next_work()) else {
+        panic!("an assigned chunk loses its mark");
+    };
+    h.table.job_finished(
+        [1; 32],
+        Outcome::CachedMarked {
+            cached: false,
+            result: Ok(()),
+        },
+    );
+    assert!(h.table.next_work().is_empty());
+
+    // A chunk adopted with a mark is cached, evictable, and its removal takes the mark along.
+    let mut h = Harness::new(100, 1);
+    h.table
+        .adopt(chunk(2), PathBuf::from("/chunks/2"), SIZE, true);
+    let status = h.table.status(&[2; 32]).expect("adopted");
+    assert!(status.cached && !status.wanted);
+    assert!(
+        h.table.next_work().is_empty(),
+        "the mark is already on disk"
+    );
+    h.table.take_index_changes();
+    h.table.request_delete([2; 32]);
+    let Work::Remove {
+        cached_mark: true, ..
+    } = single(h.work())
+    else {
+        panic!("the removal removes the mark too");
+    };
 }
