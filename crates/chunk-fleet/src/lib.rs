@@ -1,0 +1,6 @@
+//! # chunk-fleet
+//!
+//! placeholder
+#![deny(missing_docs)]
+
+pub mod placement;
