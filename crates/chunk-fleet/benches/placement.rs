@@ -16,7 +16,10 @@ fn fleet(chunks: u64, workers: usize, headroom: f64) -> (Vec<ChunkSize>, Vec<Wor
     let chunks: Vec<ChunkSize> = (0..chunks)
         .map(|i| {
             let id: [u8; 32] = Sha256::digest(i.to_le_bytes()).into();
-            ChunkSize { id, bytes: 150 * MB + u64::from(id[31]) % 100 * MB }
+            ChunkSize {
+                id,
+                bytes: 150 * MB + u64::from(id[31]) % 100 * MB,
+            }
         })
         .collect();
     let weight = |i: usize| if i % 4 == 0 { 2.0 } else { 1.0 };
@@ -34,7 +37,11 @@ fn churn(chunks: &[ChunkSize], workers: &[WorkerCapacity], label: &str) {
     let before = place(chunks, workers, params).expect("valid fleet");
     let leaver = &workers[1].id;
     let held = before.assigned[leaver].len();
-    let rest: Vec<WorkerCapacity> = workers.iter().filter(|w| &w.id != leaver).cloned().collect();
+    let rest: Vec<WorkerCapacity> = workers
+        .iter()
+        .filter(|w| &w.id != leaver)
+        .cloned()
+        .collect();
     let after_leave = place(chunks, &rest, params).expect("valid fleet");
     let leave = diff(&before.assigned, &after_leave.assigned);
     let mut more = workers.to_vec();
@@ -64,7 +71,10 @@ fn balance(chunks: &[ChunkSize], workers: &[WorkerCapacity]) {
             let expected = total_bytes as f64 * w.capacity as f64 / total_capacity as f64;
             (placement.bytes[&w.id] as f64 - expected) / expected
         })
-        .fold(0.0f64, |worst, d| if d.abs() > worst.abs() { d } else { worst });
+        .fold(
+            0.0f64,
+            |worst, d| if d.abs() > worst.abs() { d } else { worst },
+        );
     println!(
         "balance: worst worker {:+.1}% from its capacity share; unplaced {}",
         worst * 100.0,
@@ -87,7 +97,9 @@ fn timed(chunks: u64, workers: usize) {
 
 fn main() {
     let quick = std::env::args().any(|arg| arg == "--quick");
-    let cores = std::thread::available_parallelism().map(usize::from).unwrap_or(1);
+    let cores = std::thread::available_parallelism()
+        .map(usize::from)
+        .unwrap_or(1);
     println!("chunk-fleet placement benchmark ({cores} cores)");
     println!("reproduce: cargo bench -p chunk-fleet --bench placement");
     timed(6_000, 20);
@@ -95,7 +107,11 @@ fn main() {
     balance(&chunks, &workers);
     for headroom in [0.15, 0.10, 0.06, 0.01] {
         let (chunks, workers) = fleet(6_000, 20, headroom);
-        churn(&chunks, &workers, &format!("6000 x 20, headroom {:.0}%", headroom * 100.0));
+        churn(
+            &chunks,
+            &workers,
+            &format!("6000 x 20, headroom {:.0}%", headroom * 100.0),
+        );
     }
     if !quick {
         timed(1_000_000, 1_000);

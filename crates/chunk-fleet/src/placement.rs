@@ -297,7 +297,8 @@ impl Ranker {
                     _ => continue,
                 }
             }
-            let at = out.partition_point(|probe| compare_keyed(probe, &candidate) == Ordering::Less);
+            let at =
+                out.partition_point(|probe| compare_keyed(probe, &candidate) == Ordering::Less);
             out.insert(at, candidate);
             if out.len() == k {
                 threshold = out[k - 1].0;
@@ -446,7 +447,10 @@ fn candidates_in_parallel(ranker: &Ranker, chunks: &[ChunkSize], k: usize) -> Ve
         .clamp(1, 64);
     let per_thread = chunks.len().div_ceil(threads).max(1024);
     std::thread::scope(|scope| {
-        for (chunk_part, out_part) in chunks.chunks(per_thread).zip(out.chunks_mut(per_thread * k)) {
+        for (chunk_part, out_part) in chunks
+            .chunks(per_thread)
+            .zip(out.chunks_mut(per_thread * k))
+        {
             scope.spawn(move || {
                 let mut top = Vec::with_capacity(k);
                 for (chunk, slot) in chunk_part.iter().zip(out_part.chunks_mut(k)) {
@@ -622,9 +626,15 @@ mod tests {
     fn the_hash_is_pinned() {
         // These values are part of the format: if this test fails, placements change everywhere.
         assert_eq!(chunk_hash(&[0; 32]), 0x66687aadf862bd77);
-        assert_eq!(worker_hash("worker-1"), first_u64(&Sha256::digest(b"worker-1")));
         assert_eq!(
-            neg_ln(unit(fmix64(chunk_hash(&[0; 32]) ^ fmix64(worker_hash("a"))))).to_bits(),
+            worker_hash("worker-1"),
+            first_u64(&Sha256::digest(b"worker-1"))
+        );
+        assert_eq!(
+            neg_ln(unit(fmix64(
+                chunk_hash(&[0; 32]) ^ fmix64(worker_hash("a"))
+            )))
+            .to_bits(),
             PINNED_NEG_LN_BITS
         );
         let workers: Vec<WorkerCapacity> = ["a", "b", "c", "d", "e"]
@@ -651,7 +661,11 @@ mod tests {
             id[..4].copy_from_slice(&c.to_le_bytes());
             let full = ranker.rank(&id);
             for k in [1, 2, 4, 17, 300, 400] {
-                assert_eq!(ranker.top(&id, k), full[..k.min(300)].to_vec(), "chunk {c} k {k}");
+                assert_eq!(
+                    ranker.top(&id, k),
+                    full[..k.min(300)].to_vec(),
+                    "chunk {c} k {k}"
+                );
             }
         }
     }
@@ -659,12 +673,18 @@ mod tests {
     #[test]
     fn bad_params_and_duplicates_are_errors() {
         let workers = [WorkerCapacity::new("a", 10)];
-        let chunk = ChunkSize { id: [1; 32], bytes: 1 };
+        let chunk = ChunkSize {
+            id: [1; 32],
+            bytes: 1,
+        };
         let zero = Params {
             replication: 0,
             ..Params::default()
         };
-        assert_eq!(place(&[chunk], &workers, zero), Err(PlacementError::ZeroReplication));
+        assert_eq!(
+            place(&[chunk], &workers, zero),
+            Err(PlacementError::ZeroReplication)
+        );
         for saturation in [0.0, -1.0, 1.5, f64::NAN] {
             let params = Params {
                 saturation,
@@ -688,7 +708,10 @@ mod tests {
 
     #[test]
     fn no_workers_reports_every_chunk() {
-        let chunk = ChunkSize { id: [1; 32], bytes: 1 };
+        let chunk = ChunkSize {
+            id: [1; 32],
+            bytes: 1,
+        };
         let placement = place(&[chunk], &[], Params::default()).expect("valid");
         assert_eq!(placement.unplaced.len(), 1);
         assert_eq!(placement.unplaced[0].reason, UnplacedReason::NoWorkers);
@@ -708,9 +731,11 @@ mod tests {
         assert!(placement.bytes.values().all(|&bytes| bytes <= 90));
         assert_eq!(placement.replicas(), 8);
         assert_eq!(placement.unplaced.len(), 6);
-        assert!(placement
-            .unplaced
-            .iter()
-            .all(|u| u.reason == UnplacedReason::FleetFull && u.wanted == 2));
+        assert!(
+            placement
+                .unplaced
+                .iter()
+                .all(|u| u.reason == UnplacedReason::FleetFull && u.wanted == 2)
+        );
     }
 }

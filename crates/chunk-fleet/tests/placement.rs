@@ -41,10 +41,7 @@ fn naive(chunks: &[ChunkSize], workers: &[WorkerCapacity], params: Params) -> Pl
             }
             if bytes[worker] + chunk.bytes <= limit[worker] {
                 *bytes.get_mut(worker).expect("known") += chunk.bytes;
-                assigned
-                    .get_mut(worker)
-                    .expect("known")
-                    .push(chunk.id);
+                assigned.get_mut(worker).expect("known").push(chunk.id);
                 placed_on.push(worker.to_string());
             }
         }
@@ -70,8 +67,7 @@ fn naive(chunks: &[ChunkSize], workers: &[WorkerCapacity], params: Params) -> Pl
     }
 }
 
-fn fleet_strategy()
--> impl Strategy<Value = (Vec<ChunkSize>, Vec<WorkerCapacity>, Params, u64)> {
+fn fleet_strategy() -> impl Strategy<Value = (Vec<ChunkSize>, Vec<WorkerCapacity>, Params, u64)> {
     (
         prop::collection::btree_map(any::<[u8; 32]>(), 0u64..200, 0..80),
         prop::collection::btree_map("[a-z]{1,6}", 0u64..2_000, 0..12),
@@ -245,12 +241,19 @@ fn a_worker_leaving_moves_only_its_replicas() {
     let (chunks, workers) = model_fleet(0.15);
     let before = place(&chunks, &workers, Params::default()).expect("valid");
     for leaving in ["worker-00", "worker-13"] {
-        let rest: Vec<WorkerCapacity> = workers.iter().filter(|w| w.id != leaving).cloned().collect();
+        let rest: Vec<WorkerCapacity> = workers
+            .iter()
+            .filter(|w| w.id != leaving)
+            .cloned()
+            .collect();
         let after = place(&chunks, &rest, Params::default()).expect("valid");
         assert!(after.unplaced.is_empty());
         let changes = diff(&before.assigned, &after.assigned);
         let held = before.assigned[leaving].len();
-        assert_eq!(changes.removed, held, "only the leaver's replicas are removed");
+        assert_eq!(
+            changes.removed, held,
+            "only the leaver's replicas are removed"
+        );
         assert_eq!(changes.added, held, "each of them is added once elsewhere");
         assert_eq!(changes.per_worker[leaving].removed, held);
     }
@@ -260,14 +263,20 @@ fn a_worker_leaving_moves_only_its_replicas() {
 fn a_worker_joining_takes_its_share_and_nothing_else_moves() {
     let (chunks, workers) = model_fleet(0.15);
     let before = place(&chunks, &workers, Params::default()).expect("valid");
-    for (joining, capacity) in [("worker-20", workers[10].capacity), ("worker-21", workers[0].capacity)] {
+    for (joining, capacity) in [
+        ("worker-20", workers[10].capacity),
+        ("worker-21", workers[0].capacity),
+    ] {
         let mut more = workers.clone();
         more.push(WorkerCapacity::new(joining, capacity));
         let after = place(&chunks, &more, Params::default()).expect("valid");
         let changes = diff(&before.assigned, &after.assigned);
         let taken = after.assigned[joining].len();
         assert_eq!(changes.added, taken, "only the new worker gains replicas");
-        assert_eq!(changes.removed, taken, "the others lose exactly what it took");
+        assert_eq!(
+            changes.removed, taken,
+            "the others lose exactly what it took"
+        );
         let total_capacity: u64 = more.iter().map(|w| w.capacity).sum();
         let fair = 12_000.0 * capacity as f64 / total_capacity as f64;
         assert!(
@@ -289,5 +298,9 @@ fn shrinking_headroom_costs_extra_moves_but_stays_correct() {
     let changes = diff(&before.assigned, &after.assigned);
     let held = before.assigned["worker-00"].len();
     assert!(changes.added >= held);
-    assert!(changes.added <= held + held / 10, "{} moves for {held} held", changes.added);
+    assert!(
+        changes.added <= held + held / 10,
+        "{} moves for {held} held",
+        changes.added
+    );
 }
