@@ -42,7 +42,7 @@ use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::TryStreamExt;
+use futures::{StreamExt, TryStreamExt};
 use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload};
 use serde::{Deserialize, Serialize};
@@ -59,6 +59,9 @@ pub const MAX_ASSIGNMENT_BYTES: u64 = 2 << 30;
 
 /// The largest member or state file read (16 MiB).
 pub const MAX_SMALL_FILE_BYTES: u64 = 16 << 20;
+
+/// How many member files [`ClusterStore::list_members`] reads at once.
+const MEMBER_READS_IN_FLIGHT: usize = 16;
 
 /// How far [`ClusterStore::read_state`] follows the chain past `state.json`.
 const MAX_CHAIN_PROBES: u64 = 1024;
@@ -566,20 +569,12 @@ impl ClusterStore {
             .try_collect()
             .await
             .map_err(|e| StoreError::io(&prefix, e))?;
-        let mut out = MemberList::default();
-        for meta in metas {
-            let Some(name) = meta.location.filename() else {
-                continue;
-            };
-            let Some(worker_id) = name.strip_suffix(".json") else {
-                continue;
-            };
-            let worker_id = worker_id.to_string();
-            let member = async {
-                let bytes = self
-                    .get_small(&meta.location)
-                    .await?
-                    .ok_or_else(|| StoreError::corrupt(&meta.location, "vanished", None))?;
+        let reads = metas.into_iter().filter_map(|meta| {
+            let worker_id = meta.location.filename()?.strip_suffix(".json")?.to_string();
+            Some(async move {
+                let Some(bytes) = self.get_small(&meta.location).await? else {
+                    return Ok(None); // deleted since the listing: gone, not broken
+                };
                 let member = decode_member(&meta.location, &bytes)?;
                 if member.worker_id != worker_id {
                     return Err(StoreError::corrupt(
@@ -588,12 +583,19 @@ impl ClusterStore {
                         None,
                     ));
                 }
-                Ok(member)
-            }
+                Ok(Some(member))
+            })
+        });
+        let results: Vec<Result<Option<Member>, StoreError>> = futures::stream::iter(reads)
+            .buffer_unordered(MEMBER_READS_IN_FLIGHT)
+            .collect()
             .await;
-            match member {
-                Ok(member) => out.members.push(member),
-                // Io errors on one file are per-file too: another file may still be readable.
+        let mut out = MemberList::default();
+        for result in results {
+            match result {
+                Ok(Some(member)) => out.members.push(member),
+                Ok(None) => {}
+                // An error on one file (even a failed read) skips that file only.
                 Err(error) => {
                     tracing::warn!(%error, "skipping a member file");
                     out.skipped.push(error);
