@@ -128,7 +128,8 @@ impl DownloadJob {
         })?;
 
         let mut probed = self.probe_files().await?;
-        let total: u64 = probed.values().map(|file| file.probe.size).sum();
+        let total = total_size(probed.values().map(|file| file.probe.size))
+            .ok_or_else(|| once(Error::SizeOverflow { chunk: *id }))?;
         if self.reserved != Some(total) {
             let reservation = self.shared.try_reserve(id, total);
             match reservation {
@@ -326,7 +327,7 @@ impl DownloadJob {
             chunk = %crate::ShortId(context.chunk),
             file = context.file,
             attempt = attempts,
-            %error,
+            error = %error.with_causes(),
             "retrying"
         );
         self.shared.emit(Event::Retrying {
@@ -351,13 +352,15 @@ impl DownloadJob {
             mut probe,
             check,
         } = file;
-        let hashes = Hashes::new(check.checksum, probe.etag_is_md5);
-        let mut writer = Writer::spawn(
-            &self.writers,
-            path.clone(),
-            hashes,
-            self.shared.layout.fsync,
-        );
+        let spawn_writer = |probe: &Probe| {
+            Writer::spawn(
+                &self.writers,
+                path.clone(),
+                Hashes::new(check.checksum, probe.etag_is_md5),
+                self.shared.layout.fsync,
+            )
+        };
+        let mut writer = spawn_writer(&probe);
         let mut attempts = 0;
         let failed = |error, attempts, writer: &Writer| {
             self.progress.sub(writer.written);
@@ -365,8 +368,14 @@ impl DownloadJob {
         };
         loop {
             attempts += 1;
+            if writer.stopped() {
+                // A retryable IO error (out of file descriptors) stopped the writer: a new
+                // one recreates the file from its first byte.
+                self.progress.sub(writer.written);
+                writer = spawn_writer(&probe);
+            }
             let error = match self
-                .fetch_once(context, &location, &probe, &mut writer)
+                .fetch_once(context, &location, &mut probe, &mut writer)
                 .await
             {
                 Ok(()) => {
@@ -438,12 +447,13 @@ impl DownloadJob {
             .map_err(|source| context.io("truncate", &writer.path, source))
     }
 
-    /// One request for the rest of a file: from `writer.written` to the end.
+    /// One request for the rest of a file: from `writer.written` to the end. A body from the
+    /// first byte replaces what was written, and its version becomes the probe's.
     async fn fetch_once(
         &self,
         context: FileContext<'_>,
         location: &Location,
-        probe: &Probe,
+        probe: &mut Probe,
         writer: &mut Writer,
     ) -> Result<(), Error> {
         let timeout = self.shared.config.read_timeout;
@@ -454,6 +464,9 @@ impl DownloadJob {
             .await?;
         if body.from_start && writer.written > 0 {
             self.start_over(context, writer).await?;
+        }
+        if writer.written == 0 {
+            probe.etag = body.etag.take();
         }
         let start = writer.written;
         loop {
@@ -522,6 +535,13 @@ fn verify(
         ));
     }
     Ok(check.checksum)
+}
+
+/// The sum of a chunk's file sizes, `None` if it overflows: the sizes come from the network.
+fn total_size(sizes: impl IntoIterator<Item = u64>) -> Option<u64> {
+    sizes
+        .into_iter()
+        .try_fold(0u64, |total, size| total.checked_add(size))
 }
 
 /// The result of the cancellable part of a download.
@@ -630,6 +650,11 @@ impl Writer {
         })
     }
 
+    /// Whether the writer thread has stopped (after an IO error): it takes no more data.
+    fn stopped(&self) -> bool {
+        self.task.as_ref().is_none_or(|task| task.is_finished())
+    }
+
     async fn join(&mut self) -> std::io::Result<()> {
         match self.task.take() {
             Some(task) => task
@@ -691,6 +716,15 @@ impl Writer {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn issue10_sizes_from_the_network_do_not_wrap() {
+        assert_eq!(total_size([1, 2, 3]), Some(6));
+        assert_eq!(total_size([]), Some(0));
+        assert_eq!(total_size([u64::MAX, 0]), Some(u64::MAX));
+        assert_eq!(total_size([u64::MAX, 1]), None);
+        assert_eq!(total_size([u64::MAX / 2 + 1, u64::MAX / 2 + 1]), None);
+    }
 
     #[test]
     fn backoff_grows_is_capped_and_jittered() {
