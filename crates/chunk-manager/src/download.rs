@@ -476,7 +476,7 @@ impl DownloadJob {
                 .transpose()
                 .map_err(|error| error.into_error(context, timeout))?;
             let Some(piece) = piece else { break };
-            let received = writer.written - start + piece.len() as u64;
+            let received = (writer.written - start).saturating_add(piece.len() as u64);
             if received > body.length {
                 return Err(context.size_mismatch(body.length, received));
             }
@@ -490,7 +490,7 @@ impl DownloadJob {
         }
         let received = writer.written - start;
         if received != body.length {
-            return Err(context.size_mismatch(probe.size, start + received));
+            return Err(context.size_mismatch(probe.size, start.saturating_add(received)));
         }
         Ok(())
     }
