@@ -2,7 +2,8 @@
 //!
 //! # Overview
 //!
-//! A download job probes every file's size (`HEAD`), reserves the total in the disk budget,
+//! A download job probes every file's size (`HEAD`, or a one-byte `GET` where `HEAD` is
+//! refused), reserves the total (a checked sum: sizes come from the network) in the disk budget,
 //! then streams the files concurrently into `tmp/<chunk>/`. Each file is written by a blocking
 //! writer task fed through a small bounded channel, so memory stays at a few buffers per file
 //! whatever the file's size, and the network is read while the disk writes. Files, manifest
@@ -11,10 +12,12 @@
 //! # Faults
 //!
 //! Every request is checked: only `200`/`206` is data; a redirect is not followed; 4xx is
-//! permanent; 5xx, 408, 429, resets, idle timeouts and short bodies are retried with
-//! exponential backoff and jitter, resuming with a `Range` request from the bytes already on
-//! disk. The read timeout bounds silence, not the whole transfer, so a large file on a slow
-//! link is fine as long as bytes keep coming.
+//! permanent; 5xx, 408, 429, resets, idle timeouts, short bodies and running out of file
+//! descriptors are retried with exponential backoff and jitter, resuming from the bytes already
+//! on disk only where the source can pin the version (a strong ETag; see [`crate::source`]),
+//! else from the first byte: two versions are never stitched. The read timeout bounds
+//! silence, not the whole transfer, so a large file on a slow link is fine as long as bytes
+//! keep coming.
 //!
 //! # Cancellation
 //!
@@ -109,15 +112,16 @@ impl DownloadJob {
         let dir = download_dir.to_path_buf();
         // Tracked: a cancelled job waits for it before removing the directory, so the
         // directory cannot be created again after the removal.
-        let created = tracked(&self.writers, move || {
-            match std::fs::remove_dir_all(&dir) {
-                Ok(()) => {}
-                Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
-                Err(error) => return Err(error),
-            }
-            std::fs::create_dir_all(&dir)
-        })
-        .await;
+        let created = self
+            .tracked_retrying(move || {
+                match std::fs::remove_dir_all(&dir) {
+                    Ok(()) => {}
+                    Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(error) => return Err(error),
+                }
+                std::fs::create_dir_all(&dir)
+            })
+            .await;
         created.map_err(|source| {
             once(Error::Io {
                 chunk: *id,
@@ -172,19 +176,45 @@ impl DownloadJob {
         let manifest_path = download_dir.join(MANIFEST);
         let shared = self.shared.clone();
         let path = manifest_path.clone();
-        tracked(&self.writers, move || {
-            shared.layout.write_synced(&path, &text)
-        })
-        .await
-        .map_err(|source| {
-            once(Error::Io {
-                chunk: *id,
-                action: "write the manifest",
-                path: manifest_path,
-                source,
-            })
-        })?;
+        self.tracked_retrying(move || shared.layout.write_synced(&path, &text))
+            .await
+            .map_err(|source| {
+                once(Error::Io {
+                    chunk: *id,
+                    action: "write the manifest",
+                    path: manifest_path,
+                    source,
+                })
+            })?;
         Ok(Prepared::Complete { size: total })
+    }
+
+    /// [`tracked`] work tried again, with backoff, while it fails for want of file
+    /// descriptors (`EMFILE`, `ENFILE`), which free up; other errors are returned at once.
+    async fn tracked_retrying<T: Send + 'static>(
+        &self,
+        work: impl FnOnce() -> std::io::Result<T> + Clone + Send + 'static,
+    ) -> std::io::Result<T> {
+        let config = &self.shared.config;
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            match tracked(&self.writers, work.clone()).await {
+                Err(error)
+                    if crate::error::is_out_of_descriptors(&error)
+                        && attempts <= config.retries =>
+                {
+                    tracing::info!(
+                        chunk = %crate::ShortId(self.chunk.id()),
+                        attempt = attempts,
+                        %error,
+                        "out of file descriptors; retrying"
+                    );
+                    tokio::time::sleep(backoff(config, attempts)).await;
+                }
+                result => return result,
+            }
+        }
     }
 
     async fn commit(&self, download_dir: &Path, target: &Path) -> Result<(), Error> {
