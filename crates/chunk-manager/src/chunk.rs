@@ -22,6 +22,58 @@ pub type ChunkId = [u8; 32];
 /// The longest file name accepted, in bytes (the limit of common Linux filesystems).
 pub const MAX_FILE_NAME_LEN: usize = 255;
 
+/// The most files a chunk may have (the contract says 1 to 10).
+pub const MAX_FILES: usize = 10;
+
+/// A URL as errors, logs and events show it: without credentials and without its query, so
+/// that presigned URLs' signatures and tokens never leak. The query is replaced by
+/// `?<redacted>` (so a reader sees there was one) and the fragment is dropped; the scheme,
+/// host, port and path stay. A string that does not parse as a URL is cut at its first `?` or
+/// `#` and loses anything before an `@` in its authority.
+///
+/// ```
+/// use chunk_manager::redact_url;
+/// assert_eq!(
+///     redact_url("https://user:pw@host:8443/a/b?X-Amz-Signature=secret#f"),
+///     "https://host:8443/a/b?<redacted>"
+/// );
+/// assert_eq!(redact_url("http://host/a"), "http://host/a");
+/// assert_eq!(redact_url("not a url?token=secret"), "not a url?<redacted>");
+/// ```
+pub fn redact_url(url: &str) -> String {
+    const REDACTED: &str = "?<redacted>";
+    if let Ok(mut parsed) = reqwest::Url::parse(url) {
+        let had_query = parsed.query().is_some();
+        // Both fail only for URLs that cannot have credentials, which then have none.
+        let _no_credentials = parsed.set_username("");
+        let _no_password = parsed.set_password(None);
+        parsed.set_query(None);
+        parsed.set_fragment(None);
+        let mut shown = String::from(parsed);
+        if had_query {
+            shown.push_str(REDACTED);
+        }
+        return shown;
+    }
+    let (base, cut) = match url.find(['?', '#']) {
+        Some(at) => (&url[..at], url[at..].starts_with('?')),
+        None => (url, false),
+    };
+    let mut shown = match base.find("://") {
+        Some(at) => {
+            let (scheme, rest) = base.split_at(at + 3);
+            let authority_end = rest.find('/').unwrap_or(rest.len());
+            let host_start = rest[..authority_end].rfind('@').map_or(0, |at| at + 1);
+            format!("{scheme}{}", &rest[host_start..])
+        }
+        None => base.to_string(),
+    };
+    if cut {
+        shown.push_str(REDACTED);
+    }
+    shown
+}
+
 /// Formats an id as lowercase hex, the form used in directory names, logs and JSON.
 ///
 /// ```
@@ -92,7 +144,20 @@ impl fmt::Debug for ShortId<'_> {
 /// assert_eq!(back, chunk);
 /// assert!(chunk.validate().is_ok());
 /// ```
+///
+/// Unknown fields are refused (a misspelled `checks` would otherwise skip verification
+/// silently):
+///
+/// ```
+/// use chunk_manager::DataChunk;
+/// let json = format!(
+///     r#"{{"id":"{id}","dataset_id":"{id}","block_range":{{"start":0,"end":1}},"files":{{}},"chekcs":{{}}}}"#,
+///     id = "00".repeat(32)
+/// );
+/// assert!(serde_json::from_str::<DataChunk>(&json).is_err());
+/// ```
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct DataChunk {
     #[serde(with = "hex_id")]
     id: ChunkId,
@@ -157,8 +222,9 @@ impl DataChunk {
     }
 
     /// Checks everything that can be checked without the network: file names are single plain
-    /// path components, the range is not empty, there is at least one file, every URL is a
-    /// well-formed `http`, `https`, `s3` or `file` URL, and every declared check names a file.
+    /// path components, the range is not empty, there are 1 to [`MAX_FILES`] files, every URL
+    /// is a well-formed `http`, `https` (with a host), `s3` or `file` URL without control
+    /// characters, and every declared check names a file.
     pub fn validate(&self) -> Result<(), InvalidChunk> {
         if self.block_range.start >= self.block_range.end {
             return Err(InvalidChunk::EmptyRange {
@@ -168,6 +234,12 @@ impl DataChunk {
         }
         if self.files.is_empty() {
             return Err(InvalidChunk::NoFiles);
+        }
+        if self.files.len() > MAX_FILES {
+            return Err(InvalidChunk::TooManyFiles {
+                count: self.files.len(),
+                max: MAX_FILES,
+            });
         }
         for (name, url) in &self.files {
             validate_file_name(name)?;
@@ -190,7 +262,14 @@ impl fmt::Debug for DataChunk {
             .field("id", &id_to_hex(&self.id))
             .field("dataset_id", &id_to_hex(&self.dataset_id))
             .field("block_range", &self.block_range)
-            .field("files", &self.files)
+            .field(
+                "files",
+                &self
+                    .files
+                    .iter()
+                    .map(|(name, url)| (name, redact_url(url)))
+                    .collect::<BTreeMap<_, _>>(),
+            )
             .field("checks", &self.checks)
             .finish()
     }
@@ -211,6 +290,14 @@ pub enum InvalidChunk {
     /// The chunk lists no files.
     #[error("the chunk has no files")]
     NoFiles,
+    /// The chunk lists more files than a chunk may have.
+    #[error("the chunk has {count} files; a chunk has at most {max}")]
+    TooManyFiles {
+        /// How many files the chunk lists.
+        count: usize,
+        /// The most a chunk may have ([`MAX_FILES`]).
+        max: usize,
+    },
     /// A file name that is not one plain path component.
     #[error("invalid file name {name:?}: {reason}")]
     FileName {
@@ -224,7 +311,7 @@ pub enum InvalidChunk {
     Url {
         /// The file the URL belongs to.
         file: String,
-        /// The URL as given.
+        /// The URL as given, without its query or credentials (see [`redact_url`]).
         url: String,
         /// What is wrong with it.
         reason: String,
@@ -267,10 +354,29 @@ fn validate_file_name(name: &str) -> Result<(), InvalidChunk> {
 fn validate_url(file: &str, url: &str) -> Result<(), InvalidChunk> {
     let invalid = |reason: String| InvalidChunk::Url {
         file: file.to_string(),
-        url: url.to_string(),
+        url: redact_url(url),
         reason,
     };
+    // The URL parser drops leading and trailing controls and spaces and removes tabs and
+    // newlines anywhere: refuse them rather than fetch something other than what was given.
+    if url.chars().any(char::is_control) {
+        return Err(invalid("contains a control character".to_string()));
+    }
+    if url.trim() != url {
+        return Err(invalid("starts or ends with white space".to_string()));
+    }
     let parsed = reqwest::Url::parse(url).map_err(|error| invalid(error.to_string()))?;
+    match parsed.scheme() {
+        "http" | "https" | "s3" => {
+            // The parser turns `http:///x` and `http:/x` into host `x`: insist on `//host`.
+            let rest = &url[parsed.scheme().len() + 1..];
+            let authority = rest.strip_prefix("//").unwrap_or_default();
+            if authority.is_empty() || authority.starts_with(['/', '\\']) {
+                return Err(invalid("no host (expected scheme://host/...)".to_string()));
+            }
+        }
+        _ => {}
+    }
     match parsed.scheme() {
         "http" | "https" => {
             if parsed.host_str().is_none_or(str::is_empty) {
@@ -365,6 +471,15 @@ mod tests {
             "s3://",
             "s3://bucket-without-key",
             "s3://bucket/",
+            "http:///x",
+            "http:/x",
+            "https:\\\\x/y",
+            "s3:///bucket/key",
+            "\u{0}http://x",
+            "http://x/a\u{7}b",
+            "http://x/a\nb",
+            " http://x/a",
+            "http://x/a\t",
         ] {
             let error = chunk_with("f", url).validate().unwrap_err();
             assert!(
@@ -372,6 +487,66 @@ mod tests {
                 "{url:?}: {error}"
             );
         }
+    }
+
+    #[test]
+    fn issue10_invalid_url_errors_do_not_show_secrets() {
+        let error = chunk_with("f", "ftp://user:pw@h/x?X-Amz-Signature=secret")
+            .validate()
+            .unwrap_err()
+            .to_string();
+        assert!(
+            !error.contains("secret") && !error.contains("pw"),
+            "{error}"
+        );
+        assert!(error.contains("ftp://h/x?<redacted>"), "{error}");
+        let debug = format!("{:?}", chunk_with("f", "https://h/x?sig=secret"));
+        assert!(!debug.contains("secret"), "{debug}");
+    }
+
+    #[test]
+    fn issue10_redacts_unparsable_urls_too() {
+        assert_eq!(
+            redact_url("http://u:p@[bad/x?s=1"),
+            "http://[bad/x?<redacted>"
+        );
+        assert_eq!(redact_url("x#frag"), "x");
+        assert_eq!(redact_url("s3://b/k?versionId=1"), "s3://b/k?<redacted>");
+    }
+
+    #[test]
+    fn issue11_at_most_ten_files() {
+        let files = |n: usize| -> HashMap<String, String> {
+            (0..n)
+                .map(|i| (format!("f{i}"), format!("http://h/{i}")))
+                .collect()
+        };
+        assert!(
+            DataChunk::new([0; 32], [0; 32], 0..1, files(10))
+                .validate()
+                .is_ok()
+        );
+        let error = DataChunk::new([0; 32], [0; 32], 0..1, files(11))
+            .validate()
+            .unwrap_err();
+        assert_eq!(error, InvalidChunk::TooManyFiles { count: 11, max: 10 });
+        assert!(error.to_string().contains("at most 10"), "{error}");
+    }
+
+    #[test]
+    fn issue11_unknown_fields_are_refused() {
+        let chunk =
+            chunk_with("f", "http://h/x").with_check("f", crate::FileCheck::new().with_size(3));
+        let mut json = serde_json::to_value(&chunk).unwrap();
+        assert!(serde_json::from_value::<DataChunk>(json.clone()).is_ok());
+        json["chekcs"] = json["checks"].take();
+        json.as_object_mut().unwrap().remove("checks");
+        let error = serde_json::from_value::<DataChunk>(json).unwrap_err();
+        assert!(error.to_string().contains("chekcs"), "{error}");
+        let mut json = serde_json::to_value(&chunk).unwrap();
+        json["checks"]["f"]["sise"] = 3.into();
+        let error = serde_json::from_value::<DataChunk>(json).unwrap_err();
+        assert!(error.to_string().contains("sise"), "{error}");
     }
 
     #[test]

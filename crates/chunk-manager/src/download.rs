@@ -2,7 +2,8 @@
 //!
 //! # Overview
 //!
-//! A download job probes every file's size (`HEAD`), reserves the total in the disk budget,
+//! A download job probes every file's size (`HEAD`, or a one-byte `GET` where `HEAD` is
+//! refused), reserves the total (a checked sum: sizes come from the network) in the disk budget,
 //! then streams the files concurrently into `tmp/<chunk>/`. Each file is written by a blocking
 //! writer task fed through a small bounded channel, so memory stays at a few buffers per file
 //! whatever the file's size, and the network is read while the disk writes. Files, manifest
@@ -11,10 +12,12 @@
 //! # Faults
 //!
 //! Every request is checked: only `200`/`206` is data; a redirect is not followed; 4xx is
-//! permanent; 5xx, 408, 429, resets, idle timeouts and short bodies are retried with
-//! exponential backoff and jitter, resuming with a `Range` request from the bytes already on
-//! disk. The read timeout bounds silence, not the whole transfer, so a large file on a slow
-//! link is fine as long as bytes keep coming.
+//! permanent; 5xx, 408, 429, resets, idle timeouts, short bodies and running out of file
+//! descriptors are retried with exponential backoff and jitter, resuming from the bytes already
+//! on disk only where the source can pin the version (a strong ETag; see [`crate::source`]),
+//! else from the first byte: two versions are never stitched. The read timeout bounds
+//! silence, not the whole transfer, so a large file on a slow link is fine as long as bytes
+//! keep coming.
 //!
 //! # Cancellation
 //!
@@ -109,15 +112,16 @@ impl DownloadJob {
         let dir = download_dir.to_path_buf();
         // Tracked: a cancelled job waits for it before removing the directory, so the
         // directory cannot be created again after the removal.
-        let created = tracked(&self.writers, move || {
-            match std::fs::remove_dir_all(&dir) {
-                Ok(()) => {}
-                Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
-                Err(error) => return Err(error),
-            }
-            std::fs::create_dir_all(&dir)
-        })
-        .await;
+        let created = self
+            .tracked_retrying(move || {
+                match std::fs::remove_dir_all(&dir) {
+                    Ok(()) => {}
+                    Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(error) => return Err(error),
+                }
+                std::fs::create_dir_all(&dir)
+            })
+            .await;
         created.map_err(|source| {
             once(Error::Io {
                 chunk: *id,
@@ -128,7 +132,8 @@ impl DownloadJob {
         })?;
 
         let mut probed = self.probe_files().await?;
-        let total: u64 = probed.values().map(|file| file.probe.size).sum();
+        let total = total_size(probed.values().map(|file| file.probe.size))
+            .ok_or_else(|| once(Error::SizeOverflow { chunk: *id }))?;
         if self.reserved != Some(total) {
             let reservation = self.shared.try_reserve(id, total);
             match reservation {
@@ -171,19 +176,45 @@ impl DownloadJob {
         let manifest_path = download_dir.join(MANIFEST);
         let shared = self.shared.clone();
         let path = manifest_path.clone();
-        tracked(&self.writers, move || {
-            shared.layout.write_synced(&path, &text)
-        })
-        .await
-        .map_err(|source| {
-            once(Error::Io {
-                chunk: *id,
-                action: "write the manifest",
-                path: manifest_path,
-                source,
-            })
-        })?;
+        self.tracked_retrying(move || shared.layout.write_synced(&path, &text))
+            .await
+            .map_err(|source| {
+                once(Error::Io {
+                    chunk: *id,
+                    action: "write the manifest",
+                    path: manifest_path,
+                    source,
+                })
+            })?;
         Ok(Prepared::Complete { size: total })
+    }
+
+    /// [`tracked`] work tried again, with backoff, while it fails for want of file
+    /// descriptors (`EMFILE`, `ENFILE`), which free up; other errors are returned at once.
+    async fn tracked_retrying<T: Send + 'static>(
+        &self,
+        work: impl FnOnce() -> std::io::Result<T> + Clone + Send + 'static,
+    ) -> std::io::Result<T> {
+        let config = &self.shared.config;
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            match tracked(&self.writers, work.clone()).await {
+                Err(error)
+                    if crate::error::is_out_of_descriptors(&error)
+                        && attempts <= config.retries =>
+                {
+                    tracing::info!(
+                        chunk = %crate::ShortId(self.chunk.id()),
+                        attempt = attempts,
+                        %error,
+                        "out of file descriptors; retrying"
+                    );
+                    tokio::time::sleep(backoff(config, attempts)).await;
+                }
+                result => return result,
+            }
+        }
     }
 
     async fn commit(&self, download_dir: &Path, target: &Path) -> Result<(), Error> {
@@ -326,7 +357,7 @@ impl DownloadJob {
             chunk = %crate::ShortId(context.chunk),
             file = context.file,
             attempt = attempts,
-            %error,
+            error = %error.with_causes(),
             "retrying"
         );
         self.shared.emit(Event::Retrying {
@@ -351,13 +382,15 @@ impl DownloadJob {
             mut probe,
             check,
         } = file;
-        let hashes = Hashes::new(check.checksum, probe.etag_is_md5);
-        let mut writer = Writer::spawn(
-            &self.writers,
-            path.clone(),
-            hashes,
-            self.shared.layout.fsync,
-        );
+        let spawn_writer = |probe: &Probe| {
+            Writer::spawn(
+                &self.writers,
+                path.clone(),
+                Hashes::new(check.checksum, probe.etag_is_md5),
+                self.shared.layout.fsync,
+            )
+        };
+        let mut writer = spawn_writer(&probe);
         let mut attempts = 0;
         let failed = |error, attempts, writer: &Writer| {
             self.progress.sub(writer.written);
@@ -365,8 +398,14 @@ impl DownloadJob {
         };
         loop {
             attempts += 1;
+            if writer.stopped() {
+                // A retryable IO error (out of file descriptors) stopped the writer: a new
+                // one recreates the file from its first byte.
+                self.progress.sub(writer.written);
+                writer = spawn_writer(&probe);
+            }
             let error = match self
-                .fetch_once(context, &location, &probe, &mut writer)
+                .fetch_once(context, &location, &mut probe, &mut writer)
                 .await
             {
                 Ok(()) => {
@@ -438,12 +477,13 @@ impl DownloadJob {
             .map_err(|source| context.io("truncate", &writer.path, source))
     }
 
-    /// One request for the rest of a file: from `writer.written` to the end.
+    /// One request for the rest of a file: from `writer.written` to the end. A body from the
+    /// first byte replaces what was written, and its version becomes the probe's.
     async fn fetch_once(
         &self,
         context: FileContext<'_>,
         location: &Location,
-        probe: &Probe,
+        probe: &mut Probe,
         writer: &mut Writer,
     ) -> Result<(), Error> {
         let timeout = self.shared.config.read_timeout;
@@ -455,6 +495,9 @@ impl DownloadJob {
         if body.from_start && writer.written > 0 {
             self.start_over(context, writer).await?;
         }
+        if writer.written == 0 {
+            probe.etag = body.etag.take();
+        }
         let start = writer.written;
         loop {
             let piece = tokio::time::timeout(timeout, body.pieces.next())
@@ -463,7 +506,7 @@ impl DownloadJob {
                 .transpose()
                 .map_err(|error| error.into_error(context, timeout))?;
             let Some(piece) = piece else { break };
-            let received = writer.written - start + piece.len() as u64;
+            let received = (writer.written - start).saturating_add(piece.len() as u64);
             if received > body.length {
                 return Err(context.size_mismatch(body.length, received));
             }
@@ -477,7 +520,7 @@ impl DownloadJob {
         }
         let received = writer.written - start;
         if received != body.length {
-            return Err(context.size_mismatch(probe.size, start + received));
+            return Err(context.size_mismatch(probe.size, start.saturating_add(received)));
         }
         Ok(())
     }
@@ -522,6 +565,13 @@ fn verify(
         ));
     }
     Ok(check.checksum)
+}
+
+/// The sum of a chunk's file sizes, `None` if it overflows: the sizes come from the network.
+fn total_size(sizes: impl IntoIterator<Item = u64>) -> Option<u64> {
+    sizes
+        .into_iter()
+        .try_fold(0u64, |total, size| total.checked_add(size))
 }
 
 /// The result of the cancellable part of a download.
@@ -630,6 +680,11 @@ impl Writer {
         })
     }
 
+    /// Whether the writer thread has stopped (after an IO error): it takes no more data.
+    fn stopped(&self) -> bool {
+        self.task.as_ref().is_none_or(|task| task.is_finished())
+    }
+
     async fn join(&mut self) -> std::io::Result<()> {
         match self.task.take() {
             Some(task) => task
@@ -691,6 +746,15 @@ impl Writer {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn issue10_sizes_from_the_network_do_not_wrap() {
+        assert_eq!(total_size([1, 2, 3]), Some(6));
+        assert_eq!(total_size([]), Some(0));
+        assert_eq!(total_size([u64::MAX, 0]), Some(u64::MAX));
+        assert_eq!(total_size([u64::MAX, 1]), None);
+        assert_eq!(total_size([u64::MAX / 2 + 1, u64::MAX / 2 + 1]), None);
+    }
 
     #[test]
     fn backoff_grows_is_capped_and_jittered() {

@@ -5,6 +5,7 @@
 
 use std::io;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::chunk::{ChunkId, InvalidChunk, ShortId};
@@ -72,23 +73,27 @@ pub enum Error {
         chunk: ChunkId,
         /// The file name.
         file: String,
-        /// The URL requested.
+        /// The URL requested, without its query or credentials (see [`redact_url`](crate::redact_url)).
         url: String,
         /// The status code.
         status: u16,
     },
 
-    /// A network failure: connection refused or reset, a broken body, a protocol error.
+    /// A network failure: connection refused or reset, a broken body, a protocol error, or
+    /// an object store failure that may pass.
     #[error("chunk {} file {file:?}: {url}: {message}", ShortId(chunk))]
     Network {
         /// The chunk.
         chunk: ChunkId,
         /// The file name.
         file: String,
-        /// The URL requested.
+        /// The URL requested, without its query or credentials (see [`redact_url`](crate::redact_url)).
         url: String,
-        /// What happened, with the source chain flattened.
+        /// What failed, in short; the details are in the source.
         message: String,
+        /// The underlying error (free of URLs with secrets).
+        #[source]
+        source: Arc<dyn std::error::Error + Send + Sync>,
     },
 
     /// The origin sent nothing for longer than the read timeout.
@@ -101,7 +106,7 @@ pub enum Error {
         chunk: ChunkId,
         /// The file name.
         file: String,
-        /// The URL requested.
+        /// The URL requested, without its query or credentials (see [`redact_url`](crate::redact_url)).
         url: String,
         /// The idle time allowed.
         timeout: Duration,
@@ -118,7 +123,7 @@ pub enum Error {
         chunk: ChunkId,
         /// The file name.
         file: String,
-        /// The URL requested.
+        /// The URL requested, without its query or credentials (see [`redact_url`](crate::redact_url)).
         url: String,
         /// The size announced.
         expected: u64,
@@ -133,7 +138,7 @@ pub enum Error {
         chunk: ChunkId,
         /// The file name.
         file: String,
-        /// The URL requested.
+        /// The URL requested, without its query or credentials (see [`redact_url`](crate::redact_url)).
         url: String,
         /// What is wrong.
         reason: String,
@@ -151,6 +156,17 @@ pub enum Error {
         /// The underlying error.
         #[source]
         source: io::Error,
+    },
+
+    /// The sizes the sources state for a chunk's files add up to more than a `u64` holds:
+    /// a broken or hostile origin.
+    #[error(
+        "chunk {}: the sizes of its files overflow a 64-bit count",
+        ShortId(chunk)
+    )]
+    SizeOverflow {
+        /// The chunk.
+        chunk: ChunkId,
     },
 
     /// The chunk is larger than the whole disk budget, so it can never be downloaded.
@@ -236,7 +252,7 @@ pub enum Error {
         chunk: ChunkId,
         /// The file name.
         file: String,
-        /// The URL requested.
+        /// The URL requested, without its query or credentials (see [`redact_url`](crate::redact_url)).
         url: String,
         /// The algorithm.
         algorithm: crate::ChecksumAlgorithm,
@@ -257,7 +273,7 @@ pub enum Error {
         chunk: ChunkId,
         /// The file name.
         file: String,
-        /// The URL requested.
+        /// The URL requested, without its query or credentials (see [`redact_url`](crate::redact_url)).
         url: String,
         /// What changed.
         reason: String,
@@ -273,10 +289,13 @@ pub enum Error {
         chunk: ChunkId,
         /// The file name.
         file: String,
-        /// The URL requested.
+        /// The URL requested, without its query or credentials (see [`redact_url`](crate::redact_url)).
         url: String,
-        /// What the source said.
+        /// What the source said, in short; the details are in the source.
         message: String,
+        /// The underlying error.
+        #[source]
+        source: Arc<dyn std::error::Error + Send + Sync>,
     },
 
     /// The source of a URL cannot be set up (an object store's configuration is incomplete or
@@ -287,7 +306,7 @@ pub enum Error {
         chunk: ChunkId,
         /// The file name.
         file: String,
-        /// The URL.
+        /// The URL, without its query or credentials (see [`redact_url`](crate::redact_url)).
         url: String,
         /// What is wrong.
         message: String,
@@ -297,7 +316,9 @@ pub enum Error {
 impl Error {
     /// Whether trying again later may succeed: network faults, timeouts, short bodies,
     /// checksum mismatches (the file is downloaded again from its first byte), HTTP 408, 429
-    /// and 5xx. Client errors (404, 403, ...), refused credentials and bad input are permanent.
+    /// and 5xx, and running out of file descriptors (`EMFILE`, `ENFILE`: they free up).
+    /// Client errors (404, 403, ...), refused credentials, other filesystem errors and bad
+    /// input are permanent.
     ///
     /// ```
     /// use chunk_manager::Error;
@@ -315,8 +336,25 @@ impl Error {
             | Error::Timeout { .. }
             | Error::SizeMismatch { .. }
             | Error::ChecksumMismatch { .. } => true,
+            Error::Io { source, .. } => is_out_of_descriptors(source),
             _ => false,
         }
+    }
+
+    /// The error's message followed by its causes, `a: b: c` (a cause whose text is already
+    /// in the message is skipped): for logs, where the causes help an operator.
+    pub fn with_causes(&self) -> String {
+        let mut message = self.to_string();
+        let mut cause = std::error::Error::source(self);
+        while let Some(error) = cause {
+            let text = error.to_string();
+            if !message.contains(&text) {
+                message.push_str(": ");
+                message.push_str(&text);
+            }
+            cause = error.source();
+        }
+        message
     }
 
     /// The chunk the error is about, if it is about one.
@@ -331,6 +369,7 @@ impl Error {
             | Error::BadResponse { chunk, .. }
             | Error::Io { chunk, .. }
             | Error::TooLargeForBudget { chunk, .. }
+            | Error::SizeOverflow { chunk }
             | Error::NotWanted { chunk }
             | Error::Superseded { chunk }
             | Error::Internal { chunk, .. }
@@ -361,6 +400,7 @@ impl Error {
             Error::BadResponse { .. } => "bad_response",
             Error::Io { .. } => "io",
             Error::TooLargeForBudget { .. } => "too_large_for_budget",
+            Error::SizeOverflow { .. } => "size_overflow",
             Error::Corrupt { .. } => "corrupt",
             Error::NotWanted { .. } => "not_wanted",
             Error::Superseded { .. } => "superseded",
@@ -373,5 +413,47 @@ impl Error {
             Error::AccessDenied { .. } => "access_denied",
             Error::SourceConfig { .. } => "source_config",
         }
+    }
+}
+
+/// `EMFILE` ("Too many open files") or `ENFILE` (the system's table is full): the process or
+/// the machine is out of file descriptors for now, which passes as others are closed. The
+/// numbers are the same on Linux, the BSDs and macOS.
+pub(crate) fn is_out_of_descriptors(error: &io::Error) -> bool {
+    const ENFILE: i32 = 23;
+    const EMFILE: i32 = 24;
+    cfg!(unix) && matches!(error.raw_os_error(), Some(EMFILE | ENFILE))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn io_error(source: io::Error) -> Error {
+        Error::Io {
+            chunk: [0; 32],
+            action: "create",
+            path: PathBuf::from("/x"),
+            source,
+        }
+    }
+
+    #[test]
+    #[cfg(unix)]
+    fn issue10_out_of_file_descriptors_is_retryable() {
+        assert!(
+            io_error(io::Error::from_raw_os_error(24)).is_retryable(),
+            "EMFILE"
+        );
+        assert!(
+            io_error(io::Error::from_raw_os_error(23)).is_retryable(),
+            "ENFILE"
+        );
+        // Other filesystem errors stay permanent.
+        assert!(
+            !io_error(io::Error::from_raw_os_error(13)).is_retryable(),
+            "EACCES"
+        );
+        assert!(!io_error(io::Error::other("x")).is_retryable());
     }
 }

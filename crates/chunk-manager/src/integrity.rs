@@ -167,6 +167,7 @@ impl<'de> Deserialize<'de> for Checksum {
 /// assert_eq!(chunk.checks()["blocks"].size, Some(1024));
 /// ```
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 #[non_exhaustive]
 pub struct FileCheck {
     /// The file's size in bytes.

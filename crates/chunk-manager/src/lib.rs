@@ -69,8 +69,8 @@ mod table;
 use std::path::{Path, PathBuf};
 
 pub use chunk::{
-    ChunkId, DataChunk, DatasetId, InvalidChunk, InvalidId, MAX_FILE_NAME_LEN, ShortId,
-    id_from_hex, id_to_hex,
+    ChunkId, DataChunk, DatasetId, InvalidChunk, InvalidId, MAX_FILE_NAME_LEN, MAX_FILES, ShortId,
+    id_from_hex, id_to_hex, redact_url,
 };
 pub use config::{Config, S3Config, TIB};
 pub use disk::StartupReport;

@@ -8,16 +8,29 @@
 //! Both return the crate's [`Error`] with the chunk, file and URL named, so the downloader
 //! retries, resumes and reports the same way whatever the source.
 //!
-//! Resuming is pinned: a request from an offset carries `If-Match` with the probed ETag (and
-//! the probed version id where the store has versions), so a changed object answers `412`
-//! ([`Error::SourceChanged`]) instead of its new bytes being stitched to the old ones.
+//! Resuming never stitches two versions of a file. Over HTTP a request from an offset is
+//! made only with a strong ETag, as `If-Range`: a changed file answers `200` with its whole
+//! new version, which replaces the bytes already received. Without a strong ETag (none, a
+//! weak `W/` one, only `Last-Modified`) the file is fetched again from its first byte. An
+//! object store's request from an offset carries `If-Match` with the probed ETag (and the
+//! probed version id where the store has versions), so a changed object answers `412`
+//! ([`Error::SourceChanged`]).
+//!
+//! An origin that refuses `HEAD` with `403` or `405` (S3 presigned `GET` URLs do) is probed
+//! with a one-byte `GET` instead; a `404` stays a permanent failure.
+//!
+//! # Secrets
+//!
+//! Errors show URLs through [`redact_url`] (no query, no credentials), and keep the HTTP
+//! client's errors as sources without their URL.
 //!
 //! # Concurrency
 //!
 //! One object store client per bucket, created on first use and shared by every download
-//! (connection pooling), behind a `std::sync::Mutex` held only to look up or insert. Their
-//! own retries and total request timeout are off: the downloader retries with its backoff and
-//! events, and bounds silence, not whole transfers.
+//! (connection pooling), behind a `std::sync::Mutex` held only to look up or insert. Bucket
+//! names come from chunk descriptions, so the clients kept are bounded ([`MAX_BUCKETS`], the
+//! least recently used is dropped). Their own retries and total request timeout are off: the
+//! downloader retries with its backoff and events, and bounds silence, not whole transfers.
 
 use std::collections::HashMap;
 use std::ops::Range;
@@ -32,9 +45,9 @@ use object_store::local::LocalFileSystem;
 use object_store::path::Path as StorePath;
 use object_store::{ClientOptions, GetOptions, GetRange, ObjectStore, ObjectStoreExt, RetryConfig};
 use reqwest::StatusCode;
-use reqwest::header::{CONTENT_LENGTH, CONTENT_RANGE, ETAG, IF_MATCH, LOCATION, RANGE};
+use reqwest::header::{CONTENT_LENGTH, CONTENT_RANGE, ETAG, IF_RANGE, LOCATION, RANGE};
 
-use crate::chunk::ChunkId;
+use crate::chunk::{ChunkId, redact_url};
 use crate::config::{Config, S3Config};
 use crate::error::Error;
 
@@ -46,20 +59,43 @@ pub(crate) struct FileContext<'a> {
     pub(crate) url: &'a str,
 }
 
+/// The most object store clients kept, one per bucket.
+pub(crate) const MAX_BUCKETS: usize = 32;
+
 impl FileContext<'_> {
-    pub(crate) fn network(&self, error: &reqwest::Error, timeout: Duration) -> Error {
+    /// The URL as errors show it.
+    fn shown_url(&self) -> String {
+        redact_url(self.url)
+    }
+
+    /// An HTTP client error, without its URL (it may carry a signature).
+    pub(crate) fn network(&self, error: reqwest::Error, timeout: Duration) -> Error {
         if error.is_timeout() {
             return self.timeout(timeout);
         }
-        self.network_message(flatten(error))
+        let message = if error.is_connect() {
+            "cannot connect"
+        } else if error.is_body() || error.is_decode() {
+            "the response body broke off"
+        } else if error.is_redirect() {
+            "bad redirect"
+        } else {
+            "the request failed"
+        };
+        self.network_error(message, Arc::new(error.without_url()))
     }
 
-    fn network_message(&self, message: String) -> Error {
+    fn network_error(
+        &self,
+        message: &str,
+        source: Arc<dyn std::error::Error + Send + Sync>,
+    ) -> Error {
         Error::Network {
             chunk: *self.chunk,
             file: self.file.to_string(),
-            url: self.url.to_string(),
-            message,
+            url: self.shown_url(),
+            message: message.to_string(),
+            source,
         }
     }
 
@@ -67,7 +103,7 @@ impl FileContext<'_> {
         Error::Timeout {
             chunk: *self.chunk,
             file: self.file.to_string(),
-            url: self.url.to_string(),
+            url: self.shown_url(),
             timeout,
         }
     }
@@ -76,7 +112,7 @@ impl FileContext<'_> {
         Error::BadResponse {
             chunk: *self.chunk,
             file: self.file.to_string(),
-            url: self.url.to_string(),
+            url: self.shown_url(),
             reason,
         }
     }
@@ -86,22 +122,17 @@ impl FileContext<'_> {
             return self.bad_response(format!(
                 "HTTP {} redirect to {} not followed",
                 status.as_u16(),
-                location.unwrap_or("nowhere")
+                location.map_or_else(|| "nowhere".to_string(), redact_url)
             ));
         }
-        Error::HttpStatus {
-            chunk: *self.chunk,
-            file: self.file.to_string(),
-            url: self.url.to_string(),
-            status: status.as_u16(),
-        }
+        self.http_status(status.as_u16())
     }
 
     pub(crate) fn size_mismatch(&self, expected: u64, actual: u64) -> Error {
         Error::SizeMismatch {
             chunk: *self.chunk,
             file: self.file.to_string(),
-            url: self.url.to_string(),
+            url: self.shown_url(),
             expected,
             actual,
         }
@@ -111,7 +142,7 @@ impl FileContext<'_> {
         Error::SourceChanged {
             chunk: *self.chunk,
             file: self.file.to_string(),
-            url: self.url.to_string(),
+            url: self.shown_url(),
             reason,
         }
     }
@@ -125,7 +156,7 @@ impl FileContext<'_> {
         Error::ChecksumMismatch {
             chunk: *self.chunk,
             file: self.file.to_string(),
-            url: self.url.to_string(),
+            url: self.shown_url(),
             algorithm,
             expected: expected.into(),
             actual: actual.into(),
@@ -150,49 +181,108 @@ impl FileContext<'_> {
         Error::SourceConfig {
             chunk: *self.chunk,
             file: self.file.to_string(),
-            url: self.url.to_string(),
+            url: self.shown_url(),
             message,
         }
     }
 
-    /// Maps an object store error to the crate's, by what the downloader should do about it.
+    /// Maps an object store error to the crate's, by what the downloader should do about it:
+    /// only failures that may pass (the network, a server error, a throttle) are retryable.
     fn store(&self, error: object_store::Error) -> Error {
+        use object_store::Error as Store;
+        let access_denied =
+            |message: &str, source: Box<dyn std::error::Error + Send + Sync>| Error::AccessDenied {
+                chunk: *self.chunk,
+                file: self.file.to_string(),
+                url: self.shown_url(),
+                message: message.to_string(),
+                source: Arc::from(source),
+            };
         match error {
-            object_store::Error::NotFound { .. } => Error::HttpStatus {
-                chunk: *self.chunk,
-                file: self.file.to_string(),
-                url: self.url.to_string(),
-                status: 404,
-            },
-            object_store::Error::PermissionDenied { source, .. }
-            | object_store::Error::Unauthenticated { source, .. } => Error::AccessDenied {
-                chunk: *self.chunk,
-                file: self.file.to_string(),
-                url: self.url.to_string(),
-                message: flatten(&*source),
-            },
-            object_store::Error::Precondition { .. } => {
+            Store::NotFound { .. } => self.http_status(404),
+            Store::PermissionDenied { source, .. } => access_denied("permission denied", source),
+            Store::Unauthenticated { source, .. } => access_denied("not authenticated", source),
+            Store::Precondition { .. } => {
                 self.changed("its ETag no longer matches the version being downloaded".into())
             }
-            object_store::Error::InvalidPath { source } => self.config(source.to_string()),
-            other => self.network_message(flatten(&other)),
+            Store::NotModified { .. } => self.bad_response(
+                "the store answered \"not modified\" to an unconditional read".into(),
+            ),
+            Store::AlreadyExists { .. } => {
+                self.bad_response("the store answered \"conflict\" to a read".into())
+            }
+            Store::InvalidPath { source } => self.config(format!("bad object path: {source}")),
+            Store::NotSupported { source } => {
+                self.config(format!("not supported by the store: {source}"))
+            }
+            error @ (Store::NotImplemented { .. } | Store::UnknownConfigurationKey { .. }) => {
+                self.config(error.to_string())
+            }
+            Store::Generic { source, .. } => self.store_generic(source),
+            // A local read's task failed, or a kind added later: may pass.
+            other => self.network_error("the object store failed", Arc::new(other)),
+        }
+    }
+
+    /// A store's generic error: the network (retryable), an HTTP status (by its class), or a
+    /// local file's IO error (by its kind).
+    fn store_generic(&self, source: Box<dyn std::error::Error + Send + Sync>) -> Error {
+        let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(&*source);
+        while let Some(error) = cause {
+            if error.is::<object_store::client::HttpError>() {
+                return self.network_error("the object store request failed", Arc::from(source));
+            }
+            if let Some(io) = error.downcast_ref::<std::io::Error>() {
+                match io.kind() {
+                    std::io::ErrorKind::NotFound => return self.http_status(404),
+                    std::io::ErrorKind::PermissionDenied => {
+                        return Error::AccessDenied {
+                            chunk: *self.chunk,
+                            file: self.file.to_string(),
+                            url: self.shown_url(),
+                            message: "permission denied".to_string(),
+                            source: Arc::from(source),
+                        };
+                    }
+                    _ => {}
+                }
+            }
+            cause = error.source();
+        }
+        // object_store keeps the status of an unexpected answer private but states it:
+        // "Server returned non-2xx status code: 400 Bad Request: ...".
+        if let Some(status) = stated_status(&*source) {
+            return self.http_status(status);
+        }
+        self.network_error("the object store failed", Arc::from(source))
+    }
+
+    fn http_status(&self, status: u16) -> Error {
+        Error::HttpStatus {
+            chunk: *self.chunk,
+            file: self.file.to_string(),
+            url: self.shown_url(),
+            status,
         }
     }
 }
 
-/// An error's message with its source chain, `a: b: c`.
-fn flatten(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut message = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        let text = cause.to_string();
-        if !message.contains(&text) {
-            message.push_str(": ");
-            message.push_str(&text);
+/// The HTTP status an object store error's chain states, if any.
+fn stated_status(error: &(dyn std::error::Error + 'static)) -> Option<u16> {
+    const MARKER: &str = "status code: ";
+    let mut cause = Some(error);
+    while let Some(error) = cause {
+        let text = error.to_string();
+        if let Some(at) = text.find(MARKER) {
+            let digits = text.get(at + MARKER.len()..at + MARKER.len() + 3)?;
+            return digits
+                .parse()
+                .ok()
+                .filter(|status| (100..600).contains(status));
         }
-        source = cause.source();
+        cause = error.source();
     }
-    message
+    None
 }
 
 /// What a probe learned about a file.
@@ -211,8 +301,11 @@ pub(crate) struct Probe {
 pub(crate) struct Body {
     /// Bytes the body will carry.
     pub(crate) length: u64,
-    /// The source ignored the offset and sends the file from its first byte.
+    /// The source sends the file from its first byte although an offset was asked: it ignored
+    /// the range, the file changed, or there is no strong validator to resume with.
     pub(crate) from_start: bool,
+    /// The strong ETag of the version the body carries, if the source gives one.
+    pub(crate) etag: Option<String>,
     pub(crate) pieces: BoxStream<'static, Result<Bytes, BodyError>>,
 }
 
@@ -225,7 +318,7 @@ pub(crate) enum BodyError {
 impl BodyError {
     pub(crate) fn into_error(self, context: FileContext<'_>, timeout: Duration) -> Error {
         match self {
-            BodyError::Http(error) => context.network(&error, timeout),
+            BodyError::Http(error) => context.network(error, timeout),
             BodyError::Store(error) => context.store(error),
         }
     }
@@ -249,7 +342,7 @@ pub(crate) struct Sources {
     connect_timeout: Duration,
     s3: S3Config,
     allow_file_urls: bool,
-    buckets: Mutex<HashMap<String, Arc<dyn ObjectStore>>>,
+    buckets: Mutex<Buckets>,
     local: Arc<dyn ObjectStore>,
 }
 
@@ -261,7 +354,7 @@ impl Sources {
             connect_timeout: config.connect_timeout,
             s3: config.s3.clone(),
             allow_file_urls: config.allow_file_urls,
-            buckets: Mutex::new(HashMap::new()),
+            buckets: Mutex::new(Buckets::default()),
             local: Arc::new(LocalFileSystem::new()),
         })
     }
@@ -309,16 +402,26 @@ impl Sources {
     ) -> Result<Arc<dyn ObjectStore>, Error> {
         let mut buckets = self.buckets.lock().unwrap_or_else(PoisonError::into_inner);
         if let Some(store) = buckets.get(bucket) {
-            return Ok(Arc::clone(store));
+            return Ok(store);
         }
         let store: Arc<dyn ObjectStore> = Arc::new(
             s3_builder(&self.s3, self.connect_timeout)
                 .with_bucket_name(bucket)
                 .build()
-                .map_err(|error| context.config(flatten(&error)))?,
+                .map_err(|error| context.config(error.to_string()))?,
         );
-        buckets.insert(bucket.to_string(), Arc::clone(&store));
+        buckets.insert(bucket, Arc::clone(&store));
         Ok(store)
+    }
+
+    /// How many object store clients are kept.
+    #[cfg(test)]
+    fn buckets_kept(&self) -> usize {
+        self.buckets
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clients
+            .len()
     }
 
     /// The file's size and version.
@@ -329,35 +432,7 @@ impl Sources {
     ) -> Result<Probe, Error> {
         let timeout = self.read_timeout;
         match location {
-            Location::Http => {
-                let request = self.http.head(context.url).send();
-                let response = tokio::time::timeout(timeout, request)
-                    .await
-                    .map_err(|_| context.timeout(timeout))?
-                    .map_err(|error| context.network(&error, timeout))?;
-                let status = response.status();
-                if status != StatusCode::OK {
-                    return Err(context.status(status, header(&response, LOCATION)));
-                }
-                // Read the header itself: the body of a HEAD reply is empty whatever its length.
-                let size = header(&response, CONTENT_LENGTH)
-                    .and_then(|value| value.parse().ok())
-                    .ok_or_else(|| {
-                        context.bad_response(
-                            "the origin does not tell the file's size (no Content-Length)".into(),
-                        )
-                    })?;
-                // Only a strong ETag can pin a range request (If-Match compares strongly).
-                let etag = header(&response, ETAG)
-                    .filter(|etag| !etag.starts_with("W/"))
-                    .map(str::to_string);
-                Ok(Probe {
-                    size,
-                    etag,
-                    version: None,
-                    etag_is_md5: false,
-                })
-            }
+            Location::Http => self.probe_http(context).await,
             Location::Store { store, path, s3 } => {
                 let meta = tokio::time::timeout(timeout, store.head(path))
                     .await
@@ -378,6 +453,89 @@ impl Sources {
         }
     }
 
+    /// Sends a request, bounding the wait for its answer's head.
+    async fn send(
+        &self,
+        context: FileContext<'_>,
+        request: reqwest::RequestBuilder,
+    ) -> Result<reqwest::Response, Error> {
+        let timeout = self.read_timeout;
+        tokio::time::timeout(timeout, request.send())
+            .await
+            .map_err(|_| context.timeout(timeout))?
+            .map_err(|error| context.network(error, timeout))
+    }
+
+    /// An http(s) file's size and version, by `HEAD`, or by a one-byte `GET` if `HEAD` is
+    /// refused with `403` or `405` (S3 presigned `GET` URLs refuse it).
+    async fn probe_http(&self, context: FileContext<'_>) -> Result<Probe, Error> {
+        let response = self.send(context, self.http.head(context.url)).await?;
+        let status = response.status();
+        if status == StatusCode::FORBIDDEN || status == StatusCode::METHOD_NOT_ALLOWED {
+            tracing::debug!(
+                chunk = %crate::ShortId(context.chunk),
+                file = context.file,
+                status = status.as_u16(),
+                "HEAD refused; probing with a one-byte GET"
+            );
+            return self.probe_http_by_get(context).await;
+        }
+        if status != StatusCode::OK {
+            return Err(context.status(status, header(&response, LOCATION)));
+        }
+        // Read the header itself: the body of a HEAD reply is empty whatever its length.
+        let size = header(&response, CONTENT_LENGTH)
+            .and_then(|value| value.parse().ok())
+            .ok_or_else(|| {
+                context.bad_response(
+                    "the origin does not tell the file's size (no Content-Length)".into(),
+                )
+            })?;
+        Ok(Probe {
+            size,
+            etag: strong_etag(&response),
+            version: None,
+            etag_is_md5: false,
+        })
+    }
+
+    /// The probe from a `GET` of the first byte: the size from `Content-Range` (or from
+    /// `Content-Length` if the origin sends the whole file, whose body is then dropped).
+    async fn probe_http_by_get(&self, context: FileContext<'_>) -> Result<Probe, Error> {
+        let request = self.http.get(context.url).header(RANGE, "bytes=0-0");
+        let response = self.send(context, request).await?;
+        let status = response.status();
+        let no_size = || {
+            context.bad_response(format!(
+                "HEAD is refused and the GET does not tell the file's size (HTTP {}, \
+                 Content-Range {:?}, Content-Length {:?})",
+                status.as_u16(),
+                header(&response, CONTENT_RANGE).unwrap_or_default(),
+                header(&response, CONTENT_LENGTH).unwrap_or_default(),
+            ))
+        };
+        let size = match status {
+            // `bytes 0-0/SIZE`, or `bytes */SIZE` for an empty file.
+            StatusCode::PARTIAL_CONTENT | StatusCode::RANGE_NOT_SATISFIABLE => {
+                header(&response, CONTENT_RANGE)
+                    .and_then(|range| range.strip_prefix("bytes "))
+                    .and_then(|range| range.rsplit_once('/'))
+                    .and_then(|(_, total)| total.parse().ok())
+                    .ok_or_else(no_size)?
+            }
+            StatusCode::OK => header(&response, CONTENT_LENGTH)
+                .and_then(|value| value.parse().ok())
+                .ok_or_else(no_size)?,
+            other => return Err(context.status(other, header(&response, LOCATION))),
+        };
+        Ok(Probe {
+            size,
+            etag: strong_etag(&response),
+            version: None,
+            etag_is_md5: false,
+        })
+    }
+
     /// A body with the file's bytes from `offset` on, of the probed version.
     pub(crate) async fn open(
         &self,
@@ -394,28 +552,39 @@ impl Sources {
         }
     }
 
+    /// An http(s) body from `offset` on. A resume is a `Range` request only with a strong
+    /// ETag, sent as `If-Range`: a changed file then comes whole (`200`), never stitched.
     async fn open_http(
         &self,
         context: FileContext<'_>,
         probe: &Probe,
         offset: u64,
     ) -> Result<Body, Error> {
-        let timeout = self.read_timeout;
         let size = probe.size;
         let mut request = self.http.get(context.url);
-        if offset > 0 {
-            request = request.header(RANGE, format!("bytes={offset}-"));
-            if let Some(etag) = &probe.etag {
-                request = request.header(IF_MATCH, etag);
+        let resume = match (&probe.etag, offset) {
+            (_, 0) => false,
+            (Some(etag), _) => {
+                request = request
+                    .header(RANGE, format!("bytes={offset}-"))
+                    .header(IF_RANGE, etag);
+                true
             }
-        }
-        let response = tokio::time::timeout(timeout, request.send())
-            .await
-            .map_err(|_| context.timeout(timeout))?
-            .map_err(|error| context.network(&error, timeout))?;
+            (None, _) => {
+                tracing::debug!(
+                    chunk = %crate::ShortId(context.chunk),
+                    file = context.file,
+                    "no strong ETag to resume with; fetching the file from its first byte"
+                );
+                false
+            }
+        };
+        let response = self.send(context, request).await?;
         let status = response.status();
+        let etag = strong_etag(&response);
+        let announced = header(&response, CONTENT_LENGTH).and_then(|v| v.parse::<u64>().ok());
         let (length, from_start) = match status {
-            StatusCode::PARTIAL_CONTENT if offset > 0 => {
+            StatusCode::PARTIAL_CONTENT if resume => {
                 let range = header(&response, CONTENT_RANGE).unwrap_or_default();
                 let expected = format!("bytes {offset}-{}/{size}", size.saturating_sub(1));
                 if range != expected {
@@ -423,17 +592,34 @@ impl Sources {
                         "asked for bytes {offset}- of {size}, got Content-Range {range:?}"
                     )));
                 }
+                // An origin that ignored If-Range but tells the version it sends.
+                if let (Some(sent), Some(probed)) = (&etag, &probe.etag)
+                    && sent != probed
+                {
+                    return Err(context.changed(format!(
+                        "its ETag went from {probed} to {sent} (If-Range ignored)"
+                    )));
+                }
                 (size - offset, false)
             }
-            // An origin that ignores ranges sends the whole file: start over.
-            StatusCode::OK => (size, offset > 0),
-            StatusCode::PRECONDITION_FAILED if offset > 0 => {
+            // The whole file: the first request, an origin that ignores ranges, or a version
+            // other than the one resumed. Its length must still be the reserved size.
+            StatusCode::OK => {
+                if let Some(announced) = announced
+                    && announced != size
+                {
+                    return Err(
+                        context.changed(format!("its size went from {size} to {announced} bytes"))
+                    );
+                }
+                (size, offset > 0)
+            }
+            StatusCode::PRECONDITION_FAILED if resume => {
                 return Err(context.changed("its ETag no longer matches".into()));
             }
             other => return Err(context.status(other, header(&response, LOCATION))),
         };
-        if let Some(announced) =
-            header(&response, CONTENT_LENGTH).and_then(|v| v.parse::<u64>().ok())
+        if let Some(announced) = announced
             && announced != length
         {
             return Err(context.size_mismatch(length, announced));
@@ -441,6 +627,7 @@ impl Sources {
         Ok(Body {
             length,
             from_start,
+            etag,
             pieces: response.bytes_stream().map_err(BodyError::Http).boxed(),
         })
     }
@@ -480,6 +667,7 @@ impl Sources {
         Ok(Body {
             length: end - start,
             from_start: false,
+            etag: probe.etag.clone(),
             pieces: result.into_stream().map_err(BodyError::Store).boxed(),
         })
     }
@@ -537,4 +725,180 @@ fn s3_builder(s3: &S3Config, connect_timeout: Duration) -> AmazonS3Builder {
 
 fn header(response: &reqwest::Response, name: reqwest::header::HeaderName) -> Option<&str> {
     response.headers().get(name)?.to_str().ok()
+}
+
+/// The response's ETag if it is strong: only a strong one can pin a resume (`If-Range` and
+/// `If-Match` compare strongly; a weak `W/` ETag never matches).
+fn strong_etag(response: &reqwest::Response) -> Option<String> {
+    header(response, ETAG)
+        .filter(|etag| !etag.starts_with("W/"))
+        .map(str::to_string)
+}
+
+/// The object store clients, one per bucket, at most [`MAX_BUCKETS`]: bucket names come from
+/// untrusted chunk descriptions, so the least recently used client is dropped to make room.
+#[derive(Default)]
+struct Buckets {
+    clients: HashMap<String, (Arc<dyn ObjectStore>, u64)>,
+    /// A counter of uses, to find the least recently used client.
+    clock: u64,
+}
+
+impl Buckets {
+    fn get(&mut self, bucket: &str) -> Option<Arc<dyn ObjectStore>> {
+        self.clock += 1;
+        let (store, used) = self.clients.get_mut(bucket)?;
+        *used = self.clock;
+        Some(Arc::clone(store))
+    }
+
+    fn insert(&mut self, bucket: &str, store: Arc<dyn ObjectStore>) {
+        if self.clients.len() >= MAX_BUCKETS
+            && let Some(oldest) = self
+                .clients
+                .iter()
+                .min_by_key(|(_, (_, used))| *used)
+                .map(|(name, _)| name.clone())
+        {
+            // Downloads still using it keep their Arc; only the cache lets go.
+            self.clients.remove(&oldest);
+        }
+        self.clock += 1;
+        self.clients.insert(bucket.to_string(), (store, self.clock));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn context<'a>(url: &'a str) -> FileContext<'a> {
+        FileContext {
+            chunk: &[1; 32],
+            file: "f",
+            url,
+        }
+    }
+
+    #[test]
+    fn issue10_the_bucket_clients_kept_are_bounded_and_lru() {
+        let config = Config::new("/nonexistent").with_s3(S3Config {
+            endpoint: Some("http://127.0.0.1:9".into()),
+            region: Some("us-east-1".into()),
+            anonymous: true,
+            ..S3Config::default()
+        });
+        let sources = Sources::new(&config).unwrap();
+        let url = |n: usize| format!("s3://bucket-{n}/key");
+        let first = url(0);
+        let Location::Store { store: kept, .. } = sources.locate(context(&first)).unwrap() else {
+            panic!("an s3 URL is a store")
+        };
+        for n in 1..100 {
+            let url = url(n);
+            sources.locate(context(&url)).unwrap();
+            // Bucket 0 is used all along: never the least recently used.
+            let Location::Store { store, .. } = sources.locate(context(&first)).unwrap() else {
+                panic!("an s3 URL is a store")
+            };
+            assert!(Arc::ptr_eq(&store, &kept), "bucket 0 was dropped at {n}");
+            assert!(sources.buckets_kept() <= MAX_BUCKETS);
+        }
+        assert_eq!(sources.buckets_kept(), MAX_BUCKETS);
+    }
+
+    #[test]
+    fn issue10_object_store_errors_are_mapped_by_what_they_mean() {
+        let url = "s3://b/k?X-Amz-Signature=secret";
+        let context = context(url);
+        let source = || -> Box<dyn std::error::Error + Send + Sync> { "cause".into() };
+        let path = || "k".to_string();
+        let permanent = [
+            object_store::Error::NotFound {
+                path: path(),
+                source: source(),
+            },
+            object_store::Error::PermissionDenied {
+                path: path(),
+                source: source(),
+            },
+            object_store::Error::Unauthenticated {
+                path: path(),
+                source: source(),
+            },
+            object_store::Error::NotModified {
+                path: path(),
+                source: source(),
+            },
+            object_store::Error::AlreadyExists {
+                path: path(),
+                source: source(),
+            },
+            object_store::Error::NotSupported { source: source() },
+            object_store::Error::NotImplemented {
+                operation: "get".into(),
+                implementer: "test".into(),
+            },
+            object_store::Error::UnknownConfigurationKey {
+                store: "S3",
+                key: "k".into(),
+            },
+            object_store::Error::Generic {
+                store: "S3",
+                source: "Server returned non-2xx status code: 400 Bad Request: no".into(),
+            },
+            object_store::Error::Generic {
+                store: "LocalFileSystem",
+                source: Box::new(std::io::Error::from(std::io::ErrorKind::PermissionDenied)),
+            },
+        ];
+        for error in permanent {
+            let shown = format!("{error}");
+            let mapped = context.store(error);
+            assert!(!mapped.is_retryable(), "{shown} became {mapped:?}");
+            assert!(!mapped.with_causes().contains("secret"), "{mapped}");
+        }
+        let changed = context.store(object_store::Error::Precondition {
+            path: path(),
+            source: source(),
+        });
+        assert!(
+            matches!(changed, Error::SourceChanged { .. }),
+            "{changed:?}"
+        );
+        let retryable = [
+            object_store::Error::Generic {
+                store: "S3",
+                source: "Server returned non-2xx status code: 503 Service Unavailable: x".into(),
+            },
+            object_store::Error::Generic {
+                store: "S3",
+                source: Box::new(object_store::client::HttpError::new(
+                    object_store::client::HttpErrorKind::Connect,
+                    std::io::Error::from(std::io::ErrorKind::ConnectionRefused),
+                )),
+            },
+            object_store::Error::Generic {
+                store: "S3",
+                source: "something else".into(),
+            },
+        ];
+        for error in retryable {
+            let shown = format!("{error}");
+            let mapped = context.store(error);
+            assert!(mapped.is_retryable(), "{shown} became {mapped:?}");
+            // The cause is kept as a source, not flattened into the message.
+            assert!(
+                std::error::Error::source(&mapped).is_some()
+                    || matches!(mapped, Error::HttpStatus { .. }),
+                "{mapped:?}"
+            );
+        }
+        let not_found = context.store(object_store::Error::NotFound {
+            path: path(),
+            source: source(),
+        });
+        assert!(matches!(not_found, Error::HttpStatus { status: 404, .. }));
+        assert!(!not_found.to_string().contains("secret"), "{not_found}");
+    }
 }

@@ -189,3 +189,101 @@ fn a_data_dir_that_cannot_be_created_is_a_clear_error() {
         "{error}"
     );
 }
+
+#[test]
+fn issue10_urls_without_a_host_or_with_control_characters_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let manager = ChunkManager::open(config(dir.path())).unwrap();
+    let urls = [
+        "http:///x",
+        "https:///x",
+        "http:/x",
+        "\u{0}http://x",
+        "http://x/\u{0}y",
+        "http://x/a\nb",
+        "http://x/a\tb",
+        "\u{7f}http://x",
+    ];
+    for (i, url) in urls.iter().enumerate() {
+        let id = i as u8 + 1;
+        let files = HashMap::from([("f".to_string(), url.to_string())]);
+        manager.download_chunk(DataChunk::new([id; 32], [0; 32], 0..10, files));
+        let error = failed_with(&manager, id);
+        assert!(
+            matches!(
+                &*error,
+                Error::InvalidChunk {
+                    source: InvalidChunk::Url { .. },
+                    ..
+                }
+            ),
+            "{url:?} gave {error}"
+        );
+    }
+    assert!(manager.list_chunks().is_empty());
+}
+
+#[test]
+fn issue11_more_than_ten_files_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let manager = ChunkManager::open(config(dir.path())).unwrap();
+    let files = |n: usize| -> HashMap<String, String> {
+        (0..n)
+            .map(|i| (format!("f{i}"), format!("http://127.0.0.1:9/{i}")))
+            .collect()
+    };
+    manager.download_chunk(DataChunk::new([1; 32], [0; 32], 0..10, files(11)));
+    manager.download_chunk(DataChunk::new([2; 32], [0; 32], 0..10, files(1000)));
+    for (id, count) in [(1, 11), (2, 1000)] {
+        let error = failed_with(&manager, id);
+        assert!(
+            matches!(
+                &*error,
+                Error::InvalidChunk { source: InvalidChunk::TooManyFiles { count: c, max: 10 }, .. }
+                    if *c == count
+            ),
+            "{error}"
+        );
+        assert!(error.to_string().contains("at most 10"), "{error}");
+    }
+}
+
+#[test]
+fn issue11_unknown_fields_in_a_chunk_description_are_refused() {
+    let chunk = DataChunk::new(
+        [1; 32],
+        [0; 32],
+        0..10,
+        HashMap::from([("f".to_string(), "http://h/x".to_string())]),
+    )
+    .with_check("f", chunk_manager::FileCheck::new().with_size(5));
+    let json = serde_json::to_value(&chunk).unwrap();
+    assert_eq!(
+        serde_json::from_value::<DataChunk>(json.clone()).unwrap(),
+        chunk
+    );
+
+    // A misspelled `checks` would silently skip verification.
+    let mut misspelled = json.clone();
+    let checks = misspelled
+        .as_object_mut()
+        .unwrap()
+        .remove("checks")
+        .unwrap();
+    misspelled["check"] = checks;
+    let error = serde_json::from_value::<DataChunk>(misspelled).unwrap_err();
+    assert!(
+        error.to_string().contains("unknown field `check`"),
+        "{error}"
+    );
+
+    // So would a misspelled field of a check.
+    let mut nested = json.clone();
+    nested["checks"]["f"]["checksun"] = "sha256:00".into();
+    let error = serde_json::from_value::<DataChunk>(nested).unwrap_err();
+    assert!(error.to_string().contains("checksun"), "{error}");
+
+    let mut extra = json;
+    extra["priority"] = 1.into();
+    assert!(serde_json::from_value::<DataChunk>(extra).is_err());
+}

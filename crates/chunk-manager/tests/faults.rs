@@ -41,10 +41,13 @@ fn client_errors_are_permanent_and_not_retried() {
             error.to_string().contains("1/data"),
             "the error names the URL: {error}"
         );
+        // A refused HEAD is asked again with a GET (S3 presigned URLs refuse HEAD): 403 is
+        // two requests, still no retry.
+        let expected = if status == 403 { 2 } else { 1 };
         assert_eq!(
             catalog.origin.requests("1/data").len(),
-            1,
-            "one request, no retry"
+            expected,
+            "no retry"
         );
         assert!(manager.list_chunks().is_empty());
         manager.wait_idle_blocking();
@@ -264,5 +267,68 @@ fn one_failing_file_fails_only_its_chunk() {
     assert!(
         temporary_entries(dir.path()).is_empty(),
         "the failed chunk's partial files are removed"
+    );
+}
+
+#[test]
+fn issue10_an_origin_that_refuses_head_is_probed_with_a_get() {
+    for status in [403u16, 405] {
+        let catalog = Catalog::new();
+        let dir = tempfile::tempdir().unwrap();
+        let manager = ChunkManager::open(config(dir.path())).unwrap();
+        let chunk = catalog
+            .simple(1, 50_000)
+            .with_check("data", chunk_manager::FileCheck::new().with_size(50_000));
+        catalog.origin.refuse_head("1/data", Some(status));
+        manager.download_chunk(chunk);
+        let ready = manager.wait_ready_blocking([1; 32]);
+        let ready = ready.unwrap_or_else(|error| panic!("HEAD {status}: {error}"));
+        catalog.assert_intact(&ready);
+        let requests: Vec<_> = catalog
+            .origin
+            .requests("1/data")
+            .into_iter()
+            .map(|r| (r.method, r.range, r.status))
+            .collect();
+        assert_eq!(
+            requests,
+            vec![
+                ("HEAD".to_string(), None, status),
+                ("GET".to_string(), Some((0, Some(0))), 206),
+                ("GET".to_string(), None, 200),
+            ],
+            "HEAD {status}"
+        );
+    }
+}
+
+#[test]
+fn issue10_an_empty_file_behind_a_refused_head_is_fine() {
+    let catalog = Catalog::new();
+    let dir = tempfile::tempdir().unwrap();
+    let manager = ChunkManager::open(config(dir.path())).unwrap();
+    let chunk = catalog.simple(1, 0);
+    catalog.origin.refuse_head("1/data", Some(403));
+    manager.download_chunk(chunk);
+    catalog.assert_intact(&manager.wait_ready_blocking([1; 32]).unwrap());
+}
+
+#[test]
+fn issue10_a_404_on_head_still_fails_permanently() {
+    let catalog = Catalog::new();
+    let dir = tempfile::tempdir().unwrap();
+    let manager = ChunkManager::open(config(dir.path())).unwrap();
+    let chunk = catalog.simple(1, 1000);
+    catalog.origin.refuse_head("1/data", Some(404));
+    manager.download_chunk(chunk);
+    let error = manager.wait_ready_blocking([1; 32]).unwrap_err();
+    assert!(
+        matches!(*error, Error::HttpStatus { status: 404, .. }),
+        "{error}"
+    );
+    assert_eq!(
+        catalog.origin.requests("1/data").len(),
+        1,
+        "no GET, no retry"
     );
 }

@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use chunk_manager::{Checksum, ChunkManager, DataChunk, Error, Event, FileCheck};
-use chunk_origin::{Fault, Gate, content};
+use chunk_origin::{Fault, Gate, Validators, content};
 use common::{Catalog, config, temporary_entries, wait_event};
 use sha2::Digest as _;
 
@@ -186,8 +186,8 @@ fn a_file_replaced_during_a_resume_is_downloaded_again_not_stitched() {
         .collect();
     assert_eq!(
         statuses,
-        vec![(None, 200), (Some((100_000, None)), 412), (None, 200)],
-        "cut, the pinned resume refused, the new version from its first byte"
+        vec![(None, 200), (Some((100_000, None)), 200)],
+        "cut, then the resume pinned with If-Range answered with the whole new version"
     );
 }
 
@@ -236,4 +236,103 @@ fn file_urls_are_refused_unless_allowed() {
     manager.download_chunk(chunk);
     let ready = manager.wait_ready_blocking([1; 32]).unwrap();
     assert!(std::fs::read(ready.path().join("blocks")).unwrap() == content(5, 3000)[..]);
+}
+
+/// Cuts the download of a 200,000-byte file at 100,000 bytes, replaces the file (same size,
+/// new content) during the cut, and returns the committed bytes, the replacement, and the
+/// GETs' (range, status).
+/// A GET's range and status, as the origin recorded them.
+type Get = (Option<(u64, Option<u64>)>, u16);
+
+fn cut_and_replace(validators: Validators) -> (Vec<u8>, bytes::Bytes, Vec<Get>) {
+    let catalog = Catalog::new();
+    let dir = tempfile::tempdir().unwrap();
+    let manager = ChunkManager::open(config(dir.path())).unwrap();
+    let gate = Gate::new();
+    let chunk = catalog.simple(1, 200_000);
+    catalog.origin.set_validators("1/data", validators);
+    catalog.origin.push_fault(
+        "1/data",
+        Fault::Cut {
+            after: 100_000,
+            gate: gate.clone(),
+        },
+    );
+    manager.download_chunk(chunk);
+    assert!(gate.wait_reached(Duration::from_secs(30)));
+    let replacement = content(999, 200_000);
+    catalog.origin.insert("1/data", replacement.clone());
+    gate.open();
+    let ready = manager.wait_ready_blocking([1; 32]).unwrap();
+    let on_disk = std::fs::read(ready.path().join("data")).unwrap();
+    let gets = catalog
+        .origin
+        .requests("1/data")
+        .into_iter()
+        .filter(|request| request.method == "GET")
+        .map(|request| (request.range, request.status))
+        .collect();
+    (on_disk, replacement, gets)
+}
+
+#[test]
+fn issue10_resume_without_a_strong_validator_starts_over_and_never_stitches() {
+    for validators in [
+        Validators::None,
+        Validators::WeakEtag,
+        Validators::LastModified,
+    ] {
+        let (on_disk, replacement, gets) = cut_and_replace(validators);
+        assert!(
+            on_disk == replacement[..],
+            "{validators:?}: the committed file is the new version, whole, not a mix"
+        );
+        assert_eq!(
+            gets,
+            vec![(None, 200), (None, 200)],
+            "{validators:?}: no Range without a strong validator"
+        );
+    }
+}
+
+#[test]
+fn issue10_resume_with_a_strong_etag_replaced_during_the_cut_takes_the_whole_new_version() {
+    let (on_disk, replacement, gets) = cut_and_replace(Validators::StrongEtag);
+    assert!(on_disk == replacement[..], "the new version, whole");
+    assert_eq!(
+        gets,
+        vec![(None, 200), (Some((100_000, None)), 200)],
+        "the If-Range resume answered with the whole new version, used as is"
+    );
+}
+
+#[test]
+fn issue10_resume_with_a_strong_etag_still_fetches_only_the_rest() {
+    let catalog = Catalog::new();
+    let dir = tempfile::tempdir().unwrap();
+    let manager = ChunkManager::open(config(dir.path())).unwrap();
+    let chunk = catalog.simple(1, 200_000);
+    catalog
+        .origin
+        .push_fault("1/data", Fault::Truncate { after: 80_000 });
+    manager.download_chunk(chunk);
+    let ready = manager.wait_ready_blocking([1; 32]).unwrap();
+    catalog.assert_intact(&ready);
+    let gets: Vec<_> = catalog
+        .origin
+        .requests("1/data")
+        .into_iter()
+        .filter(|request| request.method == "GET")
+        .map(|request| (request.range, request.status))
+        .collect();
+    assert_eq!(gets.len(), 2, "{gets:?}");
+    let (Some((from, None)), 206) = gets[1] else {
+        panic!("the resume is a range request answered 206: {gets:?}")
+    };
+    assert!(from > 0 && from <= 80_000, "resumed from {from}");
+    assert_eq!(
+        catalog.origin.bytes_served(),
+        80_000 + (200_000 - from),
+        "no byte received is downloaded again"
+    );
 }

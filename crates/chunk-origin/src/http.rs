@@ -8,7 +8,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
-use crate::{Fault, RequestRecord, State};
+use crate::{Fault, RequestRecord, State, Validators};
 
 /// The most header bytes a request may have.
 const MAX_HEAD: usize = 16 * 1024;
@@ -43,6 +43,7 @@ struct Request {
     path: String,
     range: Option<(u64, Option<u64>)>,
     if_match: Option<String>,
+    if_range: Option<String>,
     close: bool,
 }
 
@@ -107,6 +108,7 @@ async fn read_request(
         .to_string();
     let mut range = None;
     let mut if_match = None;
+    let mut if_range = None;
     let mut close = version == "HTTP/1.0";
     for line in lines {
         let Some((name, value)) = line.split_once(':') else {
@@ -117,6 +119,8 @@ async fn read_request(
             range = parse_range(value);
         } else if name.eq_ignore_ascii_case("if-match") {
             if_match = Some(value.to_string());
+        } else if name.eq_ignore_ascii_case("if-range") {
+            if_range = Some(value.to_string());
         } else if name.eq_ignore_ascii_case("connection") {
             close = value.eq_ignore_ascii_case("close");
         }
@@ -126,6 +130,7 @@ async fn read_request(
         path,
         range,
         if_match,
+        if_range,
         close,
     }))
 }
@@ -151,6 +156,7 @@ fn reason(status: u16) -> &'static str {
         400 => "Bad Request",
         403 => "Forbidden",
         404 => "Not Found",
+        307 => "Temporary Redirect",
         405 => "Method Not Allowed",
         412 => "Precondition Failed",
         416 => "Range Not Satisfiable",
@@ -170,6 +176,18 @@ async fn simple(
     head_only: bool,
     close: bool,
 ) -> std::io::Result<()> {
+    simple_to(stream, status, message, head_only, close, None).await
+}
+
+/// [`simple`] with a given `Location` for a redirect.
+async fn simple_to(
+    stream: &mut TcpStream,
+    status: u16,
+    message: &str,
+    head_only: bool,
+    close: bool,
+    location: Option<&str>,
+) -> std::io::Result<()> {
     let body = format!(
         "<html><head><title>{status} {r}</title></head><body><h1>{r}</h1><p>{message}</p></body></html>\n",
         r = reason(status)
@@ -180,7 +198,8 @@ async fn simple(
         body.len()
     );
     if (300..400).contains(&status) {
-        head.push_str("Location: http://127.0.0.1:9/elsewhere\r\n");
+        let location = location.unwrap_or("http://127.0.0.1:9/elsewhere");
+        head.push_str(&format!("Location: {location}\r\n"));
     }
     if close {
         head.push_str("Connection: close\r\n");
@@ -216,7 +235,17 @@ async fn respond(
             return Ok(true);
         }
     };
+    if head_only && let Some(status) = state.head_status(&request.path) {
+        record(status);
+        simple(stream, status, "HEAD refused", true, false).await?;
+        return Ok(true);
+    }
     let fault = state.fault(&request.path, !head_only);
+    if let Some(Fault::Redirect { status, location }) = &fault {
+        record(*status);
+        simple_to(stream, *status, "moved", head_only, false, Some(location)).await?;
+        return Ok(true);
+    }
     if let Some(Fault::Status(status)) = fault {
         record(status);
         simple(stream, status, "injected fault", head_only, false).await?;
@@ -228,17 +257,26 @@ async fn respond(
         return Ok(true);
     };
     let tag = format!("\"{}\"", etag(&file));
+    let validators = state.validators(&request.path);
+    // If-Match and If-Range compare strongly: only a strong ETag can match.
+    let strong = validators == Validators::StrongEtag;
     if let Some(wanted) = &request.if_match
         && wanted != "*"
-        && wanted != &tag
+        && !(strong && wanted == &tag)
     {
         record(412);
         simple(stream, 412, "the ETag does not match", head_only, false).await?;
         return Ok(true);
     }
     let total = file.len() as u64;
+    // An If-Range that does not match (a date, another or a weak ETag) asks for the whole.
+    let range_applies = request
+        .if_range
+        .as_ref()
+        .is_none_or(|wanted| strong && wanted == &tag);
     let range = match (&fault, request.range) {
         (Some(Fault::IgnoreRange), _) | (_, None) => None,
+        (_, Some(_)) if !range_applies => None,
         (_, Some((first, last))) => {
             Some((first, last.unwrap_or(u64::MAX).min(total.saturating_sub(1))))
         }
@@ -259,10 +297,18 @@ async fn respond(
     };
     record(status);
     let mut head = format!(
-        "HTTP/1.1 {status} {}\r\nContent-Type: application/octet-stream\r\nContent-Length: {}\r\nAccept-Ranges: bytes\r\nETag: {tag}\r\n",
+        "HTTP/1.1 {status} {}\r\nContent-Type: application/octet-stream\r\nContent-Length: {}\r\nAccept-Ranges: bytes\r\n",
         reason(status),
         body.len(),
     );
+    match validators {
+        Validators::StrongEtag => head.push_str(&format!("ETag: {tag}\r\n")),
+        Validators::WeakEtag => head.push_str(&format!("ETag: W/{tag}\r\n")),
+        Validators::LastModified => {
+            head.push_str("Last-Modified: Wed, 21 Oct 2015 07:28:00 GMT\r\n");
+        }
+        Validators::None => {}
+    }
     if let Some((first, last)) = range {
         head.push_str(&format!("Content-Range: bytes {first}-{last}/{total}\r\n"));
     }
@@ -339,7 +385,7 @@ async fn send_body(
             write(stream, state, body.slice(split..), PIECE).await?;
             Ok(true)
         }
-        Some(Fault::Status(_) | Fault::IgnoreRange) | None => {
+        Some(Fault::Status(_) | Fault::IgnoreRange | Fault::Redirect { .. }) | None => {
             write(stream, state, body, PIECE).await?;
             Ok(true)
         }

@@ -80,12 +80,33 @@ pub enum Fault {
         /// The gate that releases the reset.
         gate: Gate,
     },
+    /// Answer with a redirect of this status to this `Location`.
+    Redirect {
+        /// The status, 301, 302, 307, ...
+        status: u16,
+        /// The `Location` header sent.
+        location: String,
+    },
     /// Send the body with the byte at offset `at` of the file flipped (corruption in
     /// transit: the length and headers are right, the content is not).
     Corrupt {
         /// The file offset of the flipped byte.
         at: u64,
     },
+}
+
+/// Which validators the origin sends for a file, and so how a client can pin a resume.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Validators {
+    /// A strong `ETag` (the default): `If-Match` and `If-Range` work.
+    #[default]
+    StrongEtag,
+    /// Only a weak `ETag` (`W/"..."`): it never matches `If-Match` or `If-Range`.
+    WeakEtag,
+    /// No `ETag`, only `Last-Modified` (a fixed date whatever the content).
+    LastModified,
+    /// Neither an `ETag` nor `Last-Modified`.
+    None,
 }
 
 /// One request the origin received.
@@ -107,6 +128,8 @@ struct State {
     files: Mutex<HashMap<String, Bytes>>,
     queued: Mutex<HashMap<String, VecDeque<Fault>>>,
     persistent: Mutex<HashMap<String, Fault>>,
+    validators: Mutex<HashMap<String, Validators>>,
+    head_status: Mutex<HashMap<String, u16>>,
     requests: Mutex<Vec<RequestRecord>>,
     bytes_served: AtomicU64,
 }
@@ -131,6 +154,17 @@ impl State {
             return Some(fault);
         }
         lock(&self.persistent).get(path).cloned()
+    }
+
+    fn validators(&self, path: &str) -> Validators {
+        lock(&self.validators)
+            .get(path)
+            .copied()
+            .unwrap_or_default()
+    }
+
+    fn head_status(&self, path: &str) -> Option<u16> {
+        lock(&self.head_status).get(path).copied()
     }
 
     fn record(&self, record: RequestRecord) {
@@ -218,6 +252,22 @@ impl Origin {
         match fault {
             Some(fault) => persistent.insert(path, fault),
             None => persistent.remove(&path),
+        };
+    }
+
+    /// Sets which validators `path` is served with (see [`Validators`]).
+    pub fn set_validators(&self, path: &str, validators: Validators) {
+        lock(&self.state.validators).insert(path.trim_start_matches('/').to_string(), validators);
+    }
+
+    /// Makes every `HEAD` of `path` answer `status` (say 403 or 405, as S3 presigned `GET`
+    /// URLs do) while `GET` works; `None` serves `HEAD` again.
+    pub fn refuse_head(&self, path: &str, status: Option<u16>) {
+        let path = path.trim_start_matches('/').to_string();
+        let mut refused = lock(&self.state.head_status);
+        match status {
+            Some(status) => refused.insert(path, status),
+            None => refused.remove(&path),
         };
     }
 

@@ -87,3 +87,93 @@ async fn a_reset_is_an_error_for_the_client() {
     let response = reqwest::get(origin.url("r")).await.unwrap();
     assert!(response.bytes().await.is_err());
 }
+
+#[tokio::test]
+async fn validators_if_range_and_refused_heads() {
+    use chunk_origin::Validators;
+    use reqwest::header::{ETAG, IF_RANGE, LAST_MODIFIED};
+    let origin = Origin::start().unwrap();
+    let body = content(3, 1000);
+    origin.insert("f", body.clone());
+    let client = reqwest::Client::new();
+
+    let head = client.head(origin.url("f")).send().await.unwrap();
+    let tag = head.headers()[ETAG].to_str().unwrap().to_string();
+    assert!(tag.starts_with('"'), "{tag}");
+    let matching = client
+        .get(origin.url("f"))
+        .header(RANGE, "bytes=10-")
+        .header(IF_RANGE, &tag)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(matching.status(), StatusCode::PARTIAL_CONTENT);
+    assert_eq!(matching.bytes().await.unwrap(), body.slice(10..));
+    let other = client
+        .get(origin.url("f"))
+        .header(RANGE, "bytes=10-")
+        .header(IF_RANGE, "\"other\"")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        other.status(),
+        StatusCode::OK,
+        "a mismatched If-Range gets the whole"
+    );
+    assert_eq!(other.bytes().await.unwrap(), body);
+
+    origin.set_validators("f", Validators::WeakEtag);
+    let weak = client.get(origin.url("f")).send().await.unwrap();
+    let weak_tag = weak.headers()[ETAG].to_str().unwrap().to_string();
+    assert!(weak_tag.starts_with("W/"), "{weak_tag}");
+    let resumed = client
+        .get(origin.url("f"))
+        .header(RANGE, "bytes=10-")
+        .header(IF_RANGE, &weak_tag)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        resumed.status(),
+        StatusCode::OK,
+        "a weak ETag never matches"
+    );
+
+    origin.set_validators("f", Validators::LastModified);
+    let dated = client.head(origin.url("f")).send().await.unwrap();
+    assert!(dated.headers().get(ETAG).is_none());
+    assert!(dated.headers().get(LAST_MODIFIED).is_some());
+    origin.set_validators("f", Validators::None);
+    let bare = client.head(origin.url("f")).send().await.unwrap();
+    assert!(bare.headers().get(ETAG).is_none() && bare.headers().get(LAST_MODIFIED).is_none());
+
+    origin.refuse_head("f", Some(405));
+    let refused = client.head(origin.url("f")).send().await.unwrap();
+    assert_eq!(refused.status(), StatusCode::METHOD_NOT_ALLOWED);
+    let get = client.get(origin.url("f")).send().await.unwrap();
+    assert_eq!(get.bytes().await.unwrap(), body, "GET still works");
+    origin.refuse_head("f", None);
+    let head = client.head(origin.url("f")).send().await.unwrap();
+    assert_eq!(head.status(), StatusCode::OK);
+}
+
+#[tokio::test]
+async fn redirects_carry_the_given_location() {
+    let origin = Origin::start().unwrap();
+    origin.insert("f", content(1, 10));
+    origin.push_fault(
+        "f",
+        Fault::Redirect {
+            status: 307,
+            location: "http://127.0.0.1:9/x?sig=1".into(),
+        },
+    );
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let moved = client.get(origin.url("f")).send().await.unwrap();
+    assert_eq!(moved.status(), StatusCode::TEMPORARY_REDIRECT);
+    assert_eq!(moved.headers()["location"], "http://127.0.0.1:9/x?sig=1");
+}
