@@ -530,7 +530,7 @@ fn log_outcome(id: &ChunkId, outcome: &Outcome) {
             tracing::info!(%chunk, bytes = size, "download waits for room in the disk budget");
         }
         Outcome::Download(DownloadOutcome::Failed { error, attempts }) => {
-            tracing::warn!(%chunk, attempts, %error, "download failed");
+            tracing::warn!(%chunk, attempts, error = %error.with_causes(), "download failed");
         }
         Outcome::Removed(Ok(())) => tracing::info!(%chunk, "chunk removed"),
         Outcome::TombstoneWritten(Ok(())) => tracing::debug!(%chunk, "deletion recorded"),
@@ -545,7 +545,7 @@ fn log_outcome(id: &ChunkId, outcome: &Outcome) {
         | Outcome::CachedMarked {
             result: Err(error), ..
         } => {
-            tracing::error!(%chunk, %error, "disk operation failed; retried after a backoff");
+            tracing::error!(%chunk, error = %error.with_causes(), "disk operation failed; retried after a backoff");
         }
     }
 }
