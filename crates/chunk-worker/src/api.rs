@@ -52,7 +52,7 @@ use chunk_manager::{
     ChunkId, ChunkManager, ChunkRef, ChunkState, ChunkStatus, DataChunk, Event, id_from_hex,
     id_to_hex,
 };
-use futures::Stream;
+use futures::{Stream, StreamExt};
 use metrics_exporter_prometheus::PrometheusHandle;
 use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast;
@@ -172,6 +172,22 @@ impl IntoResponse for ApiError {
     }
 }
 
+/// How much of a refused body is read and thrown away before the answer, so that a client
+/// still sending it reads the answer rather than a connection reset.
+const DRAIN: usize = 1 << 20;
+
+/// Reads and discards up to [`DRAIN`] bytes of a refused body (each read within the body
+/// timeout).
+async fn drain(mut body: axum::body::BodyDataStream) {
+    let mut left = DRAIN;
+    while let Some(Ok(data)) = body.next().await {
+        let Some(rest) = left.checked_sub(data.len()) else {
+            return;
+        };
+        left = rest;
+    }
+}
+
 /// The JSON 413 for a body over `max_body` bytes.
 fn too_large(max_body: usize) -> ApiError {
     ApiError::new(
@@ -181,16 +197,39 @@ fn too_large(max_body: usize) -> ApiError {
     )
 }
 
-/// Refuses a body whose declared length is over the limit before any handler reads it, with
-/// the JSON error every route gives; and turns a 413 some extractor wrote as plain text (a
-/// body without a declared length that grew over the limit) into that JSON error too.
-async fn limit_body(max_body: usize, request: Request, next: Next) -> Response {
+/// Refuses a body over the limit with the JSON error every route gives, before any handler
+/// sees it: a declared length at once; a body without one (chunked) is read here, up to the
+/// limit. Also turns a 413 some extractor wrote as plain text into that JSON error.
+async fn limit_body(max_body: usize, mut request: Request, next: Next) -> Response {
     let declared = request
         .headers()
         .get(header::CONTENT_LENGTH)
         .and_then(|length| length.to_str().ok()?.parse::<u64>().ok());
     if declared.is_some_and(|length| length > max_body as u64) {
+        drain(request.into_body().into_data_stream()).await;
         return too_large(max_body).into_response();
+    }
+    if declared.is_none() && !axum::body::HttpBody::is_end_stream(request.body()) {
+        let (parts, body) = request.into_parts();
+        let mut stream = body.into_data_stream();
+        let mut bytes = Vec::new();
+        while let Some(data) = stream.next().await {
+            match data {
+                Ok(data) if bytes.len() + data.len() > max_body => {
+                    drain(stream).await;
+                    return too_large(max_body).into_response();
+                }
+                Ok(data) => bytes.extend_from_slice(&data),
+                Err(error) if caused_by::<tower_http::timeout::TimeoutError>(&error) => {
+                    return body_timeout().into_response();
+                }
+                Err(error) => {
+                    let message = format!("cannot read the request body: {error}");
+                    return ApiError::bad_request("invalid_body", message).into_response();
+                }
+            }
+        }
+        request = Request::from_parts(parts, axum::body::Body::from(bytes));
     }
     let response = next.run(request).await;
     let json = response
@@ -205,12 +244,8 @@ async fn limit_body(max_body: usize, request: Request, next: Next) -> Response {
 
 impl From<JsonRejection> for ApiError {
     fn from(rejection: JsonRejection) -> Self {
-        if caused_by_timeout(&rejection) {
-            return Self::new(
-                StatusCode::REQUEST_TIMEOUT,
-                "body_timeout",
-                "the request body stalled for longer than the body timeout (--body-timeout)",
-            );
+        if caused_by::<tower_http::timeout::TimeoutError>(&rejection) {
+            return body_timeout();
         }
         let code = match rejection.status() {
             StatusCode::PAYLOAD_TOO_LARGE => "body_too_large",
@@ -229,16 +264,25 @@ impl From<JsonRejection> for ApiError {
 
 type ApiResult<T> = Result<T, ApiError>;
 
-/// Whether reading the body failed because it stalled past the body timeout.
-fn caused_by_timeout(error: &(dyn std::error::Error + 'static)) -> bool {
+/// Whether `error` or one of its causes is a `T`.
+fn caused_by<T: std::error::Error + 'static>(error: &(dyn std::error::Error + 'static)) -> bool {
     let mut current = Some(error);
     while let Some(error) = current {
-        if error.is::<tower_http::timeout::TimeoutError>() {
+        if error.is::<T>() {
             return true;
         }
         current = error.source();
     }
     false
+}
+
+/// The answer to a body that stalled past the body timeout.
+fn body_timeout() -> ApiError {
+    ApiError::new(
+        StatusCode::REQUEST_TIMEOUT,
+        "body_timeout",
+        "the request body stalled for longer than the body timeout (--body-timeout)",
+    )
 }
 
 /// Who sent a request, as far as the token tells: what error details it may see.
@@ -821,6 +865,27 @@ mod tests {
         assert!(!constant_time_eq(b"secret", b"secreT"));
         assert!(!constant_time_eq(b"secret", b"secret2"));
         assert!(!constant_time_eq(b"", b"x"));
+    }
+
+    #[test]
+    fn issue10_urls_lose_credentials_and_query_strings() {
+        assert_eq!(
+            redact_urls(
+                "file \"a\": https://user:pw@host.example/b/c?X-Amz-Signature=abc#frag answered \
+                 HTTP 403; see s3://bucket/key?token=t and http://h/x"
+            ),
+            "file \"a\": https://<redacted>@host.example/b/c?<redacted> answered HTTP 403; \
+             see s3://bucket/key?<redacted> and http://h/x"
+        );
+        assert_eq!(
+            redact_urls("redirected to \"http://h/?sig=1\""),
+            "redirected to \"http://h/?<redacted>\""
+        );
+        assert_eq!(redact_urls("no url :// here"), "no url :// here");
+        assert_eq!(
+            redact_urls("ünïcode ✅ http://h/é?q=1 ✅"),
+            "ünïcode ✅ http://h/é?<redacted> ✅"
+        );
     }
 
     #[test]

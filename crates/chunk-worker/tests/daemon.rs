@@ -1016,6 +1016,7 @@ async fn issue11_oversized_bodies_get_a_json_413_on_every_route() {
     for (method, path) in [
         (reqwest::Method::PUT, "/catalog"),
         (reqwest::Method::PUT, "/assignment"),
+        (reqwest::Method::POST, "/query"),
     ] {
         let chunks = futures::stream::iter(
             body.chunks(100)
