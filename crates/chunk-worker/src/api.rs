@@ -18,21 +18,30 @@
 //! | `GET /healthz`, `GET /readyz` | liveness; readiness (503 while shutting down) |
 //!
 //! Every error is JSON, `{"error": {"code": ..., "message": ...}}`, with a 4xx status for bad
-//! requests. With a token configured, every request that is not a `GET` or `HEAD` needs
-//! `Authorization: Bearer <token>`.
+//! requests (a body over the limit too: 413 `body_too_large`). With a token configured, every
+//! request that is not a `GET` or `HEAD` needs `Authorization: Bearer <token>`; with
+//! `token_reads`, so do those but `/healthz` and `/readyz`.
+//!
+//! # What readers see
+//!
+//! URLs in errors and event messages lose their query strings and credentials (a presigned
+//! URL's signature is one). A reader without the token, when one is configured, sees no
+//! error's details at all (no status code an origin answered, no "connection refused", no
+//! URL): only that the download failed, and how many attempts it took.
 //!
 //! # Cancellation
 //!
-//! Event streams end after the manager's shutdown event (or once the manager has stopped),
-//! so a graceful shutdown never waits on a subscriber, and a subscriber sees the shutdown.
+//! Event streams end with a `shutdown` event as soon as the daemon starts shutting down, so
+//! a graceful shutdown never waits on a subscriber, and a subscriber sees the shutdown.
 
 use std::collections::HashSet;
 use std::convert::Infallible;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::extract::rejection::JsonRejection;
-use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
+use axum::extract::{DefaultBodyLimit, Extension, Path, Query, Request, State};
 use axum::http::{HeaderMap, Method, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
@@ -43,7 +52,7 @@ use chunk_manager::{
     ChunkId, ChunkManager, ChunkRef, ChunkState, ChunkStatus, DataChunk, Event, id_from_hex,
     id_to_hex,
 };
-use futures::Stream;
+use futures::{Stream, StreamExt};
 use metrics_exporter_prometheus::PrometheusHandle;
 use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast;
@@ -58,20 +67,30 @@ pub struct AppState {
     pub manager: Arc<ChunkManager>,
     /// The bearer token mutating requests need, if any.
     pub token: Option<Arc<str>>,
+    /// Whether reads need the token too (but for the health checks).
+    pub token_reads: bool,
     /// Renders the Prometheus metrics.
     pub metrics: PrometheusHandle,
-    /// Cancelled when the daemon starts shutting down.
+    /// Cancelled when the daemon starts shutting down; ends the event streams.
     pub shutdown: CancellationToken,
-    /// Cancelled when the manager has shut down; ends the event streams.
-    pub stopped: CancellationToken,
     /// The data directory, for the free-space gauge.
     pub data_dir: PathBuf,
     /// Runs queries (`POST /query`) over the catalog (`PUT /catalog`).
     pub query: crate::query::QueryService,
 }
 
+/// Limits on request bodies.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// The largest body accepted, in bytes.
+    pub max_body: usize,
+    /// The longest a body may stall between two reads.
+    pub body_timeout: Duration,
+}
+
 /// Builds the router.
-pub fn router(state: AppState, max_body: usize) -> Router {
+pub fn router(state: AppState, limits: &Limits) -> Router {
+    let max_body = limits.max_body;
     Router::new()
         .route("/chunks", get(list_chunks))
         .route(
@@ -93,6 +112,12 @@ pub fn router(state: AppState, max_body: usize) -> Router {
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn_with_state(state.clone(), authorize))
         .layer(DefaultBodyLimit::max(max_body))
+        .layer(middleware::from_fn(move |request, next| {
+            limit_body(max_body, request, next)
+        }))
+        .layer(tower_http::timeout::RequestBodyTimeoutLayer::new(
+            limits.body_timeout,
+        ))
         .layer(tower_http::trace::TraceLayer::new_for_http())
         .with_state(state)
 }
@@ -136,18 +161,92 @@ struct ErrorDetail<'a> {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
+        let message = redact_urls(&self.message);
         let body = ErrorBody {
             error: ErrorDetail {
                 code: self.code,
-                message: &self.message,
+                message: &message,
             },
         };
         (self.status, Json(body)).into_response()
     }
 }
 
+/// How much of a refused body is read and thrown away before the answer, so that a client
+/// still sending it reads the answer rather than a connection reset.
+const DRAIN: usize = 1 << 20;
+
+/// Reads and discards up to [`DRAIN`] bytes of a refused body (each read within the body
+/// timeout).
+async fn drain(mut body: axum::body::BodyDataStream) {
+    let mut left = DRAIN;
+    while let Some(Ok(data)) = body.next().await {
+        let Some(rest) = left.checked_sub(data.len()) else {
+            return;
+        };
+        left = rest;
+    }
+}
+
+/// The JSON 413 for a body over `max_body` bytes.
+fn too_large(max_body: usize) -> ApiError {
+    ApiError::new(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "body_too_large",
+        format!("the request body is over the limit of {max_body} bytes (--max-body)"),
+    )
+}
+
+/// Refuses a body over the limit with the JSON error every route gives, before any handler
+/// sees it: a declared length at once; a body without one (chunked) is read here, up to the
+/// limit. Also turns a 413 some extractor wrote as plain text into that JSON error.
+async fn limit_body(max_body: usize, mut request: Request, next: Next) -> Response {
+    let declared = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|length| length.to_str().ok()?.parse::<u64>().ok());
+    if declared.is_some_and(|length| length > max_body as u64) {
+        drain(request.into_body().into_data_stream()).await;
+        return too_large(max_body).into_response();
+    }
+    if declared.is_none() && !axum::body::HttpBody::is_end_stream(request.body()) {
+        let (parts, body) = request.into_parts();
+        let mut stream = body.into_data_stream();
+        let mut bytes = Vec::new();
+        while let Some(data) = stream.next().await {
+            match data {
+                Ok(data) if bytes.len() + data.len() > max_body => {
+                    drain(stream).await;
+                    return too_large(max_body).into_response();
+                }
+                Ok(data) => bytes.extend_from_slice(&data),
+                Err(error) if caused_by::<tower_http::timeout::TimeoutError>(&error) => {
+                    return body_timeout().into_response();
+                }
+                Err(error) => {
+                    let message = format!("cannot read the request body: {error}");
+                    return ApiError::bad_request("invalid_body", message).into_response();
+                }
+            }
+        }
+        request = Request::from_parts(parts, axum::body::Body::from(bytes));
+    }
+    let response = next.run(request).await;
+    let json = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|kind| kind.as_bytes().starts_with(b"application/json"));
+    if response.status() == StatusCode::PAYLOAD_TOO_LARGE && !json {
+        return too_large(max_body).into_response();
+    }
+    response
+}
+
 impl From<JsonRejection> for ApiError {
     fn from(rejection: JsonRejection) -> Self {
+        if caused_by::<tower_http::timeout::TimeoutError>(&rejection) {
+            return body_timeout();
+        }
         let code = match rejection.status() {
             StatusCode::PAYLOAD_TOO_LARGE => "body_too_large",
             StatusCode::UNSUPPORTED_MEDIA_TYPE => "unsupported_media_type",
@@ -165,20 +264,60 @@ impl From<JsonRejection> for ApiError {
 
 type ApiResult<T> = Result<T, ApiError>;
 
-/// Requires the bearer token on every request that can change state.
-async fn authorize(State(state): State<AppState>, request: Request, next: Next) -> Response {
+/// Whether `error` or one of its causes is a `T`.
+fn caused_by<T: std::error::Error + 'static>(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut current = Some(error);
+    while let Some(error) = current {
+        if error.is::<T>() {
+            return true;
+        }
+        current = error.source();
+    }
+    false
+}
+
+/// The answer to a body that stalled past the body timeout.
+fn body_timeout() -> ApiError {
+    ApiError::new(
+        StatusCode::REQUEST_TIMEOUT,
+        "body_timeout",
+        "the request body stalled for longer than the body timeout (--body-timeout)",
+    )
+}
+
+/// Who sent a request, as far as the token tells: what error details it may see.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Access {
+    /// The token was given, or none is configured.
+    Trusted,
+    /// A token is configured and the request did not carry it (an open read).
+    Anonymous,
+}
+
+/// Requires the bearer token on every request that can change state, and on reads with
+/// `token_reads` (but the health checks). Tells handlers who asked ([`Access`]).
+async fn authorize(State(state): State<AppState>, mut request: Request, next: Next) -> Response {
     let Some(token) = &state.token else {
+        request.extensions_mut().insert(Access::Trusted);
         return next.run(request).await;
     };
-    if matches!(*request.method(), Method::GET | Method::HEAD) {
-        return next.run(request).await;
-    }
-    match bearer(request.headers()) {
-        Some(given) if constant_time_eq(given.as_bytes(), token.as_bytes()) => {
+    let verdict = match bearer(request.headers()) {
+        Some(given) if constant_time_eq(given.as_bytes(), token.as_bytes()) => Ok(()),
+        Some(_) => Err("the bearer token is wrong"),
+        None => Err("this request needs an Authorization: Bearer <token> header"),
+    };
+    let open = matches!(*request.method(), Method::GET | Method::HEAD)
+        && (!state.token_reads || matches!(request.uri().path(), "/healthz" | "/readyz"));
+    match verdict {
+        Ok(()) => {
+            request.extensions_mut().insert(Access::Trusted);
             next.run(request).await
         }
-        Some(_) => unauthorized("the bearer token is wrong"),
-        None => unauthorized("this request needs an Authorization: Bearer <token> header"),
+        Err(_) if open => {
+            request.extensions_mut().insert(Access::Anonymous);
+            next.run(request).await
+        }
+        Err(message) => unauthorized(message),
     }
 }
 
@@ -243,19 +382,7 @@ async fn put_chunk(
         ));
     }
     validate(&chunk)?;
-    if let Some(known) = state.manager.status(&id)
-        && (known.wanted || known.cached)
-        && *known.chunk != chunk
-    {
-        return Err(ApiError::new(
-            StatusCode::CONFLICT,
-            "conflict",
-            format!(
-                "chunk {} is already known with a different description; delete it first",
-                id_to_hex(&id)
-            ),
-        ));
-    }
+    check_conflict(&state.manager, &chunk)?;
     state.manager.download_chunk(chunk);
     Ok((
         StatusCode::ACCEPTED,
@@ -265,6 +392,25 @@ async fn put_chunk(
             chunks: None,
         }),
     ))
+}
+
+/// Refuses a description of a chunk the manager already knows (wanted or cached) with
+/// another description: the id names one chunk.
+fn check_conflict(manager: &ChunkManager, chunk: &DataChunk) -> ApiResult<()> {
+    if let Some(known) = manager.status(chunk.id())
+        && (known.wanted || known.cached)
+        && *known.chunk != *chunk
+    {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "conflict",
+            format!(
+                "chunk {} is already known with a different description; delete it first",
+                id_to_hex(chunk.id())
+            ),
+        ));
+    }
+    Ok(())
 }
 
 fn validate(chunk: &DataChunk) -> ApiResult<()> {
@@ -308,8 +454,8 @@ async fn put_assignment(
     let chunks = match body {
         AssignmentBody::List(chunks) | AssignmentBody::Object { chunks } => chunks,
     };
-    // All or nothing: one bad chunk refuses the whole assignment, so a typo cannot delete
-    // everything else.
+    // All or nothing: every chunk is checked before anything changes, and one bad chunk
+    // refuses the whole assignment, so a typo cannot delete everything else.
     let mut seen = HashSet::with_capacity(chunks.len());
     for chunk in &chunks {
         validate(chunk)?;
@@ -319,6 +465,7 @@ async fn put_assignment(
                 format!("chunk {} appears twice", id_to_hex(chunk.id())),
             ));
         }
+        check_conflict(&state.manager, chunk)?;
     }
     let count = chunks.len();
     state.manager.assign(chunks);
@@ -385,7 +532,7 @@ struct StatusView {
 }
 
 impl StatusView {
-    fn new(status: &ChunkStatus) -> Self {
+    fn new(status: &ChunkStatus, access: Access) -> Self {
         let chunk = &status.chunk;
         let mut view = Self {
             id: id_to_hex(chunk.id()),
@@ -401,7 +548,10 @@ impl StatusView {
             pinned: None,
             attempts: None,
             error: None,
-            rejected: status.rejected.as_ref().map(ToString::to_string),
+            rejected: status
+                .rejected
+                .as_ref()
+                .map(|error| error_text(error, access, "the request was refused")),
         };
         match &status.state {
             ChunkState::Downloading {
@@ -417,7 +567,7 @@ impl StatusView {
             }
             ChunkState::Deleting { pinned } => view.pinned = Some(*pinned),
             ChunkState::Failed { error, attempts } => {
-                view.error = Some(error.to_string());
+                view.error = Some(error_text(error, access, "the download failed"));
                 view.attempts = Some(*attempts);
             }
             _ => {}
@@ -433,6 +583,7 @@ struct ListQuery {
 
 async fn list_chunks(
     State(state): State<AppState>,
+    Extension(access): Extension<Access>,
     query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
 ) -> ApiResult<Response> {
     let Query(query) =
@@ -460,7 +611,7 @@ async fn list_chunks(
                 .manager
                 .statuses()
                 .iter()
-                .map(StatusView::new)
+                .map(|status| StatusView::new(status, access))
                 .collect();
             all.sort_by_cached_key(|view| {
                 (
@@ -480,6 +631,7 @@ async fn list_chunks(
 
 async fn get_chunk(
     State(state): State<AppState>,
+    Extension(access): Extension<Access>,
     Path(id): Path<String>,
 ) -> ApiResult<Json<StatusView>> {
     let id = parse_id(&id, "chunk id")?;
@@ -487,7 +639,7 @@ async fn get_chunk(
         .manager
         .status(&id)
         .ok_or_else(|| ApiError::not_found(format!("chunk {} is not known", id_to_hex(&id))))?;
-    Ok(Json(StatusView::new(&status)))
+    Ok(Json(StatusView::new(&status, access)))
 }
 
 async fn find_block(
@@ -521,13 +673,84 @@ struct EventView {
 }
 
 impl EventView {
-    fn new(event: &Event) -> Self {
+    fn new(event: &Event, access: Access) -> Self {
+        let kind = event_kind(event);
+        let message = match (access, event) {
+            (Access::Trusted, _) => redact_urls(&event.to_string()),
+            (Access::Anonymous, Event::Retrying { file, attempt, .. }) => {
+                format!("🔁 retrying {file} after attempt {attempt} ({WITHHELD})")
+            }
+            (Access::Anonymous, Event::DownloadFailed { attempts, .. }) => {
+                format!("⚠️ download failed after {attempts} attempt(s) ({WITHHELD})")
+            }
+            (Access::Anonymous, Event::Rejected { .. }) => {
+                format!("⛔ request rejected ({WITHHELD})")
+            }
+            (Access::Anonymous, Event::IoFailed { .. }) => {
+                format!("⚠️ disk operation failed ({WITHHELD})")
+            }
+            (Access::Anonymous, event) => redact_urls(&event.to_string()),
+        };
         Self {
-            kind: event_kind(event),
+            kind,
             chunk: event.chunk().map(id_to_hex),
-            message: event.to_string(),
+            message,
         }
     }
+}
+
+/// What an anonymous reader is told instead of an error's details.
+const WITHHELD: &str = "details need the token";
+
+/// An error as a reader may see it: redacted for a trusted one, a bare `summary` for an
+/// anonymous one.
+fn error_text(error: &impl std::fmt::Display, access: Access, summary: &str) -> String {
+    match access {
+        Access::Trusted => redact_urls(&error.to_string()),
+        Access::Anonymous => format!("{summary} ({WITHHELD})"),
+    }
+}
+
+/// Strips credentials (`user:password@`), query strings and fragments from every URL in
+/// `text`: presigned URLs carry their signature in the query.
+fn redact_urls(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(found) = rest.find("://") {
+        // The scheme: the letters, digits, `+`, `-`, `.` just before "://".
+        let scheme_start = rest[..found]
+            .rfind(|c: char| !(c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.')))
+            .map_or(0, |at| at + 1);
+        let after = found + 3;
+        let end = rest[after..]
+            .find(|c: char| {
+                c.is_whitespace() || c.is_control() || matches!(c, '"' | '\'' | '<' | '>' | '`')
+            })
+            .map_or(rest.len(), |at| after + at);
+        if scheme_start == found {
+            // No scheme: not a URL.
+            out.push_str(&rest[..after]);
+            rest = &rest[after..];
+            continue;
+        }
+        out.push_str(&rest[..after]);
+        let mut remainder = &rest[after..end];
+        let authority_end = remainder.find(['/', '?', '#']).unwrap_or(remainder.len());
+        if let Some(at) = remainder[..authority_end].rfind('@') {
+            out.push_str("<redacted>@");
+            remainder = &remainder[at + 1..];
+        }
+        match remainder.find(['?', '#']) {
+            Some(cut) => {
+                out.push_str(&remainder[..cut]);
+                out.push_str("?<redacted>");
+            }
+            None => out.push_str(remainder),
+        }
+        rest = &rest[end..];
+    }
+    out.push_str(rest);
+    out
 }
 
 fn event_kind(event: &Event) -> &'static str {
@@ -550,15 +773,18 @@ fn event_kind(event: &Event) -> &'static str {
 
 async fn events(
     State(state): State<AppState>,
+    Extension(access): Extension<Access>,
 ) -> Sse<impl Stream<Item = Result<SseEvent, Infallible>>> {
     struct Subscription {
         receiver: broadcast::Receiver<Event>,
-        stopped: CancellationToken,
+        shutdown: CancellationToken,
+        access: Access,
         done: bool,
     }
     let subscription = Subscription {
         receiver: state.manager.subscribe(),
-        stopped: state.stopped.clone(),
+        shutdown: state.shutdown.clone(),
+        access,
         done: false,
     };
     let stream = futures::stream::unfold(subscription, |mut subscription| async move {
@@ -566,15 +792,15 @@ async fn events(
             return None;
         }
         let next = tokio::select! {
-            () = subscription.stopped.cancelled() => return None,
+            // The daemon is stopping: say so and end the stream, so that a graceful shutdown
+            // does not wait on this subscriber.
+            () = subscription.shutdown.cancelled() => Ok(Event::Shutdown),
             next = subscription.receiver.recv() => next,
         };
         let event = match next {
             Ok(event) => {
-                // The manager's last word: send it, then end the stream so a graceful
-                // shutdown does not wait on this subscriber.
                 subscription.done = matches!(event, Event::Shutdown);
-                let view = EventView::new(&event);
+                let view = EventView::new(&event, subscription.access);
                 SseEvent::default()
                     .event(view.kind)
                     .json_data(&view)
@@ -639,6 +865,27 @@ mod tests {
         assert!(!constant_time_eq(b"secret", b"secreT"));
         assert!(!constant_time_eq(b"secret", b"secret2"));
         assert!(!constant_time_eq(b"", b"x"));
+    }
+
+    #[test]
+    fn issue10_urls_lose_credentials_and_query_strings() {
+        assert_eq!(
+            redact_urls(
+                "file \"a\": https://user:pw@host.example/b/c?X-Amz-Signature=abc#frag answered \
+                 HTTP 403; see s3://bucket/key?token=t and http://h/x"
+            ),
+            "file \"a\": https://<redacted>@host.example/b/c?<redacted> answered HTTP 403; \
+             see s3://bucket/key?<redacted> and http://h/x"
+        );
+        assert_eq!(
+            redact_urls("redirected to \"http://h/?sig=1\""),
+            "redirected to \"http://h/?<redacted>\""
+        );
+        assert_eq!(redact_urls("no url :// here"), "no url :// here");
+        assert_eq!(
+            redact_urls("ünïcode ✅ http://h/é?q=1 ✅"),
+            "ünïcode ✅ http://h/é?<redacted> ✅"
+        );
     }
 
     #[test]

@@ -7,25 +7,45 @@
 //! SIGTERM. It prints `listening on http://ADDR` on stdout once the socket is bound, so a
 //! supervisor or a test that asked for port 0 learns the port.
 //!
+//! # Limits
+//!
+//! Each connection must send a request's headers within `--header-timeout` (an idle
+//! keep-alive connection too) and may not stall a request body for longer than
+//! `--body-timeout`; at most `--max-connections` are served at once, and never more than half
+//! the open-file limit, so slow or idle clients cannot take the descriptors downloads need.
+//! Connections over the limit wait in the listen backlog until one ends.
+//!
 //! # Cancellation
 //!
-//! A signal cancels the shutdown token: the server stops accepting and lets in-flight requests
-//! finish while the manager shuts down (downloads cancelled, temporary data removed, jobs
-//! joined); event streams end after the manager's shutdown event. The lock is released when
-//! the manager drops. Exit code 0.
+//! A signal cancels the shutdown token: the listener closes, `/readyz` turns 503, idle
+//! connections close, event streams end with a `shutdown` event, and requests in flight
+//! may finish until `--shutdown-timeout`; then the connections still open are dropped. Only
+//! once no request can read the data directory any more does the manager shut down
+//! (downloads cancelled, temporary data removed, jobs joined, the lock released), and the
+//! process exits right after, with code 0.
 
 use std::io::Write;
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
+use axum::Router;
 use chunk_manager::ChunkManager;
-use tokio::net::TcpListener;
+use hyper::server::conn::http1;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::service::TowerToHyperService;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 
 use crate::api::{self, AppState};
-use crate::settings::ServeArgs;
+use crate::settings::{ServeArgs, ServeSettings};
 use crate::telemetry;
+
+/// How long the API's leftover tasks get to end once the server is gone, before the manager
+/// shuts down anyway.
+const TASKS_GRACE: Duration = Duration::from_secs(1);
 
 /// Runs the daemon until a signal asks it to stop.
 pub fn run(args: &ServeArgs) -> anyhow::Result<ExitCode> {
@@ -45,52 +65,166 @@ pub fn run(args: &ServeArgs) -> anyhow::Result<ExitCode> {
         .build()
         .context("start the API runtime")?;
     let shutdown = CancellationToken::new();
-    let stopped = CancellationToken::new();
     let state = AppState {
         manager: Arc::clone(&manager),
         token: settings.token.as_deref().map(Arc::from),
+        token_reads: settings.token_reads,
         metrics,
         shutdown: shutdown.clone(),
-        stopped: stopped.clone(),
         data_dir,
         query,
     };
-    let app = api::router(state, settings.max_body);
-    runtime.block_on(async {
-        let listener = TcpListener::bind(settings.listen)
-            .await
-            .with_context(|| format!("listen on {}", settings.listen))?;
-        let address = listener.local_addr().context("read the bound address")?;
-        tracing::info!(%address, auth = settings.token.is_some(), "listening");
-        announce(address)?;
-        tokio::spawn(watch_signals(shutdown.clone()));
-        // The manager shuts down while the server drains, so event streams see its shutdown
-        // event and end.
-        let manager_stopped = tokio::spawn({
-            let manager = Arc::clone(&manager);
-            let shutdown = shutdown.clone();
-            async move {
-                shutdown.cancelled().await;
-                manager.shutdown().await;
-                stopped.cancel();
-            }
-        });
-        let served = axum::serve(listener, app)
-            .with_graceful_shutdown(shutdown.clone().cancelled_owned())
-            .await
-            .context("serve the API");
-        // If serving failed, stop the manager all the same.
-        shutdown.cancel();
-        manager_stopped
-            .await
-            .context("the manager's shutdown task")?;
-        served
-    })?;
-    drop(runtime);
-    // The last handle: dropping it joins the manager's thread and releases the lock.
+    let app = api::router(
+        state,
+        &api::Limits {
+            max_body: settings.max_body,
+            body_timeout: settings.body_timeout,
+        },
+    );
+    let served = runtime.block_on(serve(app, &settings, shutdown));
+    // Tasks still running (connections past the shutdown deadline, their requests) are
+    // dropped here, so none reads the data directory once the manager lets it go.
+    runtime.shutdown_timeout(TASKS_GRACE);
+    // Now the manager: downloads cancelled, temporary data removed, the lock released. The
+    // process exits right after.
+    manager.shutdown_blocking();
     drop(manager);
+    served?;
     tracing::info!("stopped");
     Ok(ExitCode::SUCCESS)
+}
+
+/// Serves the API until `shutdown` is cancelled and the connections have ended or the
+/// shutdown deadline has passed.
+async fn serve(
+    app: Router,
+    settings: &ServeSettings,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let listener = TcpListener::bind(settings.listen)
+        .await
+        .with_context(|| format!("listen on {}", settings.listen))?;
+    let address = listener.local_addr().context("read the bound address")?;
+    let limit = connection_limit(settings.max_connections);
+    tracing::info!(
+        %address,
+        auth = settings.token.is_some(),
+        token_reads = settings.token_reads,
+        max_connections = limit,
+        "listening"
+    );
+    announce(address)?;
+    tokio::spawn(watch_signals(shutdown.clone()));
+
+    let slots = Arc::new(Semaphore::new(limit));
+    let mut http = http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(settings.header_timeout);
+    loop {
+        // A slot first: over the limit, connections wait in the backlog, holding no
+        // descriptor of ours.
+        let permit = tokio::select! {
+            () = shutdown.cancelled() => break,
+            permit = Arc::clone(&slots).acquire_owned() => permit.context("the connection slots")?,
+        };
+        let stream = tokio::select! {
+            () = shutdown.cancelled() => break,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _peer)) => stream,
+                Err(error) => {
+                    accept_failed(&error, &shutdown).await;
+                    continue;
+                }
+            },
+        };
+        tokio::spawn(serve_connection(
+            http.clone(),
+            stream,
+            app.clone(),
+            shutdown.clone(),
+            permit,
+        ));
+    }
+    drop(listener);
+    let open = limit - slots.available_permits();
+    if open > 0 {
+        tracing::info!(open, "waiting for open connections to finish");
+    }
+    let all = u32::try_from(limit).unwrap_or(u32::MAX);
+    let deadline = settings.shutdown_timeout;
+    if tokio::time::timeout(deadline, slots.acquire_many(all))
+        .await
+        .is_err()
+    {
+        let open = limit - slots.available_permits();
+        tracing::warn!(
+            open,
+            ?deadline,
+            "connections still open at the shutdown deadline; dropping them"
+        );
+    }
+    Ok(())
+}
+
+/// The connection limit: the configured one, at most half the open-file limit.
+fn connection_limit(configured: usize) -> usize {
+    let files = match rustix::process::getrlimit(rustix::process::Resource::Nofile).current {
+        Some(files) => usize::try_from(files).unwrap_or(usize::MAX),
+        None => usize::MAX,
+    };
+    let limit = configured.min(files / 2).max(1);
+    if limit < configured {
+        tracing::info!(
+            configured,
+            open_file_limit = files,
+            limit,
+            "connection limit lowered to half the open-file limit"
+        );
+    }
+    limit
+}
+
+/// After a failed accept: a connection's own failure is skipped; running out of descriptors
+/// (or memory) is waited out briefly rather than spun on.
+async fn accept_failed(error: &std::io::Error, shutdown: &CancellationToken) {
+    use std::io::ErrorKind;
+    if matches!(
+        error.kind(),
+        ErrorKind::ConnectionAborted | ErrorKind::ConnectionReset | ErrorKind::ConnectionRefused
+    ) {
+        return;
+    }
+    tracing::warn!(%error, "cannot accept a connection; retrying shortly");
+    tokio::select! {
+        () = shutdown.cancelled() => {}
+        () = tokio::time::sleep(Duration::from_millis(100)) => {}
+    }
+}
+
+/// Serves one connection; on shutdown, lets its request in flight finish, then closes it.
+async fn serve_connection(
+    http: http1::Builder,
+    stream: TcpStream,
+    app: Router,
+    shutdown: CancellationToken,
+    _slot: OwnedSemaphorePermit,
+) {
+    if let Err(error) = stream.set_nodelay(true) {
+        tracing::debug!(%error, "cannot set TCP_NODELAY");
+    }
+    let connection = http.serve_connection(TokioIo::new(stream), TowerToHyperService::new(app));
+    tokio::pin!(connection);
+    let ended = tokio::select! {
+        ended = connection.as_mut() => ended,
+        () = shutdown.cancelled() => {
+            connection.as_mut().graceful_shutdown();
+            connection.await
+        }
+    };
+    if let Err(error) = ended {
+        // Timeouts, resets, malformed requests: the client's business.
+        tracing::debug!(%error, "connection ended with an error");
+    }
 }
 
 fn announce(address: std::net::SocketAddr) -> anyhow::Result<()> {

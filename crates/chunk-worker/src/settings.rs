@@ -20,6 +20,15 @@ pub const DEFAULT_LISTEN: &str = "127.0.0.1:7070";
 /// The largest request body the daemon accepts by default (an assignment of 5,000 chunks of
 /// 10 files is about 8 MiB).
 pub const DEFAULT_MAX_BODY: u64 = 16 * 1024 * 1024;
+/// How long a client may take to send a request's headers by default (an idle keep-alive
+/// connection counts as a request not yet sent).
+pub const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a request body may stall between two reads by default.
+pub const DEFAULT_BODY_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a graceful shutdown waits for open requests by default.
+pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(10);
+/// Connections served at once by default (never more than half the file descriptor limit).
+pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
 
 /// Options of the chunk manager, shared by every command that opens a data directory.
 #[derive(Debug, Clone, Default, clap::Args)]
@@ -58,7 +67,12 @@ pub struct ManagerArgs {
     #[arg(long, env = "CHUNK_WORKER_S3_REGION", value_name = "REGION")]
     pub s3_region: Option<String>,
     /// The S3 access key id [default: AWS_ACCESS_KEY_ID].
-    #[arg(long, env = "CHUNK_WORKER_S3_ACCESS_KEY_ID", value_name = "ID")]
+    #[arg(
+        long,
+        env = "CHUNK_WORKER_S3_ACCESS_KEY_ID",
+        value_name = "ID",
+        hide_env_values = true
+    )]
     pub s3_access_key_id: Option<String>,
     /// The S3 secret access key; prefer the variable or the file, since a flag shows in the
     /// process list [default: AWS_SECRET_ACCESS_KEY].
@@ -69,6 +83,15 @@ pub struct ManagerArgs {
         hide_env_values = true
     )]
     pub s3_secret_access_key: Option<String>,
+    /// The S3 session token, for temporary credentials; prefer the variable or the file
+    /// [default: AWS_SESSION_TOKEN].
+    #[arg(
+        long,
+        env = "CHUNK_WORKER_S3_SESSION_TOKEN",
+        value_name = "TOKEN",
+        hide_env_values = true
+    )]
+    pub s3_session_token: Option<String>,
     /// Path-style S3 requests (endpoint/bucket/key), which most S3-compatible stores need
     /// [default: true with an endpoint, false for AWS].
     #[arg(long, env = "CHUNK_WORKER_S3_PATH_STYLE", value_name = "BOOL")]
@@ -91,8 +114,9 @@ pub struct ServeArgs {
     /// The address to listen on [default: 127.0.0.1:7070].
     #[arg(long, env = "CHUNK_WORKER_LISTEN", value_name = "ADDR")]
     pub listen: Option<SocketAddr>,
-    /// A bearer token that every mutating request must carry; prefer the variable or the
-    /// file, since a flag shows in the process list [default: none, no auth].
+    /// A bearer token that every request other than GET and HEAD must carry (and those too
+    /// with --token-reads); prefer the variable or the file, since a flag shows in the
+    /// process list [default: none, no auth].
     #[arg(
         long,
         env = "CHUNK_WORKER_TOKEN",
@@ -100,6 +124,10 @@ pub struct ServeArgs {
         hide_env_values = true
     )]
     pub token: Option<String>,
+    /// Whether GET and HEAD requests need the token too; /healthz and /readyz never do
+    /// [default: false].
+    #[arg(long, env = "CHUNK_WORKER_TOKEN_READS", value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
+    pub token_reads: Option<bool>,
     /// The largest request body accepted, in bytes or a size such as 16MiB [default: 16MiB].
     #[arg(long, env = "CHUNK_WORKER_MAX_BODY", value_name = "SIZE", value_parser = parse_size)]
     pub max_body: Option<u64>,
@@ -107,6 +135,23 @@ pub struct ServeArgs {
     /// flag or variable only [default: none; PUT /catalog sets one].
     #[arg(long, env = "CHUNK_WORKER_CATALOG", value_name = "FILE|URL")]
     pub catalog: Option<String>,
+    /// How long a client may take to send a request's headers, such as 10s; an idle
+    /// keep-alive connection is closed after it too [default: 10s].
+    #[arg(long, env = "CHUNK_WORKER_HEADER_TIMEOUT", value_name = "DURATION", value_parser = parse_duration)]
+    pub header_timeout: Option<Duration>,
+    /// How long a request body may stall between two reads before the request fails
+    /// [default: 30s].
+    #[arg(long, env = "CHUNK_WORKER_BODY_TIMEOUT", value_name = "DURATION", value_parser = parse_duration)]
+    pub body_timeout: Option<Duration>,
+    /// Connections served at once; never more than half the open-file limit (ulimit -n),
+    /// the rest being for downloads and chunk files. Further connections wait in the
+    /// listen backlog [default: 1024].
+    #[arg(long, env = "CHUNK_WORKER_MAX_CONNECTIONS", value_name = "N")]
+    pub max_connections: Option<usize>,
+    /// How long a shutdown (SIGTERM, SIGINT) waits for open requests before it drops them
+    /// and exits [default: 10s].
+    #[arg(long, env = "CHUNK_WORKER_SHUTDOWN_TIMEOUT", value_name = "DURATION", value_parser = parse_duration)]
+    pub shutdown_timeout: Option<Duration>,
 }
 
 /// The TOML file's contents. Every field is optional; unknown fields are an error, so a typo
@@ -125,12 +170,18 @@ struct FileSettings {
     s3_region: Option<String>,
     s3_access_key_id: Option<String>,
     s3_secret_access_key: Option<String>,
+    s3_session_token: Option<String>,
     s3_path_style: Option<bool>,
     s3_anonymous: Option<bool>,
     allow_file_urls: Option<bool>,
     listen: Option<SocketAddr>,
     token: Option<String>,
+    token_reads: Option<bool>,
     max_body: Option<SizeSetting>,
+    header_timeout: Option<String>,
+    body_timeout: Option<String>,
+    max_connections: Option<usize>,
+    shutdown_timeout: Option<String>,
 }
 
 /// A size in a TOML file: a number of bytes or a string such as "500GiB".
@@ -170,8 +221,18 @@ pub struct ServeSettings {
     pub listen: SocketAddr,
     /// The bearer token required on mutating requests, if any.
     pub token: Option<String>,
+    /// Whether reads (GET, HEAD) need the token too, but for the health checks.
+    pub token_reads: bool,
     /// The request body limit in bytes.
     pub max_body: usize,
+    /// The deadline for a request's headers.
+    pub header_timeout: Duration,
+    /// The longest stall allowed while reading a request body.
+    pub body_timeout: Duration,
+    /// The configured connection limit (the daemon lowers it to half the open-file limit).
+    pub max_connections: usize,
+    /// How long a shutdown waits for open requests.
+    pub shutdown_timeout: Duration,
 }
 
 impl ManagerArgs {
@@ -219,6 +280,7 @@ impl ManagerArgs {
         s3.region = pick(&self.s3_region, &file.s3_region);
         s3.access_key_id = pick(&self.s3_access_key_id, &file.s3_access_key_id);
         s3.secret_access_key = pick(&self.s3_secret_access_key, &file.s3_secret_access_key);
+        s3.session_token = pick(&self.s3_session_token, &file.s3_session_token);
         s3.path_style = self.s3_path_style.or(file.s3_path_style);
         s3.anonymous = self.s3_anonymous.or(file.s3_anonymous).unwrap_or(false);
         config = config.with_s3(s3);
@@ -250,11 +312,49 @@ impl ServeArgs {
             (None, Some(size)) => size.bytes().context("max_body")?,
             (None, None) => DEFAULT_MAX_BODY,
         };
+        let duration = |flag: Option<Duration>, file: &Option<String>, name: &str, default| {
+            let duration = match (flag, file) {
+                (Some(duration), _) => duration,
+                (None, Some(text)) => parse_duration(text)
+                    .map_err(anyhow::Error::msg)
+                    .context(name.to_string())?,
+                (None, None) => default,
+            };
+            if duration.is_zero() {
+                bail!("{name} must be more than 0");
+            }
+            Ok(duration)
+        };
         Ok(ServeSettings {
             config,
             listen,
             token,
+            token_reads: self.token_reads.or(file.token_reads).unwrap_or(false),
             max_body: usize::try_from(max_body).context("max_body does not fit in memory")?,
+            header_timeout: duration(
+                self.header_timeout,
+                &file.header_timeout,
+                "header_timeout",
+                DEFAULT_HEADER_TIMEOUT,
+            )?,
+            body_timeout: duration(
+                self.body_timeout,
+                &file.body_timeout,
+                "body_timeout",
+                DEFAULT_BODY_TIMEOUT,
+            )?,
+            max_connections: positive(
+                self.max_connections
+                    .or(file.max_connections)
+                    .unwrap_or(DEFAULT_MAX_CONNECTIONS),
+                "max_connections",
+            )?,
+            shutdown_timeout: duration(
+                self.shutdown_timeout,
+                &file.shutdown_timeout,
+                "shutdown_timeout",
+                DEFAULT_SHUTDOWN_TIMEOUT,
+            )?,
         })
     }
 }

@@ -1,6 +1,7 @@
 //! The daemon, as a real process on 127.0.0.1 port 0, driven over HTTP against an in-process
 //! origin: downloads, the assignment endpoint, lookups, auth, malformed requests, server-sent
-//! events, metrics, and a SIGTERM during downloads followed by a restart.
+//! events, metrics, a SIGTERM during downloads followed by a restart, and the server's limits
+//! (slow clients, a shutdown deadline, reads behind the token, what errors tell).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::{BTreeSet, HashMap};
@@ -8,7 +9,7 @@ use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use chunk_manager::{DataChunk, id_to_hex};
@@ -16,6 +17,8 @@ use chunk_origin::{Fault, Gate, Origin, content};
 use futures::StreamExt;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
 
 /// How long a test waits for something that should take milliseconds before it fails.
 const PATIENCE: Duration = Duration::from_secs(30);
@@ -33,7 +36,27 @@ impl Daemon {
     }
 
     fn start_with_env(data_dir: &Path, extra: &[&str], env: &[(&str, &str)]) -> Daemon {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_chunk-worker"))
+        Daemon::start_under(&[], data_dir, extra, env)
+    }
+
+    /// Starts the daemon through `wrapper` (a command that runs its arguments in its own
+    /// process, such as `prlimit --nofile=256 --`), if any.
+    fn start_under(
+        wrapper: &[&str],
+        data_dir: &Path,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> Daemon {
+        let binary = env!("CARGO_BIN_EXE_chunk-worker");
+        let mut command = match wrapper.split_first() {
+            Some((program, args)) => {
+                let mut command = Command::new(program);
+                command.args(args).arg(binary);
+                command
+            }
+            None => Command::new(binary),
+        };
+        let mut child = command
             .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
             .arg(data_dir)
             .args(["--retries", "2", "--fsync", "false"])
@@ -67,6 +90,17 @@ impl Daemon {
 
     fn url(&self, path: &str) -> String {
         format!("{}{path}", self.url)
+    }
+
+    /// The address it listens on, for raw TCP clients.
+    fn address(&self) -> String {
+        self.url.trim_start_matches("http://").to_string()
+    }
+
+    fn signal_term(&self) {
+        let pid = self.child.as_ref().unwrap().id().to_string();
+        let status = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+        assert!(status.success());
     }
 
     async fn get(&self, path: &str) -> reqwest::Response {
@@ -165,7 +199,16 @@ struct Events {
 
 impl Events {
     async fn open(daemon: &Daemon) -> Events {
-        let response = reqwest::get(daemon.url("/events")).await.unwrap();
+        Events::open_with(daemon, None).await
+    }
+
+    /// Opens the stream with this bearer token, or none.
+    async fn open_with(daemon: &Daemon, token: Option<&str>) -> Events {
+        let mut request = daemon.client.get(daemon.url("/events"));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        let response = request.send().await.unwrap();
         assert_eq!(response.status(), StatusCode::OK);
         assert_eq!(response.headers()["content-type"], "text/event-stream");
         Events {
@@ -198,6 +241,16 @@ impl Events {
                 .expect("an event arrives")?;
             self.buffer
                 .push_str(std::str::from_utf8(&chunk.ok()?).unwrap());
+        }
+    }
+
+    /// Waits for a `download_failed` event; returns its message.
+    async fn failure(&mut self) -> String {
+        loop {
+            let (name, data) = self.next().await.expect("the stream stays open");
+            if name == "download_failed" {
+                return data["message"].as_str().unwrap().to_string();
+            }
         }
     }
 
@@ -367,6 +420,8 @@ async fn a_token_guards_every_mutating_request() {
     events.wait_for("chunk_ready", &[1]).await;
     let read = daemon.get("/chunks").await;
     assert_eq!(read.status(), StatusCode::OK, "reads need no token");
+    let head = client.head(daemon.url("/chunks")).send().await.unwrap();
+    assert_eq!(head.status(), StatusCode::OK, "HEAD is a read too");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -614,4 +669,376 @@ async fn settings_come_from_flags_then_environment_then_the_config_file() {
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("disk_budgte"), "{stderr}");
+}
+
+/// Reads what the server sends until it closes the connection; panics if it keeps it open.
+async fn read_until_closed(stream: &mut TcpStream) -> Vec<u8> {
+    let mut received = Vec::new();
+    let read = tokio::time::timeout(PATIENCE, stream.read_to_end(&mut received))
+        .await
+        .expect("the server closes the connection");
+    if let Err(error) = read {
+        assert_eq!(error.kind(), std::io::ErrorKind::ConnectionReset, "{error}");
+    }
+    received
+}
+
+/// Reads until `needle` arrives.
+async fn read_until(stream: &mut TcpStream, needle: &str) -> String {
+    let mut received = Vec::new();
+    let mut buffer = [0; 1024];
+    while !String::from_utf8_lossy(&received).contains(needle) {
+        let read = tokio::time::timeout(PATIENCE, stream.read(&mut buffer))
+            .await
+            .expect("the server answers")
+            .unwrap();
+        assert!(read > 0, "closed before {needle:?}: {received:?}");
+        received.extend_from_slice(&buffer[..read]);
+    }
+    String::from_utf8_lossy(&received).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn issue10_slow_clients_are_timed_out_and_cannot_take_every_descriptor() {
+    let mut catalog = Catalog::new();
+    let dir = tempfile::tempdir().unwrap();
+    // 256 descriptors: at most 128 connections are served; more stalled clients than the
+    // daemon has descriptors.
+    let daemon = Daemon::start_under(
+        &["prlimit", "--nofile=256", "--"],
+        dir.path(),
+        &["--header-timeout", "1s"],
+        &[],
+    );
+    // An event stream is a request being answered: the header timeout does not cut it.
+    let mut events = Events::open(&daemon).await;
+    let mut stalled = Vec::new();
+    for _ in 0..300 {
+        let mut stream = TcpStream::connect(daemon.address()).await.unwrap();
+        stream
+            .write_all(b"GET /chunks HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Unfinished: ")
+            .await
+            .unwrap();
+        stalled.push(stream);
+    }
+
+    let started = Instant::now();
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(20))
+        .build()
+        .unwrap();
+    let health = client
+        .get(daemon.url("/healthz"))
+        .send()
+        .await
+        .expect("/healthz answers while slow clients wait");
+    assert_eq!(health.status(), StatusCode::OK);
+    // Three rounds of 128 stalled connections, each cut after 1 s.
+    assert!(
+        started.elapsed() < Duration::from_secs(12),
+        "/healthz took {:?}",
+        started.elapsed()
+    );
+    for stream in &mut stalled {
+        let received = read_until_closed(stream).await;
+        let text = String::from_utf8_lossy(&received);
+        assert!(
+            received.is_empty() || text.starts_with("HTTP/1.1 408"),
+            "{text}"
+        );
+    }
+    // The daemon is well: it serves requests and downloads, and the event stream opened
+    // before the stalled clients (seconds ago) is still open.
+    let chunk = catalog.chunk(1);
+    let response = daemon
+        .put_json(&format!("/chunks/{}", hex(1)), &chunk)
+        .await;
+    assert_eq!(response.status(), StatusCode::ACCEPTED);
+    events.wait_for("chunk_ready", &[1]).await;
+    assert_eq!(daemon.ready_ids().await, BTreeSet::from([hex(1)]));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn issue10_a_stalled_request_body_times_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let daemon = Daemon::start(dir.path(), &["--body-timeout", "1s"]);
+    let mut stream = TcpStream::connect(daemon.address()).await.unwrap();
+    stream
+        .write_all(
+            b"PUT /assignment HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n\
+              Content-Length: 100\r\n\r\n[",
+        )
+        .await
+        .unwrap();
+    let answer = read_until(&mut stream, "\r\n\r\n").await;
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    let all: Vec<Value> = daemon.get_json("/chunks?status=all").await;
+    assert!(all.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn issue10_sigterm_with_a_stalled_client_exits_by_the_deadline_holding_the_lock() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut daemon = Daemon::start(dir.path(), &["--shutdown-timeout", "3s"]);
+    // A request whose body never comes: the handler waits for it (the 100 Continue says it
+    // asked), longer than the shutdown deadline.
+    let mut stalled = TcpStream::connect(daemon.address()).await.unwrap();
+    let head = format!(
+        "PUT /chunks/{} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n\
+         Content-Length: 1000\r\nExpect: 100-continue\r\n\r\n",
+        hex(1)
+    );
+    stalled.write_all(head.as_bytes()).await.unwrap();
+    read_until(&mut stalled, "100 Continue").await;
+    stalled.write_all(b"{\"id\": ").await.unwrap();
+
+    let ls = |dir: &Path| {
+        Command::new(env!("CARGO_BIN_EXE_chunk-worker"))
+            .args(["ls", "--data-dir"])
+            .arg(dir)
+            .env("RUST_LOG", "off")
+            .output()
+            .unwrap()
+    };
+    let second = ls(dir.path());
+    assert!(!second.status.success(), "the directory is locked");
+    let stderr = String::from_utf8_lossy(&second.stderr);
+    assert!(stderr.contains("HTTP API"), "{stderr}");
+
+    daemon.signal_term();
+    let signalled = Instant::now();
+    let mut child = daemon.child.take().unwrap();
+    // Until the daemon has exited, nothing else may open the directory.
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if ls(dir.path()).status.success() {
+            // The lock is free: the daemon must be gone, or about to be (it exits right
+            // after releasing the lock), not serving for seconds more.
+            let exited = Instant::now();
+            while child.try_wait().unwrap().is_none() {
+                assert!(
+                    exited.elapsed() < Duration::from_secs(1),
+                    "the lock was released while the daemon still ran"
+                );
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        }
+        assert!(
+            signalled.elapsed() < Duration::from_secs(3 + 7),
+            "the daemon did not exit by the shutdown deadline"
+        );
+    };
+    assert!(status.success(), "exit status {status}");
+    let waited = signalled.elapsed();
+    assert!(
+        waited >= Duration::from_secs(2),
+        "left before the deadline: {waited:?}"
+    );
+    // The stalled client's connection was dropped.
+    read_until_closed(&mut stalled).await;
+    assert!(
+        ls(dir.path()).status.success(),
+        "the lock is free after the exit"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn issue10_token_reads_need_the_token_but_health_checks_do_not() {
+    let dir = tempfile::tempdir().unwrap();
+    let daemon = Daemon::start(dir.path(), &["--token", "s3cret", "--token-reads"]);
+    let client = reqwest::Client::new();
+    for path in [
+        "/chunks".to_string(),
+        "/chunks?status=all".to_string(),
+        format!("/chunks/{}", hex(1)),
+        format!("/datasets/{}/blocks/1", hex(7)),
+        "/events".to_string(),
+        "/metrics".to_string(),
+        "/catalog".to_string(),
+    ] {
+        let response = client.get(daemon.url(&path)).send().await.unwrap();
+        assert_error(response, StatusCode::UNAUTHORIZED, "unauthorized").await;
+        let response = client.head(daemon.url(&path)).send().await.unwrap();
+        assert_eq!(response.status(), StatusCode::UNAUTHORIZED, "HEAD {path}");
+    }
+    let allowed = client
+        .get(daemon.url("/chunks"))
+        .bearer_auth("s3cret")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(allowed.status(), StatusCode::OK);
+    for path in ["/healthz", "/readyz"] {
+        let response = client.get(daemon.url(path)).send().await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK, "{path} needs no token");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn issue10_errors_hide_details_from_anonymous_readers_and_query_strings_from_all() {
+    let mut catalog = Catalog::new();
+    let dir = tempfile::tempdir().unwrap();
+    let daemon = Daemon::start(dir.path(), &["--token", "s3cret"]);
+    let mut anonymous = Events::open_with(&daemon, None).await;
+    let mut trusted = Events::open_with(&daemon, Some("s3cret")).await;
+    let chunk = catalog.chunk(1);
+    let mut description = serde_json::to_value(&chunk).unwrap();
+    let presigned = format!(
+        "{}?X-Amz-Signature=topsecret",
+        catalog.origin.url("nowhere/blocks")
+    );
+    description["files"]["blocks"] = json!(presigned);
+    let put = daemon
+        .client
+        .put(daemon.url(&format!("/chunks/{}", hex(1))))
+        .bearer_auth("s3cret")
+        .json(&description)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(put.status(), StatusCode::ACCEPTED);
+
+    let origin = catalog.origin.addr().to_string();
+    let hidden = anonymous.failure().await;
+    let shown = trusted.failure().await;
+    for text in [&hidden, &shown] {
+        assert!(!text.contains("topsecret"), "{text}");
+    }
+    for secret in ["404", "nowhere", &origin] {
+        assert!(!hidden.contains(secret), "{hidden}");
+    }
+    assert!(
+        shown.contains("404") && shown.contains("nowhere"),
+        "{shown}"
+    );
+
+    let path = format!("/chunks/{}", hex(1));
+    let status: Value = daemon.get_json(&path).await;
+    let error = status["error"].as_str().unwrap();
+    assert!(error.contains("details need the token"), "{error}");
+    for secret in ["404", "nowhere", "topsecret", &origin] {
+        assert!(!error.contains(secret), "{error}");
+    }
+    let all: Vec<Value> = daemon.get_json("/chunks?status=all").await;
+    assert_eq!(all[0]["error"], status["error"]);
+    let status: Value = daemon
+        .client
+        .get(daemon.url(&path))
+        .bearer_auth("s3cret")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let error = status["error"].as_str().unwrap();
+    assert!(
+        error.contains("404") && error.contains("nowhere"),
+        "{error}"
+    );
+    assert!(!error.contains("topsecret"), "{error}");
+}
+
+#[test]
+fn issue10_help_does_not_print_secrets_from_the_environment() {
+    let secrets = [
+        ("CHUNK_WORKER_S3_ACCESS_KEY_ID", "AKIDFROMENV1"),
+        ("CHUNK_WORKER_S3_SECRET_ACCESS_KEY", "SECRETFROMENV2"),
+        ("CHUNK_WORKER_S3_SESSION_TOKEN", "SESSIONFROMENV3"),
+        ("CHUNK_WORKER_TOKEN", "APITOKENFROMENV4"),
+    ];
+    for command in ["serve", "download"] {
+        let output = Command::new(env!("CARGO_BIN_EXE_chunk-worker"))
+            .args([command, "--help"])
+            .envs(secrets)
+            .output()
+            .unwrap();
+        assert!(output.status.success());
+        let help = String::from_utf8_lossy(&output.stdout);
+        for (variable, value) in secrets {
+            if command == "serve" || variable != "CHUNK_WORKER_TOKEN" {
+                assert!(help.contains(variable), "{command} --help names {variable}");
+            }
+            assert!(
+                !help.contains(value),
+                "{command} --help shows {variable}:\n{help}"
+            );
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn issue11_an_assignment_with_a_conflict_changes_nothing() {
+    let mut catalog = Catalog::new();
+    let dir = tempfile::tempdir().unwrap();
+    let daemon = Daemon::start(dir.path(), &[]);
+    let mut events = Events::open(&daemon).await;
+    let (a, b) = (catalog.chunk(1), catalog.chunk(2));
+    daemon.put_json(&format!("/chunks/{}", hex(1)), &a).await;
+    events.wait_for("chunk_ready", &[1]).await;
+
+    let mut changed = serde_json::to_value(&a).unwrap();
+    changed["block_range"] = json!({"start": 100, "end": 150});
+    let response = daemon.put_json("/assignment", &json!([&b, changed])).await;
+    let message = assert_error(response, StatusCode::CONFLICT, "conflict").await;
+    assert!(message.contains(&hex(1)), "{message}");
+
+    let all: Vec<Value> = daemon.get_json("/chunks?status=all").await;
+    assert_eq!(all.len(), 1, "{all:?}");
+    assert_eq!(all[0]["id"], hex(1));
+    assert_eq!(all[0]["state"], "ready");
+    assert_eq!(all[0]["block_range"], json!({"start": 100, "end": 200}));
+    assert_eq!(catalog.origin.get_count("2/blocks"), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn issue11_oversized_bodies_get_a_json_413_on_every_route() {
+    let dir = tempfile::tempdir().unwrap();
+    let daemon = Daemon::start(dir.path(), &["--max-body", "1KiB"]);
+    let client = reqwest::Client::new();
+    let query = json!({
+        "dataset": hex(7),
+        "blocks": {"start": 0, "end": 1},
+        "sql": format!("SELECT '{}'", "x".repeat(2000)),
+    });
+    let response = client
+        .post(daemon.url("/query"))
+        .json(&query)
+        .send()
+        .await
+        .unwrap();
+    assert_error(response, StatusCode::PAYLOAD_TOO_LARGE, "body_too_large").await;
+
+    let padding = json!([{"padding": "x".repeat(2000)}]);
+    let response = client
+        .put(daemon.url("/catalog"))
+        .json(&padding)
+        .send()
+        .await
+        .unwrap();
+    assert_error(response, StatusCode::PAYLOAD_TOO_LARGE, "body_too_large").await;
+
+    // Without a declared length, the limit is found while reading.
+    let body = serde_json::to_vec(&padding).unwrap();
+    for (method, path) in [
+        (reqwest::Method::PUT, "/catalog"),
+        (reqwest::Method::PUT, "/assignment"),
+        (reqwest::Method::POST, "/query"),
+    ] {
+        let chunks = futures::stream::iter(
+            body.chunks(100)
+                .map(|part| Ok::<_, std::io::Error>(Bytes::copy_from_slice(part)))
+                .collect::<Vec<_>>(),
+        );
+        let response = client
+            .request(method, daemon.url(path))
+            .header("content-type", "application/json")
+            .body(reqwest::Body::wrap_stream(chunks))
+            .send()
+            .await
+            .unwrap();
+        assert_error(response, StatusCode::PAYLOAD_TOO_LARGE, "body_too_large").await;
+    }
 }
