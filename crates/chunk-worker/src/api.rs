@@ -428,6 +428,7 @@ async fn delete_chunk(
 ) -> ApiResult<impl IntoResponse> {
     let id = parse_id(&id, "chunk id")?;
     state.manager.delete_chunk(id);
+    deletions_durable(&state.manager, [id]).await?;
     Ok((
         StatusCode::ACCEPTED,
         Json(Accepted {
@@ -468,7 +469,16 @@ async fn put_assignment(
         check_conflict(&state.manager, chunk)?;
     }
     let count = chunks.len();
+    let assigned: HashSet<ChunkId> = chunks.iter().map(|chunk| *chunk.id()).collect();
+    let unassigned: Vec<ChunkId> = state
+        .manager
+        .statuses()
+        .into_iter()
+        .filter(|status| status.wanted && !assigned.contains(status.chunk.id()))
+        .map(|status| *status.chunk.id())
+        .collect();
     state.manager.assign(chunks);
+    deletions_durable(&state.manager, unassigned).await?;
     Ok((
         StatusCode::ACCEPTED,
         Json(Accepted {
@@ -477,6 +487,44 @@ async fn put_assignment(
             chunks: Some(count),
         }),
     ))
+}
+
+/// How long a `DELETE` (or an assignment that drops chunks) waits for the deletions to be
+/// recorded on disk before it answers 503 instead of acknowledging them.
+const DELETION_DURABLE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Waits until the deletions of `ids` are durable (files removed, or a tombstone while refs
+/// pin them), so that a 202 for a deletion survives a crash right after it. A chunk requested
+/// again meanwhile (a later call won) needs nothing.
+async fn deletions_durable(
+    manager: &ChunkManager,
+    ids: impl IntoIterator<Item = ChunkId>,
+) -> ApiResult<()> {
+    let waits = ids.into_iter().map(|id| manager.wait_deleted(id));
+    let all = futures::future::join_all(waits);
+    let results = tokio::time::timeout(DELETION_DURABLE_TIMEOUT, all)
+        .await
+        .map_err(|_elapsed| {
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "deletion_not_durable",
+                "the deletion is requested but not yet recorded on disk; send it again",
+            )
+        })?;
+    for result in results {
+        match result {
+            Ok(()) => {}
+            Err(error) if matches!(*error, chunk_manager::Error::Superseded { .. }) => {}
+            Err(error) => {
+                return Err(ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "deletion_not_durable",
+                    format!("the deletion is requested but not recorded on disk: {error}"),
+                ));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// A ready chunk.
@@ -832,6 +880,16 @@ async fn healthz() -> &'static str {
 }
 
 async fn readyz(State(state): State<AppState>) -> Response {
+    if let Err(error) = state.manager.health()
+        && !matches!(*error, chunk_manager::Error::Shutdown)
+    {
+        return ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "manager_failed",
+            format!("the chunk manager failed: {error}"),
+        )
+        .into_response();
+    }
     if state.shutdown.is_cancelled() {
         return ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,

@@ -1042,3 +1042,33 @@ async fn issue11_oversized_bodies_get_a_json_413_on_every_route() {
         assert_error(response, StatusCode::PAYLOAD_TOO_LARGE, "body_too_large").await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn issue10_an_acknowledged_deletion_survives_a_kill_9_right_after() {
+    let mut catalog = Catalog::new();
+    let dir = tempfile::tempdir().unwrap();
+    let daemon = Daemon::start(dir.path(), &[]);
+    let mut events = Events::open(&daemon).await;
+    let ids: Vec<u8> = (1..=12).collect();
+    let chunks: Vec<DataChunk> = ids.iter().map(|&id| catalog.chunk(id)).collect();
+    let response = daemon.put_json("/assignment", &chunks).await;
+    assert_eq!(response.status(), StatusCode::ACCEPTED);
+    events.wait_for("chunk_ready", &ids).await;
+
+    // Deleted one by one, then dropped by an assignment: each acknowledged...
+    for id in 1..=6 {
+        let response = daemon.delete(&format!("/chunks/{}", hex(id))).await;
+        assert_eq!(response.status(), StatusCode::ACCEPTED);
+    }
+    let response = daemon.put_json("/assignment", &chunks[6..9].to_vec()).await;
+    assert_eq!(response.status(), StatusCode::ACCEPTED);
+    // ...then the process dies at once (SIGKILL).
+    drop(daemon);
+
+    let daemon = Daemon::start(dir.path(), &[]);
+    assert_eq!(
+        daemon.ready_ids().await,
+        BTreeSet::from([hex(7), hex(8), hex(9)]),
+        "every acknowledged deletion is durable"
+    );
+}
