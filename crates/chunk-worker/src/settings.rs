@@ -107,6 +107,9 @@ pub struct ServeArgs {
     /// flag or variable only [default: none; PUT /catalog sets one].
     #[arg(long, env = "CHUNK_WORKER_CATALOG", value_name = "FILE|URL")]
     pub catalog: Option<String>,
+    /// The query options (flags or variables only).
+    #[command(flatten)]
+    pub queries: crate::query::QueryOptions,
 }
 
 /// The TOML file's contents. Every field is optional; unknown fields are an error, so a typo
