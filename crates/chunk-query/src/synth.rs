@@ -680,6 +680,42 @@ mod tests {
     }
 
     #[test]
+    fn issue11_amounts_are_decimals_and_timestamps_parquet_timestamps() {
+        use parquet::file::reader::{FileReader, SerializedFileReader};
+        let chunk = Synth::new(SynthConfig::small())
+            .chunk(&[0; 32], 0..10)
+            .unwrap();
+        // The Parquet logical type of a column, as Debug text.
+        let column = |file: usize, name: &str| {
+            let reader = SerializedFileReader::new(chunk.files[file].1.clone()).unwrap();
+            let schema = reader.metadata().file_metadata().schema_descr_ptr();
+            let column = schema
+                .columns()
+                .iter()
+                .find(|column| column.name() == name)
+                .unwrap()
+                .clone();
+            format!("{:?}", column.logical_type_ref())
+        };
+        let timestamp = column(0, "timestamp");
+        assert!(
+            timestamp.contains("Timestamp")
+                && timestamp.contains("true")
+                && timestamp.contains("MICROS"),
+            "{timestamp}"
+        );
+        for (file, name) in [(1, "value"), (1, "gas_price"), (0, "base_fee_per_gas")] {
+            let decimal = column(file, name);
+            assert!(
+                decimal.contains("Decimal")
+                    && decimal.contains("scale: 0")
+                    && decimal.contains("precision: 38"),
+                "{name}: {decimal}"
+            );
+        }
+    }
+
+    #[test]
     fn chunk_ids_are_stable_and_distinct() {
         assert_eq!(chunk_id(&[1; 32], &(0..10)), chunk_id(&[1; 32], &(0..10)));
         assert_ne!(chunk_id(&[1; 32], &(0..10)), chunk_id(&[1; 32], &(0..11)));

@@ -41,6 +41,20 @@ const QUERIES: [&str; 6] = [
      GROUP BY b.block_number, b.transaction_count HAVING count(t.hash) <> b.transaction_count",
 ];
 
+/// Widened sums (issue 11) under HAVING, ORDER BY, arithmetic and windows: the same numbers.
+const SUMS: [&str; 4] = [
+    "SELECT \"to\", sum(gas) AS gas, sum(value) AS paid FROM transactions \
+     WHERE \"to\" IS NOT NULL GROUP BY \"to\" \
+     HAVING sum(gas) > 100000 AND sum(value) >= 0 ORDER BY gas DESC, \"to\" LIMIT 5",
+    "SELECT sum(gas) + 1 AS more, sum(value) / 2 AS half, avg(gas) AS mean FROM transactions",
+    "SELECT block_number, transaction_index, \
+     sum(gas) OVER (ORDER BY block_number, transaction_index) AS running, \
+     sum(value) OVER (PARTITION BY block_number) AS block_value \
+     FROM transactions ORDER BY block_number, transaction_index LIMIT 20",
+    "SELECT count(*) AS n FROM (SELECT block_number, sum(gas) AS g FROM transactions \
+     GROUP BY block_number) WHERE g > (SELECT avg(gas) FROM transactions)",
+];
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn results_equal_datafusion_over_the_same_files() {
     let fixture = six();
@@ -51,6 +65,11 @@ async fn results_equal_datafusion_over_the_same_files() {
             let actual = worker.run(blocks.clone(), sql).await;
             assert_eq!(actual, expected, "blocks {blocks:?}: {sql}");
         }
+    }
+    for sql in SUMS {
+        let expected = fixture.reference(&(0..300), sql).await;
+        let actual = worker.run(0..300, sql).await;
+        assert_eq!(actual, expected, "{sql}");
     }
     // No block's transactions fail to add up.
     let consistency = worker
