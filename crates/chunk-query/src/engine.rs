@@ -16,8 +16,9 @@
 //! A query is planned against the tables' schemas before any chunk is fetched, so SQL that
 //! cannot plan (an unknown table or column, a type error) downloads nothing. The schemas come
 //! from the catalog (see [`crate::catalog`]); for a table the catalog has no schema for, the
-//! engine fetches the first chunk of the cover (one chunk, which the query needs anyway) and
-//! reads the schemas from its Parquet footers.
+//! engine reads the Parquet footers of the first chunk of the cover: with range requests
+//! (`HEAD`, then the file's last 64 KiB) when its files are `http(s)://` URLs, otherwise by
+//! fetching that one chunk (which the query needs anyway).
 //!
 //! # Exact arithmetic
 //!
@@ -406,11 +407,31 @@ impl QueryEngine {
         }
     }
 
-    /// Fetches one chunk and reads its tables' schemas from their Parquet footers.
+    /// Reads one chunk's tables' schemas from their Parquet footers: with range requests
+    /// when its files are `http(s)://` URLs (the footers only, nothing downloaded), otherwise
+    /// (or if that fails) by fetching the chunk.
     async fn footer_schemas(
         &self,
         chunk: &chunk_manager::DataChunk,
     ) -> Result<BTreeMap<String, SchemaRef>, QueryError> {
+        let tables: Vec<(&str, &String)> = chunk
+            .files()
+            .iter()
+            .filter_map(|(name, url)| Some((table_name(name)?, url)))
+            .collect();
+        let remote = tables
+            .iter()
+            .all(|(_, url)| url.starts_with("http://") || url.starts_with("https://"));
+        if remote {
+            match remote_schemas(&tables).await {
+                Ok(schemas) => return Ok(schemas),
+                Err(error) => tracing::debug!(
+                    chunk = %ShortId(chunk.id()),
+                    %error,
+                    "cannot read the footers with range requests; fetching the chunk"
+                ),
+            }
+        }
         let fetch = self.manager.fetch(chunk.clone());
         let pinned = match self.config.fetch_timeout {
             Some(timeout) => tokio::time::timeout(timeout, fetch)
@@ -617,6 +638,107 @@ impl PhysicalOptimizerRule for YieldInJoins {
 /// The table a chunk file is, if it is a Parquet file: `blocks` for `blocks.parquet`.
 fn table_name(file: &str) -> Option<&str> {
     file.strip_suffix(PARQUET).filter(|stem| !stem.is_empty())
+}
+
+/// The schemas of remote Parquet files, from their footers, read with range requests.
+async fn remote_schemas(tables: &[(&str, &String)]) -> Result<BTreeMap<String, SchemaRef>, String> {
+    let client = reqwest::Client::builder()
+        .connect_timeout(Duration::from_secs(10))
+        .timeout(Duration::from_secs(60))
+        .build()
+        .map_err(|error| crate::catalog::error_chain(&error))?;
+    let mut schemas = BTreeMap::new();
+    for (table, url) in tables {
+        let schema = remote_footer_schema(&client, url)
+            .await
+            .map_err(|error| format!("{url}: {error}"))?;
+        schemas.insert((*table).to_string(), schema);
+    }
+    Ok(schemas)
+}
+
+/// How much of a file's end the first footer read takes: most footers fit.
+const FOOTER_GUESS: u64 = 64 * 1024;
+
+/// A remote Parquet file's Arrow schema: `HEAD` for its size, then a range `GET` of its last
+/// 64 KiB (and one more for a bigger footer).
+async fn remote_footer_schema(client: &reqwest::Client, url: &str) -> Result<SchemaRef, String> {
+    let head = client
+        .head(url)
+        .send()
+        .await
+        .map_err(|error| crate::catalog::error_chain(&error))?;
+    if !head.status().is_success() {
+        return Err(format!("HEAD answered {}", head.status()));
+    }
+    let size = head
+        .headers()
+        .get(reqwest::header::CONTENT_LENGTH)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.parse::<u64>().ok())
+        .ok_or("no Content-Length")?;
+    if size < 12 {
+        return Err(format!("{size} bytes is too small for a Parquet file"));
+    }
+    let tail_len = size.min(FOOTER_GUESS);
+    let tail = read_range(client, url, size - tail_len, size).await?;
+    let Some(footer) = tail.get(tail.len().saturating_sub(8)..) else {
+        return Err("short read".into());
+    };
+    if footer.len() != 8 || &footer[4..] != b"PAR1" {
+        return Err("no Parquet footer (PAR1)".into());
+    }
+    let mut length = [0u8; 4];
+    length.copy_from_slice(&footer[..4]);
+    let metadata_len = u64::from(u32::from_le_bytes(length));
+    if metadata_len + 12 > size {
+        return Err(format!(
+            "a footer of {metadata_len} bytes in a file of {size}"
+        ));
+    }
+    let metadata = if metadata_len + 8 <= tail_len {
+        let end = tail.len() - 8;
+        tail.slice(end - metadata_len as usize..end)
+    } else {
+        read_range(client, url, size - 8 - metadata_len, size - 8).await?
+    };
+    let metadata = parquet::file::metadata::ParquetMetaDataReader::decode_metadata(&metadata)
+        .map_err(|error| error.to_string())?;
+    let file = metadata.file_metadata();
+    let schema =
+        parquet::arrow::parquet_to_arrow_schema(file.schema_descr(), file.key_value_metadata())
+            .map_err(|error| error.to_string())?;
+    Ok(Arc::new(schema))
+}
+
+/// Bytes `start..end` of a remote file.
+async fn read_range(
+    client: &reqwest::Client,
+    url: &str,
+    start: u64,
+    end: u64,
+) -> Result<bytes::Bytes, String> {
+    let response = client
+        .get(url)
+        .header(reqwest::header::RANGE, format!("bytes={start}-{}", end - 1))
+        .send()
+        .await
+        .map_err(|error| crate::catalog::error_chain(&error))?;
+    let status = response.status();
+    let body = response
+        .bytes()
+        .await
+        .map_err(|error| crate::catalog::error_chain(&error))?;
+    let wanted = (end - start) as usize;
+    match status.as_u16() {
+        206 if body.len() == wanted => Ok(body),
+        // A server that ignores ranges sends the whole file.
+        200 if body.len() as u64 >= end => Ok(body.slice(start as usize..end as usize)),
+        other => Err(format!(
+            "a range read answered {other} with {} bytes",
+            body.len()
+        )),
+    }
 }
 
 /// A Parquet file's Arrow schema, from its footer.
