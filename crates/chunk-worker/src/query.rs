@@ -12,7 +12,12 @@
 //!   to download from.
 //! - `POST /query` takes `{"dataset", "blocks": {"start", "end"}, "sql", "format"}` and streams
 //!   the result as JSON (default), NDJSON or Arrow IPC (`"format": "arrow"`, or
-//!   `Accept: application/vnd.apache.arrow.stream`); `PUT /catalog` replaces the catalog.
+//!   `Accept: application/vnd.apache.arrow.stream`); `PUT /catalog` replaces the catalog;
+//!   `GET /datasets/{dataset}/schema` lists the tables and their columns (`chunk-worker
+//!   schema` prints them).
+//! - Daemon queries run on a runtime of their own (`--query-threads`), supervised from the
+//!   HTTP server's: a client that disconnects or `--query-timeout` stops the query, and a
+//!   query that fails after its first batch ends its body unmistakably (see [`post_query`]).
 
 use std::io::{IsTerminal, Write};
 use std::ops::Range;
@@ -296,7 +301,11 @@ async fn write_stream(
     out: &mut impl Write,
 ) -> anyhow::Result<usize> {
     let mut encoder = Encoder::new(format, stream.schema()).context("encode the result")?;
-    let first = stream.next().await.transpose()?;
+    let first = stream
+        .next()
+        .await
+        .transpose()
+        .map_err(|failure| anyhow!(user_message(&failure.to_string())))?;
     out.write_all(&encoder.begin()?)
         .context("write the result")?;
     let mut rows = 0;
