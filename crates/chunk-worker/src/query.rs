@@ -524,7 +524,14 @@ pub struct QueryOptions {
     /// the number of CPUs].
     #[arg(long, env = "CHUNK_WORKER_QUERY_THREADS", value_name = "N")]
     pub query_threads: Option<usize>,
+    /// Queries that run at once; the others wait their turn, in order (the wait counts
+    /// against the timeout) [default: 8].
+    #[arg(long, env = "CHUNK_WORKER_MAX_QUERIES", value_name = "N")]
+    pub max_queries: Option<usize>,
 }
+
+/// The default of [`QueryOptions::max_queries`].
+const DEFAULT_MAX_QUERIES: usize = 8;
 
 /// The default of [`QueryOptions::query_timeout`].
 const DEFAULT_QUERY_TIMEOUT: Duration = Duration::from_secs(300);
@@ -541,6 +548,8 @@ struct ServiceInner {
     /// Where queries run; `None` only while dropping.
     runtime: Option<tokio::runtime::Runtime>,
     timeout: Duration,
+    /// One per query allowed to run at once.
+    permits: Arc<tokio::sync::Semaphore>,
 }
 
 impl Drop for ServiceInner {
@@ -590,11 +599,15 @@ impl QueryService {
         let engine = QueryEngine::with_config(manager, catalog, config)
             .context("set up the query engine")?;
         metrics::gauge!(QUERIES_RUNNING).set(0.0);
+        metrics::gauge!(QUERIES_QUEUED).set(0.0);
         Ok(Self {
             inner: Arc::new(ServiceInner {
                 engine: Arc::new(engine),
                 runtime: Some(runtime),
                 timeout: options.query_timeout.unwrap_or(DEFAULT_QUERY_TIMEOUT),
+                permits: Arc::new(tokio::sync::Semaphore::new(
+                    options.max_queries.unwrap_or(DEFAULT_MAX_QUERIES).max(1),
+                )),
             }),
         })
     }
@@ -613,11 +626,43 @@ impl QueryService {
         blocks: Range<u64>,
         sql: String,
     ) -> Option<tokio::sync::mpsc::Receiver<Progress>> {
-        let runtime = self.inner.runtime.as_ref()?;
+        let runtime = self.inner.runtime.as_ref()?.handle().clone();
         let (sender, receiver) = tokio::sync::mpsc::channel(2);
         let engine = self.inner.engine.clone();
-        let work = runtime.spawn(execute(engine, dataset, blocks, sql, sender.clone()));
-        tokio::spawn(supervise(work, self.inner.timeout, sender));
+        let permits = self.inner.permits.clone();
+        let timeout = self.inner.timeout;
+        let deadline = tokio::time::Instant::now() + timeout;
+        tokio::spawn(async move {
+            let permit = {
+                let _queued = Counted::new(QUERIES_QUEUED);
+                tokio::select! {
+                    () = sender.closed() => {
+                        metrics::counter!(QUERIES, "result" => "cancelled").increment(1);
+                        return;
+                    }
+                    () = tokio::time::sleep_until(deadline) => {
+                        let failure = Failure::Timeout(timeout);
+                        metrics::counter!(QUERIES, "result" => failure.code()).increment(1);
+                        let _ = sender.send(Progress::Failed(failure)).await;
+                        return;
+                    }
+                    permit = permits.acquire_owned() => match permit {
+                        Ok(permit) => permit,
+                        // Closed: the service is going away.
+                        Err(_closed) => return,
+                    },
+                }
+            };
+            let work = runtime.spawn(execute(
+                engine,
+                dataset,
+                blocks,
+                sql,
+                sender.clone(),
+                permit,
+            ));
+            supervise(work, deadline, timeout, sender).await;
+        });
         Some(receiver)
     }
 }
@@ -675,19 +720,19 @@ impl Failure {
     }
 }
 
-/// Counts a running query in [`QUERIES_RUNNING`] while it lives.
-struct Running;
+/// Counts a query in a gauge ([`QUERIES_RUNNING`], [`QUERIES_QUEUED`]) while it lives.
+struct Counted(&'static str);
 
-impl Running {
-    fn new() -> Self {
-        metrics::gauge!(QUERIES_RUNNING).increment(1.0);
-        Running
+impl Counted {
+    fn new(gauge: &'static str) -> Self {
+        metrics::gauge!(gauge).increment(1.0);
+        Counted(gauge)
     }
 }
 
-impl Drop for Running {
+impl Drop for Counted {
     fn drop(&mut self) {
-        metrics::gauge!(QUERIES_RUNNING).decrement(1.0);
+        metrics::gauge!(self.0).decrement(1.0);
     }
 }
 
@@ -699,8 +744,10 @@ async fn execute(
     blocks: Range<u64>,
     sql: String,
     sender: tokio::sync::mpsc::Sender<Progress>,
+    permit: tokio::sync::OwnedSemaphorePermit,
 ) -> Result<(), Failure> {
-    let _running = Running::new();
+    // Both released when the query really stops (its task ends or is dropped).
+    let _running = (Counted::new(QUERIES_RUNNING), permit);
     let mut stream = engine
         .query(&dataset, blocks, &sql)
         .await
@@ -734,6 +781,7 @@ async fn execute(
 /// runs out of time, and reports its failure.
 async fn supervise(
     mut work: tokio::task::JoinHandle<Result<(), Failure>>,
+    deadline: tokio::time::Instant,
     timeout: Duration,
     sender: tokio::sync::mpsc::Sender<Progress>,
 ) {
@@ -744,7 +792,7 @@ async fn supervise(
             tracing::info!("query cancelled: its client went away");
             return;
         }
-        () = tokio::time::sleep(timeout) => {
+        () = tokio::time::sleep_until(deadline) => {
             work.abort();
             Err(Failure::Timeout(timeout))
         }
@@ -1084,7 +1132,9 @@ pub struct CatalogSummary {
 
 /// Queries started, and refused, failed or cancelled by kind.
 const QUERIES: &str = "chunk_worker_queries_total";
-/// Queries running now (from their request until they end, fail or are cancelled).
+/// Queries running now (from their turn until they end, fail or are cancelled).
 const QUERIES_RUNNING: &str = "chunk_worker_queries_running";
+/// Queries waiting for their turn (`--max-queries`).
+const QUERIES_QUEUED: &str = "chunk_worker_queries_queued";
 /// Seconds from a query's request to its first byte: fetching its chunks and planning.
 const QUERY_START: &str = "chunk_worker_query_start_seconds";

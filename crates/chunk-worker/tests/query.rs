@@ -660,3 +660,44 @@ async fn issue11_the_schema_is_served_and_printed() {
     let row: Value = serde_json::from_str(text(&allowed.stdout).trim()).unwrap();
     assert_eq!(row["paid"], true, "{row}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn issue11_queries_beyond_the_limit_wait_their_turn() {
+    let served = Served::new();
+    let daemon = Daemon::start(&["--catalog", &served.catalog(), "--max-queries", "1"]);
+    let body = |sql: &str| {
+        json!({
+            "dataset": id_to_hex(&DATASET),
+            "blocks": {"start": 0, "end": 300},
+            "sql": sql,
+            "format": "ndjson",
+        })
+    };
+    let post = |sql: &str| {
+        let client = daemon.client.clone();
+        let url = format!("{}/query", daemon.url);
+        let body = body(sql);
+        tokio::spawn(async move {
+            let response = client.post(url).json(&body).send().await?;
+            response.text().await
+        })
+    };
+    until_running(&daemon, 0.0).await;
+    let heavy = post(HEAVY);
+    until_running(&daemon, 1.0).await;
+    let small = post("SELECT count(*) AS n FROM blocks");
+    let deadline = Instant::now() + PATIENCE;
+    while metric(&daemon, "chunk_worker_queries_queued").await != Some(1.0) {
+        assert!(Instant::now() < deadline, "the second query never queued");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(!small.is_finished(), "it waits for the heavy one");
+    // The heavy one's client leaves: the small one runs.
+    heavy.abort();
+    let answer = small.await.unwrap().unwrap();
+    assert_eq!(answer.trim(), r#"{"n":300}"#);
+    assert_eq!(
+        metric(&daemon, "chunk_worker_queries_queued").await,
+        Some(0.0)
+    );
+}
