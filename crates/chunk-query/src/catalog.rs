@@ -14,17 +14,36 @@
 //! at each block, the covering chunk that reaches furthest, and gives every chunk the part of
 //! the range it answers for, so that no block is read twice. Blocks no chunk covers are
 //! reported as missing.
+//!
+//! # Table schemas
+//!
+//! A catalog may also carry each table's Arrow schema per dataset, so a query is planned (and
+//! a query that cannot plan is refused) before any chunk is downloaded. In the JSON form,
+//! next to the chunks:
+//!
+//! ```json
+//! {"chunks": [...],
+//!  "schemas": {"<dataset id, 64 hex digits>": {"blocks": [
+//!      {"name": "block_number", "type": "UInt64", "nullable": false},
+//!      {"name": "timestamp", "type": "Timestamp(µs, \"UTC\")", "nullable": false}]}}}
+//! ```
+//!
+//! where `type` is Arrow's name of the data type (as `DataType`'s `Display` writes it and its
+//! `FromStr` reads it). `chunk-worker synth` writes them. A catalog without a table's schema
+//! (a bare list, or one listed from object storage) still works: the engine then reads the
+//! schema from one chunk before planning (see [`crate::engine`]).
 
 use std::collections::{BTreeMap, HashMap};
 use std::ops::Range;
 use std::path::Path;
 use std::sync::Arc;
 
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use chunk_manager::{ChunkId, DataChunk, DatasetId, id_from_hex};
 use futures::TryStreamExt;
 use object_store::ObjectStore;
 use object_store::path::Path as ObjectPath;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::error::{CatalogError, QueryError};
 
@@ -49,7 +68,26 @@ use crate::error::{CatalogError, QueryError};
 pub struct Catalog {
     datasets: HashMap<DatasetId, DatasetChunks>,
     by_id: HashMap<ChunkId, Arc<DataChunk>>,
+    /// Per dataset, the tables' schemas, by table name (`blocks` for `blocks.parquet`).
+    schemas: HashMap<DatasetId, BTreeMap<String, SchemaRef>>,
 }
+
+/// One column of a table schema in a catalog file.
+#[derive(Debug, Serialize, Deserialize)]
+struct ColumnJson {
+    name: String,
+    #[serde(rename = "type")]
+    data_type: String,
+    #[serde(default = "yes")]
+    nullable: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// Per dataset (hex id), per table, its columns.
+type SchemasJson = BTreeMap<String, BTreeMap<String, Vec<ColumnJson>>>;
 
 /// One dataset's chunks, sorted by `(start, id)`.
 #[derive(Debug, Default, Clone)]
@@ -94,7 +132,11 @@ impl Cover {
 #[serde(untagged)]
 enum CatalogFile {
     List(Vec<DataChunk>),
-    Object { chunks: Vec<DataChunk> },
+    Object {
+        chunks: Vec<DataChunk>,
+        #[serde(default)]
+        schemas: SchemasJson,
+    },
 }
 
 impl Catalog {
@@ -124,7 +166,70 @@ impl Catalog {
             .into_iter()
             .map(|(dataset, chunks)| (dataset, DatasetChunks::new(chunks)))
             .collect();
-        Ok(Self { datasets, by_id })
+        Ok(Self {
+            datasets,
+            by_id,
+            schemas: HashMap::new(),
+        })
+    }
+
+    /// The catalog with these table schemas for `dataset` (replacing any it had for those
+    /// tables); see the module docs.
+    pub fn with_schemas(
+        mut self,
+        dataset: DatasetId,
+        tables: impl IntoIterator<Item = (String, SchemaRef)>,
+    ) -> Self {
+        self.schemas.entry(dataset).or_default().extend(tables);
+        self
+    }
+
+    /// The schema of `table` of `dataset`, if the catalog has it.
+    pub fn schema(&self, dataset: &DatasetId, table: &str) -> Option<SchemaRef> {
+        self.schemas.get(dataset)?.get(table).cloned()
+    }
+
+    /// The table schemas the catalog has for `dataset`, by table name.
+    pub fn schemas(&self, dataset: &DatasetId) -> BTreeMap<String, SchemaRef> {
+        self.schemas.get(dataset).cloned().unwrap_or_default()
+    }
+
+    /// The catalog as JSON: `{"chunks": [...], "schemas": {...}}`, which
+    /// [`Catalog::from_json`] reads back.
+    ///
+    /// # Errors
+    ///
+    /// `serde_json`'s error (a chunk description that cannot be encoded: a bug).
+    pub fn to_json(&self) -> Result<Vec<u8>, serde_json::Error> {
+        let mut datasets: Vec<&DatasetId> = self.datasets.keys().collect();
+        datasets.sort();
+        let chunks: Vec<&DataChunk> = datasets
+            .iter()
+            .flat_map(|dataset| self.chunks(dataset).iter().map(|chunk| chunk.as_ref()))
+            .collect();
+        let schemas: SchemasJson = self
+            .schemas
+            .iter()
+            .map(|(dataset, tables)| {
+                let tables = tables
+                    .iter()
+                    .map(|(table, schema)| {
+                        let columns = schema
+                            .fields()
+                            .iter()
+                            .map(|field| ColumnJson {
+                                name: field.name().clone(),
+                                data_type: field.data_type().to_string(),
+                                nullable: field.is_nullable(),
+                            })
+                            .collect();
+                        (table.clone(), columns)
+                    })
+                    .collect();
+                (chunk_manager::id_to_hex(dataset), tables)
+            })
+            .collect();
+        serde_json::to_vec_pretty(&serde_json::json!({"chunks": chunks, "schemas": schemas}))
     }
 
     /// Parses a catalog: a JSON list of chunk descriptions, or `{"chunks": [...]}`. `origin`
@@ -140,7 +245,37 @@ impl Catalog {
                 source,
             })?;
         match file {
-            CatalogFile::List(chunks) | CatalogFile::Object { chunks } => Self::new(chunks),
+            CatalogFile::List(chunks) => Self::new(chunks),
+            CatalogFile::Object { chunks, schemas } => {
+                let mut catalog = Self::new(chunks)?;
+                for (dataset, tables) in schemas {
+                    let bad = |reason: String| CatalogError::BadSchema {
+                        origin: origin.to_string(),
+                        dataset: dataset.clone(),
+                        reason,
+                    };
+                    let id = id_from_hex(&dataset).map_err(|error| bad(error.to_string()))?;
+                    let mut parsed = Vec::new();
+                    for (table, columns) in tables {
+                        let fields = columns
+                            .into_iter()
+                            .map(|column| {
+                                let data_type: DataType =
+                                    column.data_type.parse().map_err(|error| {
+                                        bad(format!(
+                                            "table {table}, column {}: {error}",
+                                            column.name
+                                        ))
+                                    })?;
+                                Ok(Field::new(column.name, data_type, column.nullable))
+                            })
+                            .collect::<Result<Vec<_>, CatalogError>>()?;
+                        parsed.push((table, Arc::new(Schema::new(fields))));
+                    }
+                    catalog = catalog.with_schemas(id, parsed);
+                }
+                Ok(catalog)
+            }
         }
     }
 
@@ -551,6 +686,26 @@ mod tests {
         assert!(matches!(
             Catalog::from_json(b"{", "broken"),
             Err(CatalogError::Parse { .. })
+        ));
+    }
+
+    #[test]
+    fn issue11_table_schemas_survive_json() {
+        let catalog = Catalog::new([chunk(1, 0..10)])
+            .unwrap()
+            .with_schemas([0; 32], crate::synth::schemas());
+        let json = catalog.to_json().unwrap();
+        let back = Catalog::from_json(&json, "json").unwrap();
+        assert_eq!(back.len(), 1);
+        assert_eq!(
+            back.schema(&[0; 32], "transactions"),
+            Some(crate::synth::transactions_schema())
+        );
+        assert_eq!(back.schemas(&[0; 32]).len(), 3);
+        let bad = br#"{"chunks": [], "schemas": {"00": {"t": [{"name": "a", "type": "Nope"}]}}}"#;
+        assert!(matches!(
+            Catalog::from_json(bad, "bad"),
+            Err(CatalogError::BadSchema { .. })
         ));
     }
 

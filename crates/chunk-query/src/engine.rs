@@ -11,6 +11,20 @@
 //! scans (row groups and pages whose statistics fall outside are skipped), plans the SQL and
 //! returns a [`QueryStream`] of Arrow record batches.
 //!
+//! # Planning before downloading
+//!
+//! A query is planned against the tables' schemas before any chunk is fetched, so SQL that
+//! cannot plan (an unknown table or column, a type error) downloads nothing. The schemas come
+//! from the catalog (see [`crate::catalog`]); for a table the catalog has no schema for, the
+//! engine reads the Parquet footers of the first chunk of the cover: with range requests
+//! (`HEAD`, then the file's last 64 KiB) when its files are `http(s)://` URLs, otherwise by
+//! fetching that one chunk (which the query needs anyway).
+//!
+//! # Exact arithmetic
+//!
+//! Sums of integers are `Decimal128(38, 0)`, sums of decimals are checked, and integer `+`,
+//! `-`, `*` fail on overflow instead of wrapping: see [`crate::checked`].
+//!
 //! # Pins
 //!
 //! The stream holds a [`ChunkRef`] to every chunk the query reads, so none of them is evicted
@@ -36,10 +50,18 @@ use arc_swap::ArcSwap;
 use arrow::datatypes::SchemaRef;
 use arrow::record_batch::RecordBatch;
 use chunk_manager::{ChunkId, ChunkManager, ChunkRef, ChunkState, DatasetId, ShortId};
+use datafusion::catalog::TableProvider;
 use datafusion::common::TableReference;
+use datafusion::common::tree_node::{Transformed, TreeNode};
+use datafusion::datasource::empty::EmptyTable;
 use datafusion::error::DataFusionError;
 use datafusion::execution::SendableRecordBatchStream;
+use datafusion::execution::SessionStateBuilder;
 use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
+use datafusion::optimizer::analyzer::type_coercion::TypeCoercion;
+use datafusion::physical_optimizer::PhysicalOptimizerRule;
+use datafusion::physical_plan::ExecutionPlan;
+use datafusion::physical_plan::coop::CooperativeExec;
 use datafusion::prelude::{
     DataFrame, Expr, ParquetReadOptions, SQLOptions, SessionConfig, SessionContext, ident, lit,
 };
@@ -48,6 +70,7 @@ use datafusion::sql::sqlparser::ast::Statement as SQLStatement;
 use futures::{Stream, StreamExt, TryStreamExt};
 
 use crate::catalog::{Catalog, Cover};
+use crate::checked::{CheckedArithmetic, WidenSums};
 use crate::error::QueryError;
 
 /// The file extension that makes a chunk file a table.
@@ -284,16 +307,20 @@ impl QueryEngine {
                 range: blocks,
             });
         }
-        let (pins, chunks) = self.pin(&cover).await?;
+        // Planned against the schemas first: a query that cannot plan downloads nothing (or
+        // one chunk, if the catalog lacks a schema).
+        let uses = self.uses(&cover);
+        let schemas = self.cover_schemas(&catalog, dataset, &cover).await?;
+        if let Some(schemas) = schemas {
+            check_plan(&self.context(), &schemas, sql).await?;
+        }
+        let pins = self.pin(&cover).await?;
+        let chunks = uses;
         let fetched = started.elapsed();
         self.register_tables(&context, &cover, &pins, &blocks)
             .await?;
-        let options = SQLOptions::new()
-            .with_allow_ddl(false)
-            .with_allow_dml(false)
-            .with_allow_statements(false);
         let frame = context
-            .sql_with_options(sql, options)
+            .sql_with_options(sql, sql_options())
             .await
             .map_err(classify)?;
         let inner = frame.execute_stream().await.map_err(classify)?;
@@ -315,9 +342,127 @@ impl QueryEngine {
         })
     }
 
-    /// Gets and pins every chunk of the cover, concurrently.
-    async fn pin(&self, cover: &Cover) -> Result<(Vec<ChunkRef>, Vec<ChunkUse>), QueryError> {
-        let uses: Vec<ChunkUse> = cover
+    /// The schema of every table of `dataset`, by name: from the catalog, or else read from
+    /// the Parquet footers of the dataset's first chunk (fetched, and cached, for it).
+    ///
+    /// # Errors
+    ///
+    /// [`QueryError::UnknownDataset`], or those of fetching the chunk and reading its files.
+    pub async fn table_schemas(
+        &self,
+        dataset: &DatasetId,
+    ) -> Result<BTreeMap<String, SchemaRef>, QueryError> {
+        let catalog = self.catalog.load_full();
+        let known = catalog.schemas(dataset);
+        let Some(first) = catalog.chunks(dataset).first() else {
+            return Err(QueryError::UnknownDataset { dataset: *dataset });
+        };
+        let missing = first
+            .files()
+            .keys()
+            .filter_map(|name| table_name(name))
+            .any(|table| !known.contains_key(table));
+        if !known.is_empty() && !missing {
+            return Ok(known);
+        }
+        let mut schemas = self.footer_schemas(first).await?;
+        schemas.extend(known);
+        Ok(schemas)
+    }
+
+    /// The schemas of the tables of the cover's chunks, or `None` if some are unknown even
+    /// after reading the first chunk's.
+    async fn cover_schemas(
+        &self,
+        catalog: &Catalog,
+        dataset: &DatasetId,
+        cover: &Cover,
+    ) -> Result<Option<BTreeMap<String, SchemaRef>>, QueryError> {
+        let mut schemas = catalog.schemas(dataset);
+        let names: std::collections::BTreeSet<&str> = cover
+            .parts
+            .iter()
+            .flat_map(|part| {
+                part.chunk
+                    .files()
+                    .keys()
+                    .filter_map(|name| table_name(name))
+            })
+            .collect();
+        if names.iter().all(|name| schemas.contains_key(*name)) {
+            schemas.retain(|name, _| names.contains(name.as_str()));
+            return Ok(Some(schemas));
+        }
+        let Some(first) = cover.parts.first() else {
+            return Ok(None);
+        };
+        for (name, schema) in self.footer_schemas(&first.chunk).await? {
+            schemas.entry(name).or_insert(schema);
+        }
+        if names.iter().all(|name| schemas.contains_key(*name)) {
+            schemas.retain(|name, _| names.contains(name.as_str()));
+            Ok(Some(schemas))
+        } else {
+            Ok(None)
+        }
+    }
+
+    /// Reads one chunk's tables' schemas from their Parquet footers: with range requests
+    /// when its files are `http(s)://` URLs (the footers only, nothing downloaded), otherwise
+    /// (or if that fails) by fetching the chunk.
+    async fn footer_schemas(
+        &self,
+        chunk: &chunk_manager::DataChunk,
+    ) -> Result<BTreeMap<String, SchemaRef>, QueryError> {
+        let tables: Vec<(&str, &String)> = chunk
+            .files()
+            .iter()
+            .filter_map(|(name, url)| Some((table_name(name)?, url)))
+            .collect();
+        let remote = tables
+            .iter()
+            .all(|(_, url)| url.starts_with("http://") || url.starts_with("https://"));
+        if remote {
+            match remote_schemas(&tables).await {
+                Ok(schemas) => return Ok(schemas),
+                Err(error) => tracing::debug!(
+                    chunk = %ShortId(chunk.id()),
+                    %error,
+                    "cannot read the footers with range requests; fetching the chunk"
+                ),
+            }
+        }
+        let fetch = self.manager.fetch(chunk.clone());
+        let pinned = match self.config.fetch_timeout {
+            Some(timeout) => tokio::time::timeout(timeout, fetch)
+                .await
+                .map_err(|_elapsed| QueryError::FetchTimeout { timeout })?,
+            None => fetch.await,
+        }
+        .map_err(|source| QueryError::Fetch {
+            chunk: *chunk.id(),
+            source,
+        })?;
+        let mut schemas = BTreeMap::new();
+        for name in chunk.files().keys() {
+            let Some(table) = table_name(name) else {
+                continue;
+            };
+            let path = pinned.path().join(name);
+            let schema = read_footer_schema(&path).map_err(|error| {
+                QueryError::execution(DataFusionError::Execution(format!(
+                    "cannot read the schema of {}: {error}",
+                    path.display()
+                )))
+            })?;
+            schemas.insert(table.to_string(), schema);
+        }
+        Ok(schemas)
+    }
+
+    /// The chunks of the cover, and whether each is not ready yet (to be fetched).
+    fn uses(&self, cover: &Cover) -> Vec<ChunkUse> {
+        cover
             .parts
             .iter()
             .map(|part| ChunkUse {
@@ -328,7 +473,11 @@ impl QueryEngine {
                     .status(part.chunk.id())
                     .is_some_and(|status| matches!(status.state, ChunkState::Ready)),
             })
-            .collect();
+            .collect()
+    }
+
+    /// Gets and pins every chunk of the cover, concurrently.
+    async fn pin(&self, cover: &Cover) -> Result<Vec<ChunkRef>, QueryError> {
         let fetches = cover.parts.iter().map(|part| async move {
             self.manager
                 .fetch((*part.chunk).clone())
@@ -345,9 +494,11 @@ impl QueryEngine {
                 .map_err(|_elapsed| QueryError::FetchTimeout { timeout })??,
             None => all.await?,
         };
-        Ok((pins, uses))
+        Ok(pins)
     }
 
+    /// A session for one query: the engine's settings and memory pool, and the rules that make
+    /// arithmetic exact ([`crate::checked`]).
     fn context(&self) -> SessionContext {
         let mut config = SessionConfig::new()
             .with_batch_size(self.config.batch_size)
@@ -356,7 +507,18 @@ impl QueryEngine {
         let parquet = &mut config.options_mut().execution.parquet;
         parquet.pushdown_filters = self.config.pushdown_filters;
         parquet.reorder_filters = self.config.pushdown_filters;
-        SessionContext::new_with_config_rt(config, self.runtime.clone())
+        let state = SessionStateBuilder::new()
+            .with_config(config)
+            .with_runtime_env(self.runtime.clone())
+            .with_default_features()
+            // After DataFusion's own rules: sums widened, then types coerced again above
+            // them, then integer arithmetic checked.
+            .with_analyzer_rule(Arc::new(WidenSums))
+            .with_analyzer_rule(Arc::new(TypeCoercion::new()))
+            .with_analyzer_rule(Arc::new(CheckedArithmetic))
+            .with_physical_optimizer_rule(Arc::new(YieldInJoins))
+            .build();
+        SessionContext::new_with_state(state)
     }
 
     /// Registers one table per Parquet file name: the union of that file over the pinned
@@ -372,7 +534,7 @@ impl QueryEngine {
         let mut tables: BTreeMap<String, Vec<TableFile>> = BTreeMap::new();
         for (part, pinned) in cover.parts.iter().zip(pins) {
             for name in part.chunk.files().keys() {
-                let Some(table) = name.strip_suffix(PARQUET).filter(|stem| !stem.is_empty()) else {
+                let Some(table) = table_name(name) else {
                     continue;
                 };
                 tables
@@ -434,6 +596,184 @@ struct TableFile {
     path: PathBuf,
     /// The blocks the chunk answers for.
     blocks: Range<u64>,
+}
+
+/// Makes every join give the thread back between its output batches.
+///
+/// DataFusion's tasks yield to the scheduler only when their sources (the Parquet scans) have
+/// used up tokio's budget; a join can produce billions of rows from a few input batches, so
+/// a cross join would keep its threads for minutes, and cancelling it (dropping its stream)
+/// would take effect only when it is done. Wrapping each join in a [`CooperativeExec`] spends
+/// budget per output batch, so the task yields every 128 batches and a cancellation or a
+/// timeout stops it within a few batches.
+#[derive(Debug)]
+struct YieldInJoins;
+
+impl PhysicalOptimizerRule for YieldInJoins {
+    fn optimize(
+        &self,
+        plan: Arc<dyn ExecutionPlan>,
+        _config: &datafusion::common::config::ConfigOptions,
+    ) -> datafusion::common::Result<Arc<dyn ExecutionPlan>> {
+        plan.transform_up(|node| {
+            if node.name().contains("Join") {
+                let wrapped: Arc<dyn ExecutionPlan> = Arc::new(CooperativeExec::new(node));
+                Ok(Transformed::yes(wrapped))
+            } else {
+                Ok(Transformed::no(node))
+            }
+        })
+        .map(|rewritten| rewritten.data)
+    }
+
+    fn name(&self) -> &str {
+        "chunk_query_yield_in_joins"
+    }
+
+    fn schema_check(&self) -> bool {
+        true
+    }
+}
+
+/// The table a chunk file is, if it is a Parquet file: `blocks` for `blocks.parquet`.
+fn table_name(file: &str) -> Option<&str> {
+    file.strip_suffix(PARQUET).filter(|stem| !stem.is_empty())
+}
+
+/// The schemas of remote Parquet files, from their footers, read with range requests.
+async fn remote_schemas(tables: &[(&str, &String)]) -> Result<BTreeMap<String, SchemaRef>, String> {
+    let client = reqwest::Client::builder()
+        .connect_timeout(Duration::from_secs(10))
+        .timeout(Duration::from_secs(60))
+        .build()
+        .map_err(|error| crate::catalog::error_chain(&error))?;
+    let mut schemas = BTreeMap::new();
+    for (table, url) in tables {
+        let schema = remote_footer_schema(&client, url)
+            .await
+            .map_err(|error| format!("{url}: {error}"))?;
+        schemas.insert((*table).to_string(), schema);
+    }
+    Ok(schemas)
+}
+
+/// How much of a file's end the first footer read takes: most footers fit.
+const FOOTER_GUESS: u64 = 64 * 1024;
+
+/// A remote Parquet file's Arrow schema: `HEAD` for its size, then a range `GET` of its last
+/// 64 KiB (and one more for a bigger footer).
+async fn remote_footer_schema(client: &reqwest::Client, url: &str) -> Result<SchemaRef, String> {
+    let head = client
+        .head(url)
+        .send()
+        .await
+        .map_err(|error| crate::catalog::error_chain(&error))?;
+    if !head.status().is_success() {
+        return Err(format!("HEAD answered {}", head.status()));
+    }
+    let size = head
+        .headers()
+        .get(reqwest::header::CONTENT_LENGTH)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.parse::<u64>().ok())
+        .ok_or("no Content-Length")?;
+    if size < 12 {
+        return Err(format!("{size} bytes is too small for a Parquet file"));
+    }
+    let tail_len = size.min(FOOTER_GUESS);
+    let tail = read_range(client, url, size - tail_len, size).await?;
+    let Some(footer) = tail.get(tail.len().saturating_sub(8)..) else {
+        return Err("short read".into());
+    };
+    if footer.len() != 8 || &footer[4..] != b"PAR1" {
+        return Err("no Parquet footer (PAR1)".into());
+    }
+    let mut length = [0u8; 4];
+    length.copy_from_slice(&footer[..4]);
+    let metadata_len = u64::from(u32::from_le_bytes(length));
+    if metadata_len + 12 > size {
+        return Err(format!(
+            "a footer of {metadata_len} bytes in a file of {size}"
+        ));
+    }
+    let metadata = if metadata_len + 8 <= tail_len {
+        let end = tail.len() - 8;
+        tail.slice(end - metadata_len as usize..end)
+    } else {
+        read_range(client, url, size - 8 - metadata_len, size - 8).await?
+    };
+    let metadata = parquet::file::metadata::ParquetMetaDataReader::decode_metadata(&metadata)
+        .map_err(|error| error.to_string())?;
+    let file = metadata.file_metadata();
+    let schema =
+        parquet::arrow::parquet_to_arrow_schema(file.schema_descr(), file.key_value_metadata())
+            .map_err(|error| error.to_string())?;
+    Ok(Arc::new(schema))
+}
+
+/// Bytes `start..end` of a remote file.
+async fn read_range(
+    client: &reqwest::Client,
+    url: &str,
+    start: u64,
+    end: u64,
+) -> Result<bytes::Bytes, String> {
+    let response = client
+        .get(url)
+        .header(reqwest::header::RANGE, format!("bytes={start}-{}", end - 1))
+        .send()
+        .await
+        .map_err(|error| crate::catalog::error_chain(&error))?;
+    let status = response.status();
+    let body = response
+        .bytes()
+        .await
+        .map_err(|error| crate::catalog::error_chain(&error))?;
+    let wanted = (end - start) as usize;
+    match status.as_u16() {
+        206 if body.len() == wanted => Ok(body),
+        // A server that ignores ranges sends the whole file.
+        200 if body.len() as u64 >= end => Ok(body.slice(start as usize..end as usize)),
+        other => Err(format!(
+            "a range read answered {other} with {} bytes",
+            body.len()
+        )),
+    }
+}
+
+/// A Parquet file's Arrow schema, from its footer.
+fn read_footer_schema(path: &std::path::Path) -> Result<SchemaRef, parquet::errors::ParquetError> {
+    let file = std::fs::File::open(path)?;
+    let builder = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)?;
+    Ok(builder.schema().clone())
+}
+
+fn sql_options() -> SQLOptions {
+    SQLOptions::new()
+        .with_allow_ddl(false)
+        .with_allow_dml(false)
+        .with_allow_statements(false)
+}
+
+/// Plans `sql` over empty tables of these schemas: the errors a query would get from
+/// planning, before anything is downloaded.
+async fn check_plan(
+    context: &SessionContext,
+    schemas: &BTreeMap<String, SchemaRef>,
+    sql: &str,
+) -> Result<(), QueryError> {
+    for (name, schema) in schemas {
+        let table: Arc<dyn TableProvider> = Arc::new(EmptyTable::new(schema.clone()));
+        context
+            .register_table(TableReference::bare(name.as_str()), table)
+            .map_err(QueryError::execution)?;
+    }
+    let frame = context
+        .sql_with_options(sql, sql_options())
+        .await
+        .map_err(classify)?;
+    frame.create_physical_plan().await.map_err(classify)?;
+    Ok(())
 }
 
 async fn read(context: &SessionContext, paths: Vec<String>) -> Result<DataFrame, QueryError> {

@@ -16,6 +16,17 @@ use datafusion::error::DataFusionError;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum CatalogError {
+    /// A table schema of the catalog is invalid.
+    #[error("the catalog {origin} has an invalid schema for dataset {dataset}: {reason}")]
+    BadSchema {
+        /// Where it came from: a path or a URL.
+        origin: String,
+        /// The dataset, as written.
+        dataset: String,
+        /// What is wrong.
+        reason: String,
+    },
+
     /// The catalog file cannot be read.
     #[error("cannot read the catalog {}: {source}", path.display())]
     Read {

@@ -42,13 +42,15 @@
 //!
 //! ## Modules
 //!
-//! - [`catalog`]: the dataset catalog and the cover of a block range.
+//! - [`catalog`]: the dataset catalog (chunks and table schemas) and the cover of a block range.
+//! - [`checked`]: exact sums and overflow-checked integer arithmetic.
 //! - [`engine`]: the query engine and its result stream.
 //! - [`synth`]: a generator of realistic blockchain-like Parquet chunks.
 //! - [`output`]: results as JSON, Arrow IPC or a text table.
 #![deny(missing_docs)]
 
 pub mod catalog;
+pub mod checked;
 pub mod engine;
 mod error;
 pub mod output;

@@ -9,11 +9,13 @@
 //!
 //! | table | columns |
 //! | --- | --- |
-//! | `blocks` | `block_number`, `hash`, `parent_hash`, `timestamp`, `miner`, `gas_used`, `gas_limit`, `base_fee_per_gas`, `size`, `transaction_count` |
-//! | `transactions` | `block_number`, `transaction_index`, `hash`, `from`, `to` (null for contract creation), `value` (ETH), `gas`, `gas_price`, `nonce`, `input` (binary calldata), `status` |
+//! | `blocks` | `block_number`, `hash`, `parent_hash`, `timestamp`, `miner`, `gas_used`, `gas_limit`, `base_fee_per_gas` (wei), `size`, `transaction_count` |
+//! | `transactions` | `block_number`, `transaction_index`, `hash`, `from`, `to` (null for contract creation), `value` (wei), `gas`, `gas_price` (wei), `nonce`, `input` (binary calldata), `status` |
 //! | `logs` | `block_number`, `transaction_index`, `log_index`, `address`, `topic0` .. `topic3`, `data` |
 //!
-//! Hashes and addresses are `0x`-prefixed hex strings. Senders are spread over 100,000
+//! Wei amounts are `Decimal128(38, 0)` (Parquet `DECIMAL(38, 0)`), exact like real chain data;
+//! `timestamp` is a Parquet `TIMESTAMP` (microseconds, UTC). [`schemas`] gives every table's
+//! schema. Hashes and addresses are `0x`-prefixed hex strings. Senders are spread over 100,000
 //! accounts, receivers and log emitters skewed towards a few hundred popular contracts, event
 //! signatures towards `Transfer`; about a third of transactions are plain transfers with no
 //! calldata and no logs. Files are sorted by block, compressed with ZSTD and carry page
@@ -40,8 +42,8 @@ use std::path::Path;
 use std::sync::Arc;
 
 use arrow::array::{
-    ArrayRef, BinaryBuilder, Float64Builder, StringBuilder, TimestampSecondBuilder, UInt8Builder,
-    UInt32Builder, UInt64Builder,
+    ArrayRef, BinaryBuilder, Decimal128Builder, StringBuilder, TimestampMicrosecondBuilder,
+    UInt8Builder, UInt32Builder, UInt64Builder,
 };
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use arrow::record_batch::RecordBatch;
@@ -333,15 +335,16 @@ impl Synth {
             t.from
                 .append_value(address(config.seed, 1, rng.u64(0..SENDERS)));
             t.to.append_option(to.as_deref());
-            let value = if transfer || rng.bool() {
-                rng.f64() * rng.f64() * 20.0
+            // Up to 20 ETH, in wei.
+            let value: i128 = if transfer || rng.bool() {
+                (rng.f64() * rng.f64() * 20e18) as i128
             } else {
-                0.0
+                0
             };
             t.value.append_value(value);
             t.gas.append_value(gas);
             t.gas_price
-                .append_value(base_fee + rng.u64(0..3) * 1_000_000_000);
+                .append_value(i128::from(base_fee + rng.u64(0..3) * 1_000_000_000));
             t.nonce.append_value(rng.u64(0..20_000));
             let input: Vec<u8> = (0..input_len).map(|_| rng.u8(..)).collect();
             t.input.append_value(&input);
@@ -383,13 +386,14 @@ impl Synth {
         b.timestamp.append_value(
             config
                 .genesis_timestamp
-                .saturating_add(seconds.saturating_mul(config.block_time)),
+                .saturating_add(seconds.saturating_mul(config.block_time))
+                .saturating_mul(1_000_000),
         );
         b.miner
             .append_value(address(config.seed, 3, skewed(&mut rng, MINERS)));
         b.gas_used.append_value(gas_used);
         b.gas_limit.append_value(30_000_000.max(gas_used));
-        b.base_fee_per_gas.append_value(base_fee);
+        b.base_fee_per_gas.append_value(i128::from(base_fee));
         b.size.append_value(u32::try_from(size).unwrap_or(u32::MAX));
         b.transaction_count.append_value(transactions);
     }
@@ -447,11 +451,11 @@ struct BlockColumns {
     block_number: UInt64Builder,
     hash: StringBuilder,
     parent_hash: StringBuilder,
-    timestamp: TimestampSecondBuilder,
+    timestamp: TimestampMicrosecondBuilder,
     miner: StringBuilder,
     gas_used: UInt64Builder,
     gas_limit: UInt64Builder,
-    base_fee_per_gas: UInt64Builder,
+    base_fee_per_gas: Decimal128Builder,
     size: UInt32Builder,
     transaction_count: UInt32Builder,
 }
@@ -463,9 +467,9 @@ struct TransactionColumns {
     hash: StringBuilder,
     from: StringBuilder,
     to: StringBuilder,
-    value: Float64Builder,
+    value: Decimal128Builder,
     gas: UInt64Builder,
-    gas_price: UInt64Builder,
+    gas_price: Decimal128Builder,
     nonce: UInt64Builder,
     input: BinaryBuilder,
     status: UInt8Builder,
@@ -501,11 +505,11 @@ impl Builders {
                 Arc::new(b.block_number.finish()),
                 Arc::new(b.hash.finish()),
                 Arc::new(b.parent_hash.finish()),
-                Arc::new(b.timestamp.finish()),
+                Arc::new(b.timestamp.finish().with_timezone(UTC)),
                 Arc::new(b.miner.finish()),
                 Arc::new(b.gas_used.finish()),
                 Arc::new(b.gas_limit.finish()),
-                Arc::new(b.base_fee_per_gas.finish()),
+                Arc::new(wei(b.base_fee_per_gas.finish())?),
                 Arc::new(b.size.finish()),
                 Arc::new(b.transaction_count.finish()),
             ],
@@ -519,9 +523,9 @@ impl Builders {
                 Arc::new(t.hash.finish()),
                 Arc::new(t.from.finish()),
                 Arc::new(t.to.finish()),
-                Arc::new(t.value.finish()),
+                Arc::new(wei(t.value.finish())?),
                 Arc::new(t.gas.finish()),
-                Arc::new(t.gas_price.finish()),
+                Arc::new(wei(t.gas_price.finish())?),
                 Arc::new(t.nonce.finish()),
                 Arc::new(t.input.finish()),
                 Arc::new(t.status.finish()),
@@ -554,21 +558,43 @@ fn batch(schema: SchemaRef, columns: Vec<ArrayRef>) -> Result<RecordBatch, Synth
     Ok(RecordBatch::try_new(schema, columns)?)
 }
 
+/// The time zone of `timestamp`.
+const UTC: &str = "UTC";
+
+/// The type of wei amounts: exact integers of up to 38 digits, like real chain data.
+pub const WEI: DataType = DataType::Decimal128(38, 0);
+
+fn wei(
+    amounts: arrow::array::Decimal128Array,
+) -> Result<arrow::array::Decimal128Array, SynthError> {
+    Ok(amounts.with_precision_and_scale(38, 0)?)
+}
+
+fn timestamp_type() -> DataType {
+    DataType::Timestamp(TimeUnit::Microsecond, Some(UTC.into()))
+}
+
+/// Every table's schema, by table name (`blocks`, `transactions`, `logs`), for a catalog
+/// ([`Catalog::with_schemas`](crate::Catalog::with_schemas)).
+pub fn schemas() -> Vec<(String, SchemaRef)> {
+    vec![
+        ("blocks".to_string(), blocks_schema()),
+        ("transactions".to_string(), transactions_schema()),
+        ("logs".to_string(), logs_schema()),
+    ]
+}
+
 /// The schema of the `blocks` table.
 pub fn blocks_schema() -> SchemaRef {
     Arc::new(Schema::new(vec![
         Field::new("block_number", DataType::UInt64, false),
         Field::new("hash", DataType::Utf8, false),
         Field::new("parent_hash", DataType::Utf8, false),
-        Field::new(
-            "timestamp",
-            DataType::Timestamp(TimeUnit::Second, None),
-            false,
-        ),
+        Field::new("timestamp", timestamp_type(), false),
         Field::new("miner", DataType::Utf8, false),
         Field::new("gas_used", DataType::UInt64, false),
         Field::new("gas_limit", DataType::UInt64, false),
-        Field::new("base_fee_per_gas", DataType::UInt64, false),
+        Field::new("base_fee_per_gas", WEI, false),
         Field::new("size", DataType::UInt32, false),
         Field::new("transaction_count", DataType::UInt32, false),
     ]))
@@ -582,9 +608,9 @@ pub fn transactions_schema() -> SchemaRef {
         Field::new("hash", DataType::Utf8, false),
         Field::new("from", DataType::Utf8, false),
         Field::new("to", DataType::Utf8, true),
-        Field::new("value", DataType::Float64, false),
+        Field::new("value", WEI, false),
         Field::new("gas", DataType::UInt64, false),
-        Field::new("gas_price", DataType::UInt64, false),
+        Field::new("gas_price", WEI, false),
         Field::new("nonce", DataType::UInt64, false),
         Field::new("input", DataType::Binary, false),
         Field::new("status", DataType::UInt8, false),
@@ -651,6 +677,42 @@ mod tests {
         assert!(to.null_count() < to.len() / 20, "few contract creations");
         let chunk = synth.chunk(&[0; 32], 0..20).unwrap();
         assert!(chunk.size() > 100_000, "{} bytes", chunk.size());
+    }
+
+    #[test]
+    fn issue11_amounts_are_decimals_and_timestamps_parquet_timestamps() {
+        use parquet::file::reader::{FileReader, SerializedFileReader};
+        let chunk = Synth::new(SynthConfig::small())
+            .chunk(&[0; 32], 0..10)
+            .unwrap();
+        // The Parquet logical type of a column, as Debug text.
+        let column = |file: usize, name: &str| {
+            let reader = SerializedFileReader::new(chunk.files[file].1.clone()).unwrap();
+            let schema = reader.metadata().file_metadata().schema_descr_ptr();
+            let column = schema
+                .columns()
+                .iter()
+                .find(|column| column.name() == name)
+                .unwrap()
+                .clone();
+            format!("{:?}", column.logical_type_ref())
+        };
+        let timestamp = column(0, "timestamp");
+        assert!(
+            timestamp.contains("Timestamp")
+                && timestamp.contains("true")
+                && timestamp.contains("MICROS"),
+            "{timestamp}"
+        );
+        for (file, name) in [(1, "value"), (1, "gas_price"), (0, "base_fee_per_gas")] {
+            let decimal = column(file, name);
+            assert!(
+                decimal.contains("Decimal")
+                    && decimal.contains("scale: 0")
+                    && decimal.contains("precision: 38"),
+                "{name}: {decimal}"
+            );
+        }
     }
 
     #[test]

@@ -41,6 +41,20 @@ const QUERIES: [&str; 6] = [
      GROUP BY b.block_number, b.transaction_count HAVING count(t.hash) <> b.transaction_count",
 ];
 
+/// Widened sums (issue 11) under HAVING, ORDER BY, arithmetic and windows: the same numbers.
+const SUMS: [&str; 4] = [
+    "SELECT \"to\", sum(gas) AS gas, sum(value) AS paid FROM transactions \
+     WHERE \"to\" IS NOT NULL GROUP BY \"to\" \
+     HAVING sum(gas) > 100000 AND sum(value) >= 0 ORDER BY gas DESC, \"to\" LIMIT 5",
+    "SELECT sum(gas) + 1 AS more, sum(value) / 2 AS half, avg(gas) AS mean FROM transactions",
+    "SELECT block_number, transaction_index, \
+     sum(gas) OVER (ORDER BY block_number, transaction_index) AS running, \
+     sum(value) OVER (PARTITION BY block_number) AS block_value \
+     FROM transactions ORDER BY block_number, transaction_index LIMIT 20",
+    "SELECT count(*) AS n FROM (SELECT block_number, sum(gas) AS g FROM transactions \
+     GROUP BY block_number) WHERE g > (SELECT avg(gas) FROM transactions)",
+];
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn results_equal_datafusion_over_the_same_files() {
     let fixture = six();
@@ -51,6 +65,11 @@ async fn results_equal_datafusion_over_the_same_files() {
             let actual = worker.run(blocks.clone(), sql).await;
             assert_eq!(actual, expected, "blocks {blocks:?}: {sql}");
         }
+    }
+    for sql in SUMS {
+        let expected = fixture.reference(&(0..300), sql).await;
+        let actual = worker.run(0..300, sql).await;
+        assert_eq!(actual, expected, "{sql}");
     }
     // No block's transactions fail to add up.
     let consistency = worker
@@ -345,7 +364,7 @@ async fn bad_requests_are_told_apart_from_failures() {
         assert!(matches!(e, QueryError::Sql { .. }), "{statement}: {e}");
     }
     assert_eq!(fixture.all_gets(), [0, 0], "refused before any download");
-    // A column that does not exist is known once the files' schemas are: after the download.
+    // A column that does not exist is known from the catalog's schemas, before any download.
     let e = error(
         worker
             .engine
@@ -435,4 +454,144 @@ async fn a_query_waiting_too_long_for_its_chunks_times_out() {
         "{result:?}"
     );
     gate.open();
+}
+
+/// The exact sum of `gas * gas_price` over the generated transactions of `blocks`.
+fn fees(fixture: &Fixture, blocks: std::ops::Range<u64>) -> u128 {
+    use chunk_query::arrow::array::AsArray;
+    use chunk_query::arrow::datatypes::{Decimal128Type, UInt64Type};
+    let transactions = fixture.synth.tables(blocks).unwrap().transactions;
+    let gas = transactions
+        .column_by_name("gas")
+        .unwrap()
+        .as_primitive::<UInt64Type>();
+    let price = transactions
+        .column_by_name("gas_price")
+        .unwrap()
+        .as_primitive::<Decimal128Type>();
+    gas.iter()
+        .zip(price.iter())
+        .map(|(gas, price)| u128::from(gas.unwrap()) * u128::try_from(price.unwrap()).unwrap())
+        .sum()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn issue11_sums_are_exact_and_overflow_is_an_error() {
+    let fixture = six();
+    let worker = Worker::new(fixture.catalog());
+    let expected = fees(&fixture, 0..300);
+    // The sum does not fit 64 bits: a UInt64 sum wraps.
+    let wrapped = 10 * expected;
+    assert!(wrapped > u128::from(u64::MAX), "{wrapped}");
+
+    // Amounts are decimals, like real chain data: exact.
+    let answer = worker
+        .run(
+            0..300,
+            "SELECT sum(gas * gas_price) AS fees FROM transactions",
+        )
+        .await;
+    assert!(answer.contains(&format!("| {expected} |")), "{answer}");
+    // 64-bit integers: the product is checked and the sum is widened to a decimal.
+    let answer = worker
+        .run(
+            0..300,
+            "SELECT sum(gas * CAST(gas_price AS BIGINT UNSIGNED) * CAST(10 AS BIGINT UNSIGNED)) \
+             AS fees, sum(gas) AS gas FROM transactions",
+        )
+        .await;
+    assert!(answer.contains(&format!("| {wrapped} |")), "{answer}");
+
+    // What does not fit is an error naming the expression, never a wrapped value.
+    for sql in [
+        "SELECT CAST(18446744073709551615 AS BIGINT UNSIGNED) + CAST(1 AS BIGINT UNSIGNED)",
+        "SELECT gas * CAST(gas_price AS BIGINT UNSIGNED) * CAST(1000000000 AS BIGINT UNSIGNED) \
+         FROM transactions",
+    ] {
+        let failure = match worker.engine.query(&DATASET, 0..300, sql).await {
+            Ok(stream) => stream.collect().await.expect_err(sql),
+            Err(failure) => failure,
+        };
+        let message = failure.to_string();
+        assert!(message.contains("integer overflow in"), "{sql}: {message}");
+        assert!(message.contains("Overflow"), "{sql}: {message}");
+    }
+    // Decimal sums that do not fit 38 digits fail too.
+    let failure = match worker
+        .engine
+        .query(
+            &DATASET,
+            0..300,
+            "SELECT sum(CAST(99999999999999999999999999999999999999 AS DECIMAL(38, 0))) \
+             FROM transactions",
+        )
+        .await
+    {
+        Ok(stream) => stream.collect().await.expect_err("a decimal overflow"),
+        Err(failure) => failure,
+    };
+    assert!(
+        failure.to_string().contains("Decimal128(38, 0)"),
+        "{failure}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn issue11_a_query_that_cannot_plan_downloads_nothing() {
+    let fixture = six();
+    let worker = Worker::new(fixture.catalog());
+    for sql in [
+        "SELECT no_such_column FROM blocks",
+        "SELECT count(*) FROM no_such_table",
+        "SELECT hash + 1 FROM blocks WHERE timestamp > 'not a time'",
+    ] {
+        let failure = worker
+            .engine
+            .query(&DATASET, 0..300, sql)
+            .await
+            .expect_err(sql);
+        assert!(
+            matches!(failure, QueryError::Sql { .. }),
+            "{sql}: {failure}"
+        );
+    }
+    assert_eq!(fixture.all_gets(), [0; 6], "nothing downloaded");
+    assert!(worker.manager.list_chunks().is_empty());
+
+    // Without schemas in the catalog: only the footers of the first covering chunk's files
+    // are read, with range requests; nothing is downloaded.
+    let worker = Worker::new(fixture.catalog_without_schemas());
+    let failure = worker
+        .engine
+        .query(&DATASET, 60..300, "SELECT no_such_column FROM blocks")
+        .await
+        .expect_err("no such column");
+    assert!(matches!(failure, QueryError::Sql { .. }), "{failure}");
+    let gets = fixture.all_gets();
+    assert_eq!(
+        gets,
+        [0, 3, 0, 0, 0, 0],
+        "one range read per file of one chunk"
+    );
+    for name in FILE_NAMES {
+        let path = fixture.chunks[1].path(name);
+        for request in fixture.origin.requests(&path) {
+            if request.method == "GET" {
+                assert!(
+                    request.range.is_some() && request.status == 206,
+                    "{path}: {request:?}"
+                );
+            }
+        }
+    }
+    assert!(
+        worker.manager.list_chunks().is_empty(),
+        "nothing downloaded"
+    );
+    let schemas = worker.engine.table_schemas(&DATASET).await.unwrap();
+    assert_eq!(schemas["blocks"], chunk_query::synth::blocks_schema());
+    assert_eq!(
+        schemas["transactions"],
+        chunk_query::synth::transactions_schema()
+    );
 }

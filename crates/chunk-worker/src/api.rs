@@ -14,6 +14,7 @@
 //! | `GET /events` | server-sent events, one per manager event |
 //! | `POST /query` | run SQL over a block range; streams JSON, NDJSON or Arrow IPC ([`crate::query`]) |
 //! | `PUT /catalog`, `GET /catalog` | replace the query catalog; its size |
+//! | `GET /datasets/{d}/schema` | the dataset's tables and their columns ([`crate::query`]) |
 //! | `GET /metrics` | Prometheus text format |
 //! | `GET /healthz`, `GET /readyz` | liveness; readiness (503 while shutting down) |
 //!
@@ -99,6 +100,7 @@ pub fn router(state: AppState, limits: &Limits) -> Router {
         )
         .route("/assignment", put(put_assignment))
         .route("/datasets/{dataset}/blocks/{block}", get(find_block))
+        .route("/datasets/{dataset}/schema", get(crate::query::get_schema))
         .route("/events", get(events))
         .route("/query", axum::routing::post(crate::query::post_query))
         .route(

@@ -45,6 +45,8 @@ enum Command {
     Gc(offline::DirArgs),
     /// Runs one SQL query over the blocks of a dataset, downloading only the chunks it needs.
     Query(query::QueryArgs),
+    /// Shows the tables of a dataset and their columns (like DESCRIBE).
+    Schema(query::SchemaArgs),
     /// Writes generated blockchain-like Parquet chunks and a catalog; --serve serves them.
     Synth(query::SynthArgs),
     /// Runs a self-contained demo (the default): an in-process origin on 127.0.0.1 serves
@@ -77,6 +79,7 @@ fn main() -> ExitCode {
         Command::Demo(args) => demo::run(&args),
         Command::Query(args) => query::run(&args),
         Command::Synth(args) => query::synth(&args),
+        Command::Schema(args) => query::schema(&args),
     };
     match result {
         Ok(code) => code,

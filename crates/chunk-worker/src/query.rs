@@ -12,14 +12,19 @@
 //!   to download from.
 //! - `POST /query` takes `{"dataset", "blocks": {"start", "end"}, "sql", "format"}` and streams
 //!   the result as JSON (default), NDJSON or Arrow IPC (`"format": "arrow"`, or
-//!   `Accept: application/vnd.apache.arrow.stream`); `PUT /catalog` replaces the catalog.
+//!   `Accept: application/vnd.apache.arrow.stream`); `PUT /catalog` replaces the catalog;
+//!   `GET /datasets/{dataset}/schema` lists the tables and their columns (`chunk-worker
+//!   schema` prints them).
+//! - Daemon queries run on a runtime of their own (`--query-threads`), supervised from the
+//!   HTTP server's: a client that disconnects or `--query-timeout` stops the query, and a
+//!   query that fails after its first batch ends its body unmistakably (see [`post_query`]).
 
 use std::io::{IsTerminal, Write};
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, anyhow, bail};
 use axum::Json;
@@ -32,7 +37,7 @@ use chunk_manager::{Bytes, ChunkManager, DataChunk, DatasetId, id_from_hex, id_t
 use chunk_origin::Origin;
 use chunk_query::output::{Encoder, Format};
 use chunk_query::synth::{Synth, SynthChunk, SynthConfig};
-use chunk_query::{Catalog, QueryEngine, QueryError, QueryStream};
+use chunk_query::{Catalog, QueryConfig, QueryEngine, QueryError, QueryStream};
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 
@@ -53,8 +58,10 @@ pub struct QueryArgs {
     /// descriptions, or {"chunks": [...]}), or an s3:// or file:// prefix to list.
     #[arg(long, env = "CHUNK_WORKER_CATALOG", value_name = "FILE|URL")]
     pub catalog: Option<String>,
-    /// The dataset: 64 hex digits, or a unique prefix of at least 4; may be left out when the
-    /// catalog has one dataset (needed to list an s3:// or file:// catalog).
+    /// The dataset: 64 hex digits, or a unique prefix of at least 4 of a dataset the catalog
+    /// names (a catalog file, or a directory with a catalog.json); may be left out when the
+    /// catalog has one dataset. Listing an s3:// prefix or a directory without a catalog.json
+    /// needs all 64 digits.
     #[arg(long, value_name = "DATASET_ID")]
     pub dataset: Option<String>,
     /// The blocks to query, START..END (END excluded).
@@ -163,7 +170,8 @@ pub fn run(args: &QueryArgs) -> anyhow::Result<ExitCode> {
     let result = runtime.block_on(async {
         let stream = engine
             .query(&dataset, args.blocks.clone(), &args.sql)
-            .await?;
+            .await
+            .map_err(|failure| anyhow!(user_message(&failure.to_string())))?;
         let summary = summarize(&stream);
         let rows = write_stream(stream, args.format, &mut std::io::stdout().lock()).await?;
         anyhow::Ok((summary, rows))
@@ -174,6 +182,95 @@ pub fn run(args: &QueryArgs) -> anyhow::Result<ExitCode> {
         "{rows} row(s) in {:.3} s; {summary}",
         started.elapsed().as_secs_f64()
     );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Options of `chunk-worker schema`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct SchemaArgs {
+    /// The manager's options (a catalog without schemas makes it fetch one chunk to read
+    /// them).
+    #[command(flatten)]
+    pub manager: ManagerArgs,
+    /// The catalog, as for `query`.
+    #[arg(long, env = "CHUNK_WORKER_CATALOG", value_name = "FILE|URL")]
+    pub catalog: Option<String>,
+    /// The dataset, as for `query`.
+    #[arg(long, value_name = "DATASET_ID")]
+    pub dataset: Option<String>,
+    /// Show the demo's tables (as `query --demo` sees them).
+    #[arg(long)]
+    pub demo: bool,
+    /// Print JSON (as `GET /datasets/{dataset}/schema`) instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `chunk-worker schema`: every table of a dataset and its columns, like `DESCRIBE`.
+pub fn schema(args: &SchemaArgs) -> anyhow::Result<ExitCode> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("start the runtime")?;
+    let temporary = tempfile::tempdir().context("create a temporary directory")?;
+    let (catalog, _origin, mut config) = if args.demo {
+        let (catalog, origin) = demo_catalog()?;
+        let mut config = args.manager.resolve()?;
+        if args.manager.data_dir.is_none() {
+            config.data_dir = temporary.path().join("data");
+        }
+        (catalog, Some(origin), config)
+    } else {
+        let source = args
+            .catalog
+            .as_deref()
+            .ok_or_else(|| anyhow!("--catalog is needed (or --demo)"))?;
+        let catalog = runtime.block_on(load_catalog(source, args.dataset.as_deref()))?;
+        (catalog, None, args.manager.resolve()?)
+    };
+    config = config.with_worker_threads(2);
+    let dataset = pick_dataset(&catalog, args.dataset.as_deref())?;
+    let schemas = match catalog.schemas(&dataset) {
+        known if !known.is_empty() => known,
+        _ => {
+            let data_dir = config.data_dir.clone();
+            let manager = Arc::new(
+                ChunkManager::open(config)
+                    .with_context(|| format!("open the data directory {}", data_dir.display()))?,
+            );
+            let engine =
+                QueryEngine::new(manager.clone(), catalog).context("set up the query engine")?;
+            let result = runtime.block_on(engine.table_schemas(&dataset));
+            manager.shutdown_blocking();
+            result.map_err(|failure| anyhow!(user_message(&failure.to_string())))?
+        }
+    };
+    let mut out = std::io::stdout().lock();
+    if args.json {
+        let json = serde_json::to_string_pretty(&schema_json(&schemas)).context("encode")?;
+        writeln!(out, "{json}").context("write the schema")?;
+    } else {
+        for (table, schema) in &schemas {
+            writeln!(out, "{table}").context("write the schema")?;
+            let width = schema
+                .fields()
+                .iter()
+                .map(|field| field.name().len())
+                .max()
+                .unwrap_or(0);
+            for field in schema.fields() {
+                let null = if field.is_nullable() { "" } else { " NOT NULL" };
+                writeln!(
+                    out,
+                    "  {:width$}  {}{null}",
+                    field.name(),
+                    field.data_type()
+                )
+                .context("write the schema")?;
+            }
+        }
+    }
     Ok(ExitCode::SUCCESS)
 }
 
@@ -194,21 +291,45 @@ fn summarize(stream: &QueryStream) -> String {
     text
 }
 
-/// Writes the result as it comes; returns the number of rows.
+/// Writes the result as it comes; returns the number of rows. Nothing is written if the
+/// query fails before its first batch; a failure after it ends JSON and NDJSON output with
+/// the same `{"error": ...}` line as the daemon's, an Arrow stream without its end-of-stream
+/// marker, and is returned (the command exits non-zero).
 async fn write_stream(
     mut stream: QueryStream,
     format: Format,
     out: &mut impl Write,
 ) -> anyhow::Result<usize> {
     let mut encoder = Encoder::new(format, stream.schema()).context("encode the result")?;
+    let first = stream
+        .next()
+        .await
+        .transpose()
+        .map_err(|failure| anyhow!(user_message(&failure.to_string())))?;
     out.write_all(&encoder.begin()?)
         .context("write the result")?;
     let mut rows = 0;
-    while let Some(batch) = stream.next().await {
-        let batch = batch?;
+    let mut next = first;
+    loop {
+        let Some(batch) = next else { break };
         rows += batch.num_rows();
         out.write_all(&encoder.batch(&batch)?)
             .context("write the result")?;
+        next = match stream.next().await.transpose() {
+            Ok(next) => next,
+            Err(failure) => {
+                let failure = Failure::Query(failure);
+                if matches!(format, Format::Json | Format::Ndjson) {
+                    out.write_all(&error_trailer(format, &failure))
+                        .context("write the result")?;
+                }
+                out.flush().context("write the result")?;
+                bail!(
+                    "the query failed after {rows} row(s): {}",
+                    failure.message()
+                );
+            }
+        };
     }
     out.write_all(&encoder.finish()?)
         .context("write the result")?;
@@ -219,7 +340,9 @@ async fn write_stream(
     Ok(rows)
 }
 
-/// Loads a catalog file or URL, or lists an `s3://` prefix or a directory.
+/// Loads a catalog file or URL, or lists an `s3://` prefix or a directory. A directory's
+/// `catalog.json`, if it has one (`chunk-worker synth` writes it), names its datasets (so a
+/// `--dataset` prefix works) and gives the tables' schemas.
 async fn load_catalog(source: &str, dataset: Option<&str>) -> anyhow::Result<Catalog> {
     let local = source.strip_prefix("file://").unwrap_or(source);
     let listing = if source.starts_with("s3://") {
@@ -239,12 +362,30 @@ async fn load_catalog(source: &str, dataset: Option<&str>) -> anyhow::Result<Cat
             .await
             .with_context(|| format!("load the catalog {source}"));
     };
-    let dataset = dataset
-        .ok_or_else(|| anyhow!("--dataset (64 hex digits) is needed to list {source}"))
-        .and_then(|text| id_from_hex(text).map_err(|error| anyhow!("--dataset {text}: {error}")))?;
-    Catalog::list_url(&url, dataset, None)
+    let described = if source.starts_with("s3://") {
+        None
+    } else {
+        let file = Path::new(local).join("catalog.json");
+        file.is_file()
+            .then(|| Catalog::load_file(&file))
+            .transpose()
+            .with_context(|| format!("load {}", file.display()))?
+    };
+    let dataset = match (dataset, &described) {
+        (Some(text), Some(described)) if text.len() != 64 => pick_dataset(described, Some(text))?,
+        (None, Some(described)) => pick_dataset(described, None)?,
+        (Some(text), _) => id_from_hex(text).map_err(|error| {
+            anyhow!("--dataset {text}: {error} (listing {source} needs the full 64 hex digits unless it has a catalog.json)")
+        })?,
+        (None, None) => bail!("--dataset (64 hex digits) is needed to list {source}"),
+    };
+    let listed = Catalog::list_url(&url, dataset, None)
         .await
-        .with_context(|| format!("list the catalog {source}"))
+        .with_context(|| format!("list the catalog {source}"))?;
+    Ok(match described {
+        Some(described) => listed.with_schemas(dataset, described.schemas(&dataset)),
+        None => listed,
+    })
 }
 
 /// The dataset named by a full id or a unique prefix, or the catalog's only one.
@@ -339,7 +480,10 @@ pub fn synth(args: &SynthArgs) -> anyhow::Result<ExitCode> {
         .map(|chunk| chunk.describe(&dataset, |path| format!("{base}/{path}")))
         .collect();
     let catalog_path = out.join("catalog.json");
-    let json = serde_json::to_vec_pretty(&described).context("encode the catalog")?;
+    let json = Catalog::new(described)?
+        .with_schemas(dataset, chunk_query::synth::schemas())
+        .to_json()
+        .context("encode the catalog")?;
     std::fs::write(&catalog_path, json)
         .with_context(|| format!("write {}", catalog_path.display()))?;
     let bytes: u64 = chunks.iter().map(SynthChunk::size).sum();
@@ -369,15 +513,61 @@ pub fn synth(args: &SynthArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// The daemon's query engine, shared by its handlers.
+/// The daemon's query options (flags or variables only).
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct QueryOptions {
+    /// How long a query may run, from its request to its last row, before it is stopped,
+    /// such as 300s or 10m [default: 300s].
+    #[arg(long, env = "CHUNK_WORKER_QUERY_TIMEOUT", value_name = "DURATION", value_parser = crate::settings::parse_duration)]
+    pub query_timeout: Option<Duration>,
+    /// Threads that run queries, apart from the HTTP server's and the manager's [default:
+    /// the number of CPUs].
+    #[arg(long, env = "CHUNK_WORKER_QUERY_THREADS", value_name = "N")]
+    pub query_threads: Option<usize>,
+    /// Queries that run at once; the others wait their turn, in order (the wait counts
+    /// against the timeout) [default: 8].
+    #[arg(long, env = "CHUNK_WORKER_MAX_QUERIES", value_name = "N")]
+    pub max_queries: Option<usize>,
+}
+
+/// The default of [`QueryOptions::max_queries`].
+const DEFAULT_MAX_QUERIES: usize = 8;
+
+/// The default of [`QueryOptions::query_timeout`].
+const DEFAULT_QUERY_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// The daemon's query engine, shared by its handlers. Queries run on a runtime of their own,
+/// so a heavy one cannot stall the HTTP server (DataFusion's pattern for CPU-bound work).
 #[derive(Clone)]
 pub struct QueryService {
+    inner: Arc<ServiceInner>,
+}
+
+struct ServiceInner {
     engine: Arc<QueryEngine>,
+    /// Where queries run; `None` only while dropping.
+    runtime: Option<tokio::runtime::Runtime>,
+    timeout: Duration,
+    /// One per query allowed to run at once.
+    permits: Arc<tokio::sync::Semaphore>,
+}
+
+impl Drop for ServiceInner {
+    fn drop(&mut self) {
+        // Dropping a runtime blocks, which a runtime's own thread must not do.
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
+        }
+    }
 }
 
 impl QueryService {
     /// An engine over `manager` with the catalog at `source` (a file or URL), or an empty one.
-    pub fn start(manager: Arc<ChunkManager>, source: Option<&str>) -> anyhow::Result<Self> {
+    pub fn start(
+        manager: Arc<ChunkManager>,
+        source: Option<&str>,
+        options: &QueryOptions,
+    ) -> anyhow::Result<Self> {
         let catalog = match source {
             None => Catalog::default(),
             Some(source) => {
@@ -395,11 +585,237 @@ impl QueryService {
                 catalog
             }
         };
-        let engine = QueryEngine::new(manager, catalog).context("set up the query engine")?;
+        let threads = options
+            .query_threads
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()))
+            .max(1);
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(threads)
+            .thread_name("chunk-worker-query")
+            .enable_all()
+            .build()
+            .context("start the query runtime")?;
+        let config = QueryConfig::default().with_target_partitions(threads);
+        let engine = QueryEngine::with_config(manager, catalog, config)
+            .context("set up the query engine")?;
+        metrics::gauge!(QUERIES_RUNNING).set(0.0);
+        metrics::gauge!(QUERIES_QUEUED).set(0.0);
         Ok(Self {
-            engine: Arc::new(engine),
+            inner: Arc::new(ServiceInner {
+                engine: Arc::new(engine),
+                runtime: Some(runtime),
+                timeout: options.query_timeout.unwrap_or(DEFAULT_QUERY_TIMEOUT),
+                permits: Arc::new(tokio::sync::Semaphore::new(
+                    options.max_queries.unwrap_or(DEFAULT_MAX_QUERIES).max(1),
+                )),
+            }),
         })
     }
+
+    fn engine(&self) -> &Arc<QueryEngine> {
+        &self.inner.engine
+    }
+
+    /// Starts a query on the query runtime; its progress comes through the receiver. Dropping
+    /// the receiver (the client went away) stops the query. Call it on the HTTP server's
+    /// runtime: the query's supervisor (timeout, cancellation) runs there, so it acts even
+    /// while the query keeps every query thread busy.
+    fn spawn(
+        &self,
+        dataset: DatasetId,
+        blocks: Range<u64>,
+        sql: String,
+    ) -> Option<tokio::sync::mpsc::Receiver<Progress>> {
+        let runtime = self.inner.runtime.as_ref()?.handle().clone();
+        let (sender, receiver) = tokio::sync::mpsc::channel(2);
+        let engine = self.inner.engine.clone();
+        let permits = self.inner.permits.clone();
+        let timeout = self.inner.timeout;
+        let deadline = tokio::time::Instant::now() + timeout;
+        tokio::spawn(async move {
+            let permit = {
+                let _queued = Counted::new(QUERIES_QUEUED);
+                tokio::select! {
+                    () = sender.closed() => {
+                        metrics::counter!(QUERIES, "result" => "cancelled").increment(1);
+                        return;
+                    }
+                    () = tokio::time::sleep_until(deadline) => {
+                        let failure = Failure::Timeout(timeout);
+                        metrics::counter!(QUERIES, "result" => failure.code()).increment(1);
+                        let _ = sender.send(Progress::Failed(failure)).await;
+                        return;
+                    }
+                    permit = permits.acquire_owned() => match permit {
+                        Ok(permit) => permit,
+                        // Closed: the service is going away.
+                        Err(_closed) => return,
+                    },
+                }
+            };
+            let work = runtime.spawn(execute(
+                engine,
+                dataset,
+                blocks,
+                sql,
+                sender.clone(),
+                permit,
+            ));
+            supervise(work, deadline, timeout, sender).await;
+        });
+        Some(receiver)
+    }
+}
+
+/// What a running query reports to its HTTP handler.
+enum Progress {
+    /// Chunks fetched and the plan made.
+    Started {
+        schema: chunk_query::arrow::datatypes::SchemaRef,
+        chunks: usize,
+        downloaded: usize,
+        missing: String,
+    },
+    /// A batch of the result.
+    Batch(chunk_query::arrow::record_batch::RecordBatch),
+    /// The query failed.
+    Failed(Failure),
+    /// Every batch was sent.
+    Done,
+}
+
+/// Why a query stopped early.
+#[derive(Debug)]
+enum Failure {
+    Query(QueryError),
+    Timeout(Duration),
+}
+
+impl Failure {
+    fn code(&self) -> &'static str {
+        match self {
+            Failure::Query(failure) => failure.kind(),
+            Failure::Timeout(_) => "query_timeout",
+        }
+    }
+
+    fn message(&self) -> String {
+        match self {
+            Failure::Query(failure) => user_message(&failure.to_string()),
+            Failure::Timeout(timeout) => {
+                format!("the query ran longer than {timeout:?} and was stopped (--query-timeout)")
+            }
+        }
+    }
+
+    fn response(&self) -> Response {
+        match self {
+            Failure::Query(failure) => query_error(failure),
+            Failure::Timeout(_) => error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                self.code(),
+                &self.message(),
+            ),
+        }
+    }
+}
+
+/// Counts a query in a gauge ([`QUERIES_RUNNING`], [`QUERIES_QUEUED`]) while it lives.
+struct Counted(&'static str);
+
+impl Counted {
+    fn new(gauge: &'static str) -> Self {
+        metrics::gauge!(gauge).increment(1.0);
+        Counted(gauge)
+    }
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        metrics::gauge!(self.0).decrement(1.0);
+    }
+}
+
+/// Runs one query on the query runtime, sending its progress. Aborting the task drops
+/// DataFusion's stream, which stops its tasks and releases the chunks.
+async fn execute(
+    engine: Arc<QueryEngine>,
+    dataset: DatasetId,
+    blocks: Range<u64>,
+    sql: String,
+    sender: tokio::sync::mpsc::Sender<Progress>,
+    permit: tokio::sync::OwnedSemaphorePermit,
+) -> Result<(), Failure> {
+    // Both released when the query really stops (its task ends or is dropped).
+    let _running = (Counted::new(QUERIES_RUNNING), permit);
+    let mut stream = engine
+        .query(&dataset, blocks, &sql)
+        .await
+        .map_err(Failure::Query)?;
+    let used = stream.used_chunks();
+    let started = Progress::Started {
+        schema: stream.schema(),
+        chunks: used.len(),
+        downloaded: used.iter().filter(|chunk| chunk.fetched).count(),
+        missing: stream
+            .missing()
+            .iter()
+            .map(|range| format!("{}..{}", range.start, range.end))
+            .collect::<Vec<_>>()
+            .join(","),
+    };
+    if sender.send(started).await.is_err() {
+        return Ok(());
+    }
+    while let Some(batch) = stream.next().await {
+        let batch = batch.map_err(Failure::Query)?;
+        if sender.send(Progress::Batch(batch)).await.is_err() {
+            return Ok(());
+        }
+    }
+    let _ = sender.send(Progress::Done).await;
+    Ok(())
+}
+
+/// Watches a query: aborts it when its client goes away (the receiver is dropped) or when it
+/// runs out of time, and reports its failure.
+async fn supervise(
+    mut work: tokio::task::JoinHandle<Result<(), Failure>>,
+    deadline: tokio::time::Instant,
+    timeout: Duration,
+    sender: tokio::sync::mpsc::Sender<Progress>,
+) {
+    let outcome = tokio::select! {
+        () = sender.closed() => {
+            work.abort();
+            metrics::counter!(QUERIES, "result" => "cancelled").increment(1);
+            tracing::info!("query cancelled: its client went away");
+            return;
+        }
+        () = tokio::time::sleep_until(deadline) => {
+            work.abort();
+            Err(Failure::Timeout(timeout))
+        }
+        joined = &mut work => match joined {
+            Ok(outcome) => outcome,
+            Err(stopped) => Err(Failure::Query(QueryError::Execution {
+                source: Box::new(chunk_query::datafusion::error::DataFusionError::Execution(
+                    format!("the query stopped: {stopped}"),
+                )),
+            })),
+        },
+    };
+    let Err(failure) = outcome else {
+        return;
+    };
+    metrics::counter!(QUERIES, "result" => failure.code()).increment(1);
+    match &failure {
+        Failure::Query(failure) if failure.is_bad_request() => {
+            tracing::info!(error = %failure, "query refused");
+        }
+        failure => tracing::warn!(error = %failure.message(), "query failed"),
+    }
+    let _ = sender.send(Progress::Failed(failure)).await;
 }
 
 /// The body of `POST /query`.
@@ -438,6 +854,14 @@ fn error(status: StatusCode, code: &str, message: &str) -> Response {
         .into_response()
 }
 
+/// An error message as users should read it: the library's advice names the CLI flag.
+fn user_message(message: &str) -> String {
+    message.replace(
+        "see Config::allow_file_urls",
+        "allow them with --allow-file-urls true or CHUNK_WORKER_ALLOW_FILE_URLS=true",
+    )
+}
+
 fn query_error(failure: &QueryError) -> Response {
     let status = match failure {
         QueryError::UnknownDataset { .. } | QueryError::NoChunks { .. } => StatusCode::NOT_FOUND,
@@ -446,10 +870,39 @@ fn query_error(failure: &QueryError) -> Response {
         failure if failure.is_bad_request() => StatusCode::BAD_REQUEST,
         _ => StatusCode::INTERNAL_SERVER_ERROR,
     };
-    error(status, failure.kind(), &failure.to_string())
+    error(status, failure.kind(), &user_message(&failure.to_string()))
+}
+
+/// The line that ends a result whose query failed after its first rows were sent:
+/// `{"error": {"code": ..., "message": ...}}` (for JSON after a newline, so the body, an
+/// array left open, does not parse).
+fn error_trailer(format: Format, failure: &Failure) -> BodyBytes {
+    let message = failure.message();
+    let body = ErrorBody {
+        error: ErrorDetail {
+            code: failure.code(),
+            message: &message,
+        },
+    };
+    let mut line = if format == Format::Json {
+        b"\n".to_vec()
+    } else {
+        Vec::new()
+    };
+    // Serializing two strings cannot fail; an empty object would still not parse as rows.
+    line.extend(serde_json::to_vec(&body).unwrap_or_default());
+    line.push(b'\n');
+    BodyBytes::from(line)
 }
 
 /// `POST /query`: runs a query and streams its result.
+///
+/// The query runs until its first batch before the response starts, so a query that fails
+/// early gets an error status with a JSON error. A failure after that cannot change the
+/// status any more (200 was sent): the body then ends with `{"error": {...}}` on a line of
+/// its own (NDJSON: a last line; JSON: after the rows, the array left unclosed, so the body
+/// does not parse), and an Arrow IPC stream ends without its end-of-stream marker, the
+/// connection cut.
 pub async fn post_query(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -488,34 +941,42 @@ pub async fn post_query(
         None => Format::Json,
     };
     let started = Instant::now();
-    let stream = match state
+    let Some(mut progress) = state
         .query
-        .engine
-        .query(&dataset, request.blocks.clone(), &request.sql)
-        .await
-    {
-        Ok(stream) => stream,
-        Err(failure) => {
-            metrics::counter!(QUERIES, "result" => failure.kind()).increment(1);
-            if failure.is_bad_request() {
-                tracing::info!(error = %failure, "query refused");
-            } else {
-                tracing::warn!(error = %failure, "query failed");
-            }
-            return query_error(&failure);
-        }
+        .spawn(dataset, request.blocks.clone(), request.sql)
+    else {
+        return error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "shutting_down",
+            "the query runtime is stopping",
+        );
+    };
+    let stopped = || {
+        error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "execution",
+            "the query stopped unexpectedly",
+        )
+    };
+    let (schema, chunks, downloaded, missing) = match progress.recv().await {
+        Some(Progress::Started {
+            schema,
+            chunks,
+            downloaded,
+            missing,
+        }) => (schema, chunks, downloaded, missing),
+        Some(Progress::Failed(failure)) => return failure.response(),
+        _ => return stopped(),
+    };
+    // Up to the first batch (or the end), failures still get their status.
+    let first = match progress.recv().await {
+        Some(Progress::Failed(failure)) => return failure.response(),
+        Some(first @ (Progress::Batch(_) | Progress::Done)) => first,
+        _ => return stopped(),
     };
     metrics::counter!(QUERIES, "result" => "started").increment(1);
     metrics::histogram!(QUERY_START).record(started.elapsed());
-    let used = stream.used_chunks();
-    let downloaded = used.iter().filter(|chunk| chunk.fetched).count();
-    let missing = stream
-        .missing()
-        .iter()
-        .map(|range| format!("{}..{}", range.start, range.end))
-        .collect::<Vec<_>>()
-        .join(",");
-    let mut encoder = match Encoder::new(format, stream.schema()) {
+    let mut encoder = match Encoder::new(format, schema) {
         Ok(encoder) => encoder,
         Err(failure) => {
             let message = format!("cannot encode the result as {}: {failure}", format.name());
@@ -523,22 +984,41 @@ pub async fn post_query(
         }
     };
     let head = encoder.begin();
-    let chunks = used.len();
     let body = futures::stream::once(async move { head }).chain(futures::stream::unfold(
-        (stream, Some(encoder)),
-        |(mut stream, encoder)| async move {
+        (progress, Some(encoder), Some(first)),
+        move |(mut progress, encoder, first)| async move {
             let mut encoder = encoder?;
-            match stream.next().await {
-                Some(Ok(batch)) => {
+            let next = match first {
+                Some(first) => Some(first),
+                None => progress.recv().await,
+            };
+            match next {
+                Some(Progress::Batch(batch)) => {
                     let bytes = encoder.batch(&batch);
-                    Some((bytes, (stream, Some(encoder))))
+                    Some((bytes, (progress, Some(encoder), None)))
                 }
-                Some(Err(failure)) => {
-                    tracing::warn!(error = %failure, "query failed while streaming its result");
-                    let failed = Err(arrow_error(failure));
-                    Some((failed, (stream, None)))
+                Some(Progress::Done) => Some((encoder.finish(), (progress, None, None))),
+                Some(Progress::Failed(failure)) => {
+                    tracing::warn!(error = %failure.message(), "query failed while streaming its result");
+                    let end = match format {
+                        // No end-of-stream marker, and the connection is cut.
+                        Format::ArrowIpc => Err(stream_error(failure.message())),
+                        _ => Ok(error_trailer(format, &failure)),
+                    };
+                    Some((end, (progress, None, None)))
                 }
-                None => Some((encoder.finish(), (stream, None))),
+                Some(Progress::Started { .. }) | None => {
+                    let failure = Failure::Query(QueryError::Execution {
+                        source: Box::new(chunk_query::datafusion::error::DataFusionError::Execution(
+                            "the query stopped unexpectedly".to_string(),
+                        )),
+                    });
+                    let end = match format {
+                        Format::ArrowIpc => Err(stream_error(failure.message())),
+                        _ => Ok(error_trailer(format, &failure)),
+                    };
+                    Some((end, (progress, None, None)))
+                }
             }
         },
     ));
@@ -558,8 +1038,55 @@ pub async fn post_query(
     response
 }
 
-fn arrow_error(failure: QueryError) -> chunk_query::arrow::error::ArrowError {
-    chunk_query::arrow::error::ArrowError::ExternalError(Box::new(failure))
+fn stream_error(message: String) -> chunk_query::arrow::error::ArrowError {
+    chunk_query::arrow::error::ArrowError::ExternalError(message.into())
+}
+
+/// `GET /datasets/{dataset}/schema`: every table of the dataset, with its columns:
+/// `{"tables": {"blocks": [{"name", "type", "nullable"}, ...], ...}}`.
+pub async fn get_schema(
+    State(state): State<AppState>,
+    axum::extract::Path(dataset): axum::extract::Path<String>,
+) -> Response {
+    let catalog = state.query.engine().catalog();
+    let dataset = match pick_dataset(&catalog, Some(&dataset)) {
+        Ok(dataset) => dataset,
+        Err(problem) => {
+            return error(
+                StatusCode::NOT_FOUND,
+                "unknown_dataset",
+                &format!("{problem:#}"),
+            );
+        }
+    };
+    match state.query.engine().table_schemas(&dataset).await {
+        Ok(schemas) => (StatusCode::OK, Json(schema_json(&schemas))).into_response(),
+        Err(failure) => query_error(&failure),
+    }
+}
+
+/// Tables and their columns as JSON.
+fn schema_json(
+    schemas: &std::collections::BTreeMap<String, chunk_query::arrow::datatypes::SchemaRef>,
+) -> serde_json::Value {
+    let tables: serde_json::Map<String, serde_json::Value> = schemas
+        .iter()
+        .map(|(table, schema)| {
+            let columns = schema
+                .fields()
+                .iter()
+                .map(|field| {
+                    serde_json::json!({
+                        "name": field.name(),
+                        "type": field.data_type().to_string(),
+                        "nullable": field.is_nullable(),
+                    })
+                })
+                .collect();
+            (table.clone(), serde_json::Value::Array(columns))
+        })
+        .collect();
+    serde_json::json!({ "tables": tables })
 }
 
 /// `PUT /catalog`: replaces the catalog (the body is a list of chunk descriptions, or
@@ -576,7 +1103,7 @@ pub async fn put_catalog(State(state): State<AppState>, body: BodyBytes) -> Resp
                 datasets = summary.datasets,
                 "catalog replaced"
             );
-            state.query.engine.set_catalog(catalog);
+            state.query.engine().set_catalog(catalog);
             (StatusCode::OK, Json(summary)).into_response()
         }
         Err(failure) => error(
@@ -589,7 +1116,7 @@ pub async fn put_catalog(State(state): State<AppState>, body: BodyBytes) -> Resp
 
 /// `GET /catalog`: how many chunks and datasets the catalog lists.
 pub async fn get_catalog(State(state): State<AppState>) -> Json<CatalogSummary> {
-    let catalog = state.query.engine.catalog();
+    let catalog = state.query.engine().catalog();
     Json(CatalogSummary {
         chunks: catalog.len(),
         datasets: catalog.datasets().count(),
@@ -603,7 +1130,11 @@ pub struct CatalogSummary {
     datasets: usize,
 }
 
-/// Queries started, and refused or failed by kind.
+/// Queries started, and refused, failed or cancelled by kind.
 const QUERIES: &str = "chunk_worker_queries_total";
+/// Queries running now (from their turn until they end, fail or are cancelled).
+const QUERIES_RUNNING: &str = "chunk_worker_queries_running";
+/// Queries waiting for their turn (`--max-queries`).
+const QUERIES_QUEUED: &str = "chunk_worker_queries_queued";
 /// Seconds from a query's request to its first byte: fetching its chunks and planning.
 const QUERY_START: &str = "chunk_worker_query_start_seconds";

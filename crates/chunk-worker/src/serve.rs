@@ -56,7 +56,11 @@ pub fn run(args: &ServeArgs) -> anyhow::Result<ExitCode> {
         .with_context(|| format!("open the data directory {}", data_dir.display()))?;
     log_startup(&manager);
     let manager = Arc::new(manager);
-    let query = crate::query::QueryService::start(Arc::clone(&manager), args.catalog.as_deref())?;
+    let query = crate::query::QueryService::start(
+        Arc::clone(&manager),
+        args.catalog.as_deref(),
+        &args.queries,
+    )?;
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

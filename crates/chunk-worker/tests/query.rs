@@ -7,7 +7,7 @@ use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::mpsc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use chunk_manager::{DataChunk, DatasetId, id_to_hex};
 use chunk_origin::Origin;
@@ -18,6 +18,8 @@ use serde_json::{Value, json};
 
 const PATIENCE: Duration = Duration::from_secs(30);
 const DATASET: DatasetId = [0x3c; 32];
+/// The dataset id `synth` uses by default.
+const SYNTH: &str = "5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e";
 
 /// Three chunks of 100 blocks (0..300) served by an origin, and their catalog file.
 struct Served {
@@ -169,8 +171,18 @@ fn the_synth_command_writes_chunks_and_a_catalog() {
         "http://127.0.0.1:9/data",
     ]);
     assert!(run.status.success(), "{}", text(&run.stderr));
-    let catalog: Vec<DataChunk> =
+    let document: Value =
         serde_json::from_slice(&std::fs::read(out.path().join("catalog.json")).unwrap()).unwrap();
+    let catalog: Vec<DataChunk> = serde_json::from_value(document["chunks"].clone()).unwrap();
+    // The tables' schemas come with it, so queries plan before downloading.
+    let transactions = &document["schemas"][SYNTH]["transactions"];
+    assert!(
+        transactions
+            .as_array()
+            .unwrap()
+            .contains(&json!({"name": "value", "type": "Decimal128(38, 0)", "nullable": false})),
+        "{transactions}"
+    );
     assert_eq!(catalog.len(), 2);
     assert_eq!(catalog[1].block_range(), 50..100);
     for chunk in &catalog {
@@ -349,4 +361,343 @@ async fn the_catalog_can_be_replaced_over_http() {
         .await
         .unwrap();
     assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+}
+
+/// A query that fails on block 250 (a division by zero), after the rows of the blocks before
+/// it: with one query thread, the chunks are read in block order.
+const FAILS_AT_250: &str =
+    "SELECT block_number, 1000 / (CAST(block_number AS BIGINT) - 250) AS x FROM blocks";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn issue11_a_failure_after_the_first_rows_is_unmistakable_in_every_format() {
+    let served = Served::new();
+    let daemon = Daemon::start(&["--catalog", &served.catalog(), "--query-threads", "1"]);
+    let request = |format: &str, sql: &str| {
+        json!({
+            "dataset": id_to_hex(&DATASET),
+            "blocks": {"start": 0, "end": 300},
+            "sql": sql,
+            "format": format,
+        })
+    };
+
+    // Failing before the first batch: an error status and a JSON error.
+    let early = "SELECT 1000 / (CAST(block_number AS BIGINT) - 5) AS x FROM blocks";
+    for format in ["json", "ndjson", "arrow"] {
+        let response = daemon.query(&request(format, early)).await;
+        assert_eq!(
+            response.status(),
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "{format}"
+        );
+        let error: Value = response.json().await.unwrap();
+        assert_eq!(error["error"]["code"], "execution", "{format}");
+        assert!(
+            error["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("Divide by zero"),
+            "{error}"
+        );
+    }
+
+    // JSON: the rows, the array left open, then the error object: the body does not parse.
+    let response = daemon.query(&request("json", FAILS_AT_250)).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let body = response.text().await.unwrap();
+    assert!(body.starts_with("[{\"block_number\":0,"), "{}", &body[..50]);
+    assert!(serde_json::from_str::<Value>(&body).is_err());
+    let last: Value = serde_json::from_str(body.trim_end().lines().last().unwrap()).unwrap();
+    assert_eq!(last["error"]["code"], "execution", "{last}");
+    assert!(
+        last["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("Divide by zero")
+    );
+
+    // NDJSON: rows, then a last line that is the error.
+    let response = daemon.query(&request("ndjson", FAILS_AT_250)).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let body = response.text().await.unwrap();
+    let lines: Vec<Value> = body
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect();
+    assert!(lines.len() > 1);
+    assert_eq!(lines[0]["block_number"], 0);
+    assert!(
+        lines[..lines.len() - 1]
+            .iter()
+            .all(|row| row["error"].is_null())
+    );
+    assert_eq!(lines.last().unwrap()["error"]["code"], "execution");
+
+    // Arrow IPC: the schema and some batches, then the connection is cut: no end-of-stream
+    // marker.
+    let mut response = daemon.query(&request("arrow", FAILS_AT_250)).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let mut received = Vec::new();
+    let cut = loop {
+        match response.chunk().await {
+            Ok(Some(bytes)) => received.extend_from_slice(&bytes),
+            Ok(None) => break false,
+            Err(_) => break true,
+        }
+    };
+    assert!(cut, "the body must not end cleanly");
+    assert!(!received.ends_with(&[0xff, 0xff, 0xff, 0xff, 0, 0, 0, 0]));
+    assert!(!received.is_empty());
+
+    // The CLI exits non-zero, whichever batch fails.
+    let data = tempfile::tempdir().unwrap();
+    let run = worker(&[
+        "query",
+        "--data-dir",
+        &data.path().display().to_string(),
+        "--catalog",
+        &served.catalog(),
+        "--blocks",
+        "0..300",
+        "--format",
+        "ndjson",
+        FAILS_AT_250,
+    ]);
+    assert!(!run.status.success());
+    assert!(
+        text(&run.stderr).contains("Divide by zero"),
+        "{}",
+        text(&run.stderr)
+    );
+}
+
+/// The value of a metric in a Prometheus text exposition.
+async fn metric(daemon: &Daemon, name: &str) -> Option<f64> {
+    let text = daemon
+        .client
+        .get(format!("{}/metrics", daemon.url))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+}
+
+/// Polls until `running` queries are counted, or panics after the patience.
+async fn until_running(daemon: &Daemon, running: f64) {
+    let deadline = Instant::now() + PATIENCE;
+    while metric(daemon, "chunk_worker_queries_running").await != Some(running) {
+        assert!(Instant::now() < deadline, "never {running} running queries");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A cross join of about 2·10^12 rows: hours of work.
+const HEAVY: &str = "SELECT count(*) AS n \
+                     FROM transactions a, transactions b, transactions c, transactions d \
+                     WHERE a.nonce + b.nonce + c.nonce + d.nonce > 5";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn issue11_a_heavy_query_stalls_nothing_and_stops_with_its_client_or_timeout() {
+    let served = Served::new();
+    let daemon = Daemon::start(&["--catalog", &served.catalog()]);
+    let request = json!({
+        "dataset": id_to_hex(&DATASET),
+        "blocks": {"start": 0, "end": 300},
+        "sql": HEAVY,
+    });
+    until_running(&daemon, 0.0).await;
+    let client = daemon.client.clone();
+    let url = format!("{}/query", daemon.url);
+    let heavy = tokio::spawn(async move { client.post(url).json(&request).send().await });
+    until_running(&daemon, 1.0).await;
+    // Its three chunks downloaded, it plans in milliseconds and then joins for hours.
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let chunks: Value = daemon
+            .client
+            .get(format!("{}/chunks", daemon.url))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if chunks.as_array().map_or(0, Vec::len) == 3 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the chunks never came: {chunks}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    // The HTTP server answers at once: queries run on their own threads.
+    for _ in 0..5 {
+        let started = Instant::now();
+        let response = daemon
+            .client
+            .get(format!("{}/healthz", daemon.url))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        let took = started.elapsed();
+        assert!(took < Duration::from_secs(1), "/healthz took {took:?}");
+    }
+    assert!(!heavy.is_finished(), "the heavy query is still running");
+
+    // The client goes away: the query stops.
+    heavy.abort();
+    let started = Instant::now();
+    until_running(&daemon, 0.0).await;
+    eprintln!("stopped {:?} after the client left", started.elapsed());
+
+    // A timeout stops a query too, with its own error.
+    let daemon = Daemon::start(&["--catalog", &served.catalog(), "--query-timeout", "1s"]);
+    let started = Instant::now();
+    let response = daemon
+        .query(&json!({
+            "dataset": id_to_hex(&DATASET),
+            "blocks": {"start": 0, "end": 300},
+            "sql": HEAVY,
+        }))
+        .await;
+    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let error: Value = response.json().await.unwrap();
+    assert_eq!(error["error"]["code"], "query_timeout", "{error}");
+    let took = started.elapsed();
+    assert!(took < Duration::from_secs(10), "{took:?}");
+    until_running(&daemon, 0.0).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn issue11_the_schema_is_served_and_printed() {
+    let served = Served::new();
+    let daemon = Daemon::start(&["--catalog", &served.catalog()]);
+    // By a unique prefix; the catalog has no schemas, so they are read from one chunk.
+    let prefix = &id_to_hex(&DATASET)[..8];
+    let response = daemon
+        .client
+        .get(format!("{}/datasets/{prefix}/schema", daemon.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let schema: Value = response.json().await.unwrap();
+    let tables = schema["tables"].as_object().unwrap();
+    assert_eq!(
+        tables.keys().collect::<Vec<_>>(),
+        ["blocks", "logs", "transactions"]
+    );
+    assert!(
+        tables["blocks"].as_array().unwrap().contains(
+            &json!({"name": "timestamp", "type": "Timestamp(µs, \"UTC\")", "nullable": false})
+        ),
+        "{schema}"
+    );
+    let response = daemon
+        .client
+        .get(format!("{}/datasets/ffffffff/schema", daemon.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::NOT_FOUND);
+
+    // The CLI, from a directory written by `synth`: its catalog.json names the dataset (a
+    // prefix is enough) and has the schemas.
+    let out = tempfile::tempdir().unwrap();
+    let dir = out.path().display().to_string();
+    let run = worker(&[
+        "synth",
+        "--out",
+        &dir,
+        "--chunks",
+        "2",
+        "--blocks-per-chunk",
+        "20",
+    ]);
+    assert!(run.status.success(), "{}", text(&run.stderr));
+    let run = worker(&["schema", "--catalog", &dir, "--dataset", "5e5e5e5e"]);
+    assert!(run.status.success(), "{}", text(&run.stderr));
+    let printed = text(&run.stdout);
+    assert!(printed.contains("transactions\n"), "{printed}");
+    assert!(printed.contains("gas_price"), "{printed}");
+    assert!(printed.contains("Decimal128(38, 0) NOT NULL"), "{printed}");
+
+    // Querying that directory: file:// URLs need a flag, and the error names it.
+    let data = tempfile::tempdir().unwrap();
+    let data_dir = data.path().display().to_string();
+    let query = |extra: &[&str]| {
+        let mut args = vec![
+            "query",
+            "--data-dir",
+            &data_dir,
+            "--catalog",
+            &dir,
+            "--dataset",
+            "5e5e5e5e",
+            "--blocks",
+            "0..40",
+            "--format",
+            "ndjson",
+        ];
+        args.extend_from_slice(extra);
+        args.push("SELECT count(*) AS n, sum(value) > 0 AS paid FROM transactions");
+        worker(&args)
+    };
+    let refused = query(&[]);
+    assert!(!refused.status.success());
+    assert!(
+        text(&refused.stderr).contains("--allow-file-urls"),
+        "{}",
+        text(&refused.stderr)
+    );
+    let allowed = query(&["--allow-file-urls", "true"]);
+    assert!(allowed.status.success(), "{}", text(&allowed.stderr));
+    let row: Value = serde_json::from_str(text(&allowed.stdout).trim()).unwrap();
+    assert_eq!(row["paid"], true, "{row}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn issue11_queries_beyond_the_limit_wait_their_turn() {
+    let served = Served::new();
+    let daemon = Daemon::start(&["--catalog", &served.catalog(), "--max-queries", "1"]);
+    let body = |sql: &str| {
+        json!({
+            "dataset": id_to_hex(&DATASET),
+            "blocks": {"start": 0, "end": 300},
+            "sql": sql,
+            "format": "ndjson",
+        })
+    };
+    let post = |sql: &str| {
+        let client = daemon.client.clone();
+        let url = format!("{}/query", daemon.url);
+        let body = body(sql);
+        tokio::spawn(async move {
+            let response = client.post(url).json(&body).send().await?;
+            response.text().await
+        })
+    };
+    until_running(&daemon, 0.0).await;
+    let heavy = post(HEAVY);
+    until_running(&daemon, 1.0).await;
+    let small = post("SELECT count(*) AS n FROM blocks");
+    let deadline = Instant::now() + PATIENCE;
+    while metric(&daemon, "chunk_worker_queries_queued").await != Some(1.0) {
+        assert!(Instant::now() < deadline, "the second query never queued");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(!small.is_finished(), "it waits for the heavy one");
+    // The heavy one's client leaves: the small one runs.
+    heavy.abort();
+    let answer = small.await.unwrap().unwrap();
+    assert_eq!(answer.trim(), r#"{"n":300}"#);
+    assert_eq!(
+        metric(&daemon, "chunk_worker_queries_queued").await,
+        Some(0.0)
+    );
 }

@@ -56,7 +56,14 @@ impl Fixture {
         }
     }
 
+    /// The catalog, with the tables' schemas.
     pub fn catalog(&self) -> Catalog {
+        self.catalog_without_schemas()
+            .with_schemas(DATASET, chunk_query::synth::schemas())
+    }
+
+    /// The catalog, chunks only.
+    pub fn catalog_without_schemas(&self) -> Catalog {
         Catalog::new(self.descriptions.clone()).unwrap()
     }
 
