@@ -545,8 +545,8 @@ pub struct QueryService {
 
 struct ServiceInner {
     engine: Arc<QueryEngine>,
-    /// Where queries run; `None` only while dropping.
-    runtime: Option<tokio::runtime::Runtime>,
+    /// Where queries run; `None` once shut down.
+    runtime: std::sync::Mutex<Option<tokio::runtime::Runtime>>,
     timeout: Duration,
     /// One per query allowed to run at once.
     permits: Arc<tokio::sync::Semaphore>,
@@ -555,7 +555,12 @@ struct ServiceInner {
 impl Drop for ServiceInner {
     fn drop(&mut self) {
         // Dropping a runtime blocks, which a runtime's own thread must not do.
-        if let Some(runtime) = self.runtime.take() {
+        let runtime = self
+            .runtime
+            .get_mut()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
+        if let Some(runtime) = runtime {
             runtime.shutdown_background();
         }
     }
@@ -603,13 +608,28 @@ impl QueryService {
         Ok(Self {
             inner: Arc::new(ServiceInner {
                 engine: Arc::new(engine),
-                runtime: Some(runtime),
+                runtime: std::sync::Mutex::new(Some(runtime)),
                 timeout: options.query_timeout.unwrap_or(DEFAULT_QUERY_TIMEOUT),
                 permits: Arc::new(tokio::sync::Semaphore::new(
                     options.max_queries.unwrap_or(DEFAULT_MAX_QUERIES).max(1),
                 )),
             }),
         })
+    }
+
+    /// Stops the query runtime: running queries are cancelled, and their threads get up to
+    /// `grace` to finish, so that none reads chunk files once the manager lets the data
+    /// directory go. Later queries are refused. Call it from outside any runtime.
+    pub fn shutdown(&self, grace: Duration) {
+        let runtime = self
+            .inner
+            .runtime
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
+        if let Some(runtime) = runtime {
+            runtime.shutdown_timeout(grace);
+        }
     }
 
     fn engine(&self) -> &Arc<QueryEngine> {
@@ -626,7 +646,14 @@ impl QueryService {
         blocks: Range<u64>,
         sql: String,
     ) -> Option<tokio::sync::mpsc::Receiver<Progress>> {
-        let runtime = self.inner.runtime.as_ref()?.handle().clone();
+        let runtime = self
+            .inner
+            .runtime
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .as_ref()?
+            .handle()
+            .clone();
         let (sender, receiver) = tokio::sync::mpsc::channel(2);
         let engine = self.inner.engine.clone();
         let permits = self.inner.permits.clone();

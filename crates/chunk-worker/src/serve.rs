@@ -76,7 +76,7 @@ pub fn run(args: &ServeArgs) -> anyhow::Result<ExitCode> {
         metrics,
         shutdown: shutdown.clone(),
         data_dir,
-        query,
+        query: query.clone(),
     };
     let app = api::router(
         state,
@@ -89,6 +89,8 @@ pub fn run(args: &ServeArgs) -> anyhow::Result<ExitCode> {
     // Tasks still running (connections past the shutdown deadline, their requests) are
     // dropped here, so none reads the data directory once the manager lets it go.
     runtime.shutdown_timeout(TASKS_GRACE);
+    // Queries too: their threads may read chunk files.
+    query.shutdown(TASKS_GRACE);
     // Now the manager: downloads cancelled, temporary data removed, the lock released. The
     // process exits right after.
     manager.shutdown_blocking();
