@@ -311,5 +311,12 @@ mod tests {
                 .starts_with("⌛️")
         );
         assert!(Event::Shutdown.to_string().starts_with("🛑"));
+        let corrupt = Event::Corrupt {
+            chunk: id,
+            reason: "file \"f\" differs".into(),
+        }
+        .to_string();
+        assert!(corrupt.starts_with("🩺"), "{corrupt}");
+        assert!(corrupt.contains("does not match its manifest"), "{corrupt}");
     }
 }

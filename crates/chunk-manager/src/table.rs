@@ -1099,6 +1099,11 @@ impl Table {
         self.queues.background = background;
     }
 
+    /// Starts downloads from the front of one queue, in order, while slots last. A chunk whose
+    /// size does not fit stops the queue: it waits at the front (🚫) and the chunks behind it
+    /// wait behind it, so a large chunk is never starved by smaller ones and a pass costs
+    /// O(started + stale ids) rather than a walk over the whole queue. Stale ids (deleted,
+    /// promoted, already running) are dropped as they reach the front.
     fn admit_from(
         &mut self,
         queue: &mut VecDeque<ChunkId>,
@@ -1111,11 +1116,12 @@ impl Table {
         } else {
             self.max_downloads
         };
-        let mut position = 0;
-        while position < queue.len() && self.downloads_running < slots {
-            let id = queue[position];
+        while self.downloads_running < slots {
+            let Some(&id) = queue.front() else {
+                return;
+            };
             let Some(entry) = self.entries.get_mut(&id) else {
-                queue.remove(position);
+                queue.pop_front();
                 continue;
             };
             // An urgent chunk promoted out of the background queue leaves a stale copy there.
@@ -1124,7 +1130,7 @@ impl Table {
                 if !promoted_copy {
                     entry.queued = entry.queued && entry.job.is_none() && entry.wanted();
                 }
-                queue.remove(position);
+                queue.pop_front();
                 continue;
             }
             let reserved = match entry.size {
@@ -1145,7 +1151,7 @@ impl Table {
                             attempts: 0,
                         },
                     );
-                    queue.remove(position);
+                    queue.pop_front();
                     continue;
                 }
                 Some(size) if size > self.budget.available().saturating_sub(*claimed) => {
@@ -1171,13 +1177,12 @@ impl Table {
                             );
                         }
                     }
-                    position += 1;
-                    continue;
+                    return;
                 }
                 Some(size) => size,
                 None => 0,
             };
-            queue.remove(position);
+            queue.pop_front();
             entry.queued = false;
             entry.waiting_for_space = false;
             let cancel = CancellationToken::new();
@@ -1424,6 +1429,11 @@ impl Table {
     fn forget(&mut self, id: ChunkId) {
         if let Some(entry) = self.entries.remove(&id) {
             debug_assert!(entry.lru_tick.is_none(), "a forgotten chunk was in the LRU");
+            // It may have held the front of its queue (waiting for room): the chunks behind
+            // it may start now.
+            if entry.queued {
+                self.admission_dirty = true;
+            }
         }
         emit(&self.events, Event::ChunkDeleted { chunk: id });
     }
