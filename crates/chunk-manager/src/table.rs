@@ -83,7 +83,8 @@
 //! ```
 //!
 //! where a granted download still has to write its reservation minus the bytes it has written
-//! (its [`Progress`]). Otherwise the download ends and the chunk waits for disk space (🚫,
+//! (its [`Progress`]; bytes count as written once handed to the file's writer, so the margin
+//! also absorbs the writers' buffers, at most 2 MiB per file in flight). Otherwise the download ends and the chunk waits for disk space (🚫,
 //! `WaitingForSpace`) out of the queues; cached chunks are evicted for it as for the budget.
 //! A download that meets a full disk anyway (`ENOSPC`, `EDQUOT`: another process wrote
 //! meanwhile) ends the same way, its partial files removed (they hold the space the disk
