@@ -72,6 +72,16 @@ pub struct Config {
     pub scrub_bytes_per_second: u64,
     /// The pause between two scrub passes. Default 1 hour.
     pub scrub_interval: Duration,
+    /// Free space kept on the data directory's filesystem, the second budget (see the
+    /// README's Semantics): a download starts writing only if its bytes fit in the free space
+    /// minus what running downloads still have to write minus this margin. The margin used is
+    /// at most 5% of the filesystem's size, so that a small disk is not blocked entirely.
+    /// Default 256 MiB.
+    pub min_free_bytes: u64,
+    /// While a download waits for free space on the filesystem, how often the free space is
+    /// read again (space freed by another process changes nothing the manager sees). No timer
+    /// runs while nothing waits. Default 1 s.
+    pub disk_space_poll: Duration,
 }
 
 impl Config {
@@ -96,6 +106,8 @@ impl Config {
             fetch_slots: 2,
             scrub_bytes_per_second: 32 << 20,
             scrub_interval: Duration::from_secs(3600),
+            min_free_bytes: 256 << 20,
+            disk_space_poll: Duration::from_secs(1),
         }
     }
 
@@ -103,6 +115,18 @@ impl Config {
     pub fn with_scrub(mut self, bytes_per_second: u64, interval: Duration) -> Self {
         self.scrub_bytes_per_second = bytes_per_second;
         self.scrub_interval = interval;
+        self
+    }
+
+    /// Sets [`Config::min_free_bytes`].
+    pub fn with_min_free_bytes(mut self, bytes: u64) -> Self {
+        self.min_free_bytes = bytes;
+        self
+    }
+
+    /// Sets [`Config::disk_space_poll`] (at least 1 ms).
+    pub fn with_disk_space_poll(mut self, interval: Duration) -> Self {
+        self.disk_space_poll = interval.max(Duration::from_millis(1));
         self
     }
 

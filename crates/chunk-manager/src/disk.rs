@@ -46,6 +46,27 @@ pub(crate) const MANIFEST: &str = ".manifest.json";
 const LOCK: &str = "LOCK";
 const MANIFEST_FORMAT: u32 = 1;
 
+/// The bytes of the filesystem holding `dir` that downloads may use: the free space an
+/// unprivileged process may write (`f_bavail * f_frsize`) minus the margin
+/// ([`Config::min_free_bytes`](crate::Config::min_free_bytes), at most 5% of the filesystem's
+/// size). Reads `statvfs`, a blocking call (cheap: no disk access on local filesystems).
+pub(crate) fn usable_free_space(dir: &Path, min_free_bytes: u64) -> io::Result<u64> {
+    let stat = rustix::fs::statvfs(dir).map_err(io::Error::from)?;
+    Ok(usable_free(
+        stat.f_bavail,
+        stat.f_blocks,
+        stat.f_frsize,
+        min_free_bytes,
+    ))
+}
+
+/// See [`usable_free_space`]: `available` and `blocks` in units of `block_size` bytes.
+pub(crate) fn usable_free(available: u64, blocks: u64, block_size: u64, min_free: u64) -> u64 {
+    let free = available.saturating_mul(block_size);
+    let size = blocks.saturating_mul(block_size);
+    free.saturating_sub(min_free.min(size / 20))
+}
+
 /// Paths inside the data directory.
 #[derive(Debug)]
 pub(crate) struct Layout {
@@ -597,6 +618,29 @@ pub(crate) fn verify_chunk_dir(path: &Path) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn issue10_free_space_keeps_a_margin_capped_at_a_twentieth_of_the_disk() {
+        const MIB: u64 = 1 << 20;
+        // A large disk keeps the whole margin.
+        assert_eq!(
+            usable_free(100_000, 10_000_000, 4096, 256 * MIB),
+            100_000 * 4096 - 256 * MIB
+        );
+        // A 60 MiB disk keeps 3 MiB, not 256.
+        assert_eq!(usable_free(60 * 256, 60 * 256, 4096, 256 * MIB), 57 * MIB);
+        // Less free than the margin: nothing usable, no wrap.
+        assert_eq!(usable_free(1, 1_000_000, 4096, 256 * MIB), 0);
+        assert_eq!(usable_free(u64::MAX, u64::MAX, 4096, 0), u64::MAX);
+    }
+
+    #[test]
+    fn issue10_free_space_of_a_real_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let free = usable_free_space(dir.path(), 0).unwrap();
+        assert!(free > 0);
+        assert!(usable_free_space(&dir.path().join("missing"), 0).is_err());
+    }
 
     #[test]
     fn durable_rename_moves_across_directories() {

@@ -19,6 +19,14 @@
 //! silence, not the whole transfer, so a large file on a slow link is fine as long as bytes
 //! keep coming.
 //!
+//! # A full disk
+//!
+//! Before writing, the job reads the filesystem's usable free space and reserves its size
+//! against it as well as against the budget (see [`crate::table`], "Free space"); a chunk that
+//! does not fit waits for space. A write that fails anyway with `ENOSPC` or `EDQUOT` is not
+//! retried as an attempt: the job removes its partial files (they hold the space the disk
+//! lacks), releases its reservation and the chunk waits for space, then starts again.
+//!
 //! # Cancellation
 //!
 //! A cancelled job stops at its next await, removes its temporary directory and reports
@@ -60,7 +68,6 @@ pub(crate) struct DownloadJob {
     pub(crate) chunk: Arc<DataChunk>,
     pub(crate) cancel: CancellationToken,
     pub(crate) progress: Arc<Progress>,
-    pub(crate) reserved: Option<u64>,
     /// The blocking work on this job's directory (its creation, the file writers, the
     /// manifest): awaited before the directory is removed, so nothing late recreates it.
     pub(crate) writers: TaskTracker,
@@ -84,7 +91,16 @@ impl DownloadJob {
         let outcome = match prepared {
             None => DownloadOutcome::Cancelled,
             Some(Ok(Prepared::NeedsSpace { size })) => DownloadOutcome::NeedsSpace { size },
+            Some(Ok(Prepared::NeedsDiskSpace { size, free })) => {
+                DownloadOutcome::NeedsDiskSpace { size, free }
+            }
             Some(Ok(Prepared::Gone)) => DownloadOutcome::Cancelled,
+            Some(Err(Failure { error, .. })) if error.is_disk_full() => {
+                self.writers.close();
+                self.writers.wait().await;
+                self.remove_download_dir(&download_dir).await;
+                return self.disk_full(&error).await;
+            }
             Some(Err(Failure { error, attempts })) => DownloadOutcome::Failed { error, attempts },
             Some(Ok(Prepared::Complete { size })) if !self.cancel.is_cancelled() => {
                 let target = layout.chunk_dir(&self.chunk);
@@ -92,6 +108,9 @@ impl DownloadJob {
                     Ok(()) => DownloadOutcome::Committed { path: target, size },
                     Err(error) => {
                         self.remove_download_dir(&download_dir).await;
+                        if error.is_disk_full() {
+                            return self.disk_full(&error).await;
+                        }
                         DownloadOutcome::Failed { error, attempts: 1 }
                     }
                 };
@@ -103,6 +122,41 @@ impl DownloadJob {
         self.writers.wait().await;
         self.remove_download_dir(&download_dir).await;
         outcome
+    }
+
+    /// The filesystem filled up under the download (its partial files are removed by now):
+    /// the chunk waits for space, with the free space read again for its status.
+    async fn disk_full(&self, error: &Error) -> DownloadOutcome {
+        tracing::info!(
+            chunk = %crate::ShortId(self.chunk.id()),
+            error = %error.with_causes(),
+            "the disk is full; the download waits for free space"
+        );
+        DownloadOutcome::NeedsDiskSpace {
+            size: self
+                .progress
+                .total
+                .load(std::sync::atomic::Ordering::Relaxed),
+            free: self.free_space().await.unwrap_or(0),
+        }
+    }
+
+    /// The usable free space of the data directory's filesystem (see
+    /// [`crate::disk::usable_free_space`]); `None`, logged, if it cannot be read.
+    async fn free_space(&self) -> Option<u64> {
+        let root = self.shared.layout.root.clone();
+        let margin = self.shared.config.min_free_bytes;
+        match blocking(move || crate::disk::usable_free_space(&root, margin)).await {
+            Ok(free) => Some(free),
+            Err(error) => {
+                tracing::warn!(
+                    path = %self.shared.layout.root.display(),
+                    %error,
+                    "cannot read the free disk space; reserving against the budget only"
+                );
+                None
+            }
+        }
     }
 
     /// Everything before the commit: cancellable at every await.
@@ -134,19 +188,22 @@ impl DownloadJob {
         let mut probed = self.probe_files().await?;
         let total = total_size(probed.values().map(|file| file.probe.size))
             .ok_or_else(|| once(Error::SizeOverflow { chunk: *id }))?;
-        if self.reserved != Some(total) {
-            let reservation = self.shared.try_reserve(id, total);
-            match reservation {
-                Reservation::Granted => {}
-                Reservation::NoSpace => return Ok(Prepared::NeedsSpace { size: total }),
-                Reservation::Gone => return Ok(Prepared::Gone),
-                Reservation::TooLarge { budget } => {
-                    return Err(once(Error::TooLargeForBudget {
-                        chunk: *id,
-                        needed: total,
-                        budget,
-                    }));
-                }
+        // Always asked, even when admission reserved the size already: the free space is
+        // checked here, just before writing.
+        let free = self.free_space().await;
+        match self.shared.try_reserve(id, total, free) {
+            Reservation::Granted => {}
+            Reservation::NoSpace => return Ok(Prepared::NeedsSpace { size: total }),
+            Reservation::NoDiskSpace { free } => {
+                return Ok(Prepared::NeedsDiskSpace { size: total, free });
+            }
+            Reservation::Gone => return Ok(Prepared::Gone),
+            Reservation::TooLarge { budget } => {
+                return Err(once(Error::TooLargeForBudget {
+                    chunk: *id,
+                    needed: total,
+                    budget,
+                }));
             }
         }
 
@@ -349,7 +406,8 @@ impl DownloadJob {
         attempts: u32,
     ) -> Result<Duration, Failure> {
         let config = &self.shared.config;
-        if !error.is_retryable() || attempts > config.retries {
+        // A full disk is not an attempt: the download ends and waits for space.
+        if !error.is_retryable() || error.is_disk_full() || attempts > config.retries {
             return Err(Failure { error, attempts });
         }
         let error = Arc::new(error);
@@ -578,6 +636,7 @@ fn total_size(sizes: impl IntoIterator<Item = u64>) -> Option<u64> {
 enum Prepared {
     Complete { size: u64 },
     NeedsSpace { size: u64 },
+    NeedsDiskSpace { size: u64, free: u64 },
     Gone,
 }
 

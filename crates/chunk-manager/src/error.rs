@@ -316,9 +316,9 @@ pub enum Error {
 impl Error {
     /// Whether trying again later may succeed: network faults, timeouts, short bodies,
     /// checksum mismatches (the file is downloaded again from its first byte), HTTP 408, 429
-    /// and 5xx, and running out of file descriptors (`EMFILE`, `ENFILE`: they free up).
-    /// Client errors (404, 403, ...), refused credentials, other filesystem errors and bad
-    /// input are permanent.
+    /// and 5xx, running out of file descriptors (`EMFILE`, `ENFILE`: they free up) and a full
+    /// filesystem (see [`Error::is_disk_full`]). Client errors (404, 403, ...), refused
+    /// credentials, other filesystem errors and bad input are permanent.
     ///
     /// ```
     /// use chunk_manager::Error;
@@ -336,9 +336,29 @@ impl Error {
             | Error::Timeout { .. }
             | Error::SizeMismatch { .. }
             | Error::ChecksumMismatch { .. } => true,
-            Error::Io { source, .. } => is_out_of_descriptors(source),
+            Error::Io { source, .. } => is_out_of_descriptors(source) || is_disk_full(source),
             _ => false,
         }
+    }
+
+    /// Whether the filesystem is full (`ENOSPC`) or the quota used up (`EDQUOT`). A download
+    /// that meets it is not failed and not retried as an attempt: it releases its reservation
+    /// and waits for free space like a chunk over the budget, then starts again.
+    ///
+    /// ```
+    /// use chunk_manager::Error;
+    /// # #[cfg(target_os = "linux")] {
+    /// let full = Error::Io {
+    ///     chunk: [0; 32],
+    ///     action: "write",
+    ///     path: "/data/tmp/x/f".into(),
+    ///     source: std::io::Error::from_raw_os_error(28),
+    /// };
+    /// assert!(full.is_disk_full());
+    /// # }
+    /// ```
+    pub fn is_disk_full(&self) -> bool {
+        matches!(self, Error::Io { source, .. } if is_disk_full(source))
     }
 
     /// The error's message followed by its causes, `a: b: c` (a cause whose text is already
@@ -425,6 +445,18 @@ pub(crate) fn is_out_of_descriptors(error: &io::Error) -> bool {
     cfg!(unix) && matches!(error.raw_os_error(), Some(EMFILE | ENFILE))
 }
 
+/// `ENOSPC` (no space left on the device) or `EDQUOT` (the disk quota is used up): room
+/// that comes back when files are removed. `EDQUOT` is 122 on Linux, 69 on macOS and the BSDs.
+pub(crate) fn is_disk_full(error: &io::Error) -> bool {
+    const ENOSPC: i32 = 28;
+    const EDQUOT: i32 = if cfg!(any(target_os = "linux", target_os = "android")) {
+        122
+    } else {
+        69
+    };
+    cfg!(unix) && matches!(error.raw_os_error(), Some(ENOSPC | EDQUOT))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -455,5 +487,18 @@ mod tests {
             "EACCES"
         );
         assert!(!io_error(io::Error::other("x")).is_retryable());
+    }
+
+    #[test]
+    #[cfg(target_os = "linux")]
+    fn issue10_a_full_disk_is_a_wait_not_a_failure() {
+        for (errno, name) in [(28, "ENOSPC"), (122, "EDQUOT")] {
+            let error = io_error(io::Error::from_raw_os_error(errno));
+            assert!(error.is_disk_full(), "{name}");
+            assert!(error.is_retryable(), "{name}");
+        }
+        assert!(!io_error(io::Error::from_raw_os_error(24)).is_disk_full());
+        assert!(!io_error(io::Error::from_raw_os_error(13)).is_disk_full());
+        assert!(!Error::Shutdown.is_disk_full());
     }
 }

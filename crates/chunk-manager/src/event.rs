@@ -88,13 +88,16 @@ pub enum Event {
         /// The chunk.
         chunk: ChunkId,
     },
-    /// 🚫 A download waits because the disk budget has no room for it.
+    /// 🚫 A download waits because the disk budget has no room for it, or the filesystem's
+    /// free space (the second budget: see [`Config::min_free_bytes`](crate::Config::min_free_bytes))
+    /// has not, or the filesystem filled up while it was written (`ENOSPC`).
     BudgetExceeded {
         /// The chunk.
         chunk: ChunkId,
-        /// Bytes the chunk needs.
+        /// Bytes the chunk needs (0 if the disk filled up before its size was known).
         needed: u64,
-        /// Bytes free in the budget now.
+        /// Bytes free in the budget now; for a wait for disk space, the smaller of that and
+        /// the filesystem's usable free space.
         available: u64,
     },
     /// ⌛️ A deleted chunk is hidden and its deletion recorded; its files stay until the last

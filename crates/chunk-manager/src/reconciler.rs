@@ -140,8 +140,9 @@ impl Shared {
         self.published.load(Ordering::Acquire) >= table.index_version()
     }
 
-    pub(crate) fn try_reserve(&self, id: &ChunkId, size: u64) -> Reservation {
-        let reservation = self.table().try_reserve(id, size);
+    /// See [`Table::try_reserve_within`]; `free`: the usable free space just read.
+    pub(crate) fn try_reserve(&self, id: &ChunkId, size: u64, free: Option<u64>) -> Reservation {
+        let reservation = self.table().try_reserve_within(id, size, free);
         self.changed();
         reservation
     }
@@ -156,6 +157,9 @@ pub(crate) async fn run(
     let jobs = TaskTracker::new();
     let (done, mut finished) = mpsc::unbounded_channel::<(ChunkId, Outcome)>();
     let (retry_after_backoff, mut retries) = mpsc::unbounded_channel::<IoRetry>();
+    // While chunks wait for disk space: one timer at a time, which reads the free space.
+    let (free_space_read, mut free_space) = mpsc::unbounded_channel::<u64>();
+    let mut disk_timer = false;
     let io_slots = Arc::new(Semaphore::new(shared.config.max_concurrent_io));
     jobs.spawn(crate::scrub::run(shared.clone(), shared.shutdown.clone()));
     loop {
@@ -172,7 +176,7 @@ pub(crate) async fn run(
         };
         publish(&shared, &mut visible, changes);
         events.into_iter().for_each(|event| shared.emit(event));
-        let (work, changes, events, io_retries) = {
+        let (work, changes, events, io_retries, waiting_for_disk) = {
             let mut table = shared.table();
             fold(&mut table, &mut released, &mut finished);
             let work = table.next_work();
@@ -186,6 +190,7 @@ pub(crate) async fn run(
                 table.take_index_changes(),
                 table.take_after_publish(),
                 table.take_io_retries(),
+                table.waiting_for_disk(),
             )
         };
         publish(&shared, &mut visible, changes);
@@ -196,6 +201,10 @@ pub(crate) async fn run(
         for retry in io_retries {
             schedule_retry(&jobs, &shared, &retry_after_backoff, retry);
         }
+        if waiting_for_disk && !disk_timer {
+            disk_timer = true;
+            schedule_free_space_read(&jobs, &shared, &free_space_read);
+        }
         shared.bump();
         tokio::select! {
             biased;
@@ -203,6 +212,10 @@ pub(crate) async fn run(
             Some(release) = released.recv() => shared.table().released(release),
             Some((id, outcome)) = finished.recv() => shared.table().job_finished(id, outcome),
             Some(retry) = retries.recv() => shared.table().retry_io(retry),
+            Some(free) = free_space.recv() => {
+                disk_timer = false;
+                shared.table().disk_space(free);
+            }
             () = shared.wake.notified() => {}
         }
     }
@@ -296,6 +309,41 @@ fn schedule_retry(
     });
 }
 
+/// While chunks wait for disk space: after [`Config::disk_space_poll`], reads the filesystem's
+/// usable free space and sends it to the reconciler, which re-queues the chunks that fit.
+/// Space freed by another process changes nothing the manager sees, hence a timer; the loop
+/// arms one only while chunks wait. Shutdown ends the wait.
+fn schedule_free_space_read(
+    jobs: &TaskTracker,
+    shared: &Arc<Shared>,
+    free_space_read: &mpsc::UnboundedSender<u64>,
+) {
+    let shutdown = shared.shutdown.clone();
+    let sender = free_space_read.clone();
+    let delay = shared.config.disk_space_poll;
+    let root = shared.layout.root.clone();
+    let margin = shared.config.min_free_bytes;
+    jobs.spawn(async move {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            () = tokio::time::sleep(delay) => {}
+        }
+        let path = root.clone();
+        let read =
+            tokio::task::spawn_blocking(move || crate::disk::usable_free_space(&path, margin))
+                .await
+                .unwrap_or_else(|join_error| Err(std::io::Error::other(join_error)));
+        let free = read.unwrap_or_else(|error| {
+            // Unknown: let the waiting downloads try; each checks again (or meets the full
+            // disk again and waits).
+            tracing::warn!(path = %root.display(), %error, "cannot read the free disk space");
+            u64::MAX
+        });
+        // The reconciler ends only after its jobs, so the channel is open.
+        let _reconciler_waits_for_jobs = sender.send(free);
+    });
+}
+
 /// The wait before retrying a disk job that failed `failures` times in a row: exponential from
 /// the download retry base delay, capped at its max delay, with jitter in the upper half.
 fn io_backoff(config: &Config, failures: u32) -> std::time::Duration {
@@ -381,7 +429,8 @@ fn spawn_job(
             chunk,
             cancel,
             progress,
-            reserved,
+            // Reserved at admission; the job reserves again with the free space it reads.
+            reserved: _,
         } => {
             let id = *chunk.id();
             let job = DownloadJob {
@@ -389,7 +438,6 @@ fn spawn_job(
                 chunk,
                 cancel,
                 progress,
-                reserved,
                 writers: TaskTracker::new(),
             };
             supervise(
@@ -528,6 +576,14 @@ fn log_outcome(id: &ChunkId, outcome: &Outcome) {
         }
         Outcome::Download(DownloadOutcome::NeedsSpace { size }) => {
             tracing::info!(%chunk, bytes = size, "download waits for room in the disk budget");
+        }
+        Outcome::Download(DownloadOutcome::NeedsDiskSpace { size, free }) => {
+            tracing::info!(
+                %chunk,
+                bytes = size,
+                free,
+                "download waits for free space on the filesystem"
+            );
         }
         Outcome::Download(DownloadOutcome::Failed { error, attempts }) => {
             tracing::warn!(%chunk, attempts, error = %error.with_causes(), "download failed");

@@ -11,11 +11,13 @@ use crate::error::Error;
 pub enum ChunkState {
     /// Waiting for a download slot.
     Queued,
-    /// Waiting until deletions free enough of the disk budget.
+    /// Waiting until deletions free enough of the disk budget, or until the filesystem has
+    /// enough free space (read again every [`Config::disk_space_poll`](crate::Config::disk_space_poll)).
     WaitingForSpace {
         /// Bytes the chunk needs.
         needed: u64,
-        /// Bytes free in the budget now.
+        /// Bytes free in the budget now; for a wait for disk space, the smaller of that and
+        /// the filesystem's usable free space when last read.
         available: u64,
     },
     /// Downloading.

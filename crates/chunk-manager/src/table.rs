@@ -69,8 +69,31 @@
 //!
 //! `committed + reserved <= limit` at all times: a download reserves its chunk's size before it
 //! writes a byte, and the reservation becomes committed bytes when the chunk is committed.
+//!
+//! # Free space: the second budget
+//!
+//! The filesystem may hold less than the budget promises (other files, a budget larger than
+//! the disk). So a running download, once it knows its size, also reads the filesystem's
+//! usable free space (`statvfs`'s `f_bavail * f_frsize` minus the margin
+//! [`Config::min_free_bytes`](crate::Config::min_free_bytes), see
+//! [`crate::disk::usable_free_space`]) and [`Table::try_reserve_within`] grants it only if
+//!
+//! ```text
+//! size <= free - (what the other downloads granted so far still have to write)
+//! ```
+//!
+//! where a granted download still has to write its reservation minus the bytes it has written
+//! (its [`Progress`]; bytes count as written once handed to the file's writer, so the margin
+//! also absorbs the writers' buffers, at most 2 MiB per file in flight). Otherwise the download ends and the chunk waits for disk space (🚫,
+//! `WaitingForSpace`) out of the queues; cached chunks are evicted for it as for the budget.
+//! A download that meets a full disk anyway (`ENOSPC`, `EDQUOT`: another process wrote
+//! meanwhile) ends the same way, its partial files removed (they hold the space the disk
+//! lacks). Neither counts as a failed attempt. While chunks wait for disk space the reconciler
+//! reads the free space every [`Config::disk_space_poll`](crate::Config::disk_space_poll) and
+//! [`Table::disk_space`] queues again, oldest first, the waiting chunks that now fit; the
+//! download then checks again with a fresh reading, so a wrong guess only waits once more.
 
-use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::mem;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -110,7 +133,15 @@ pub(crate) enum Work {
         chunk: Arc<DataChunk>,
         cancel: CancellationToken,
         progress: Arc<Progress>,
-        /// The bytes already reserved, when the size is known from an earlier attempt.
+        /// The bytes already reserved, when the size is known from an earlier attempt. The
+        /// job reserves again all the same, to check the free space just before writing.
+        #[cfg_attr(
+            not(test),
+            allow(
+                dead_code,
+                reason = "the job reserves again with the free space it reads"
+            )
+        )]
         reserved: Option<u64>,
     },
     /// Remove a committed chunk's files, then its tombstone and its cached mark if it has
@@ -139,6 +170,10 @@ pub(crate) enum DownloadOutcome {
     Cancelled,
     /// The chunk (of `size` bytes) does not fit in the budget now.
     NeedsSpace { size: u64 },
+    /// The chunk (of `size` bytes, 0 if not known yet) does not fit in the filesystem's free
+    /// space now, or the filesystem filled up while it was written (its partial files are
+    /// removed). `free`: the usable free space last seen.
+    NeedsDiskSpace { size: u64, free: u64 },
     /// Failed for good (retries exhausted or a permanent error).
     Failed { error: Error, attempts: u32 },
 }
@@ -161,6 +196,11 @@ pub(crate) enum Outcome {
 pub(crate) enum Reservation {
     Granted,
     NoSpace,
+    /// The budget has room but the filesystem has not: `free` bytes are usable after what the
+    /// other downloads still have to write.
+    NoDiskSpace {
+        free: u64,
+    },
     TooLarge {
         budget: u64,
     },
@@ -310,6 +350,12 @@ struct Entry {
     lru_tick: Option<u64>,
     /// Evicted, removal pending: its size is counted in `Budget::evicting`.
     evicting: bool,
+    /// Waiting for free space on the filesystem: out of the queues, in `Table::disk_waiters`,
+    /// queued again by [`Table::disk_space`] once it fits.
+    disk_wait: bool,
+    /// The wait for disk space was announced (🚫) and the chunk has not been committed or
+    /// failed since: a wait that lasts over several checks is announced once.
+    disk_wait_announced: bool,
 }
 
 impl Entry {
@@ -334,6 +380,8 @@ impl Entry {
             incarnation,
             lru_tick: None,
             evicting: false,
+            disk_wait: false,
+            disk_wait_announced: false,
         }
     }
 
@@ -433,6 +481,13 @@ pub(crate) struct Table {
     /// Failed disk jobs to try again after a backoff: (chunk, incarnation, failures in a row).
     io_retries: Vec<IoRetry>,
     released: Releases,
+    /// Chunks waiting for free space on the filesystem, oldest first. May hold stale ids
+    /// (their `disk_wait` is false); [`Table::disk_space`] drops them.
+    disk_waiters: VecDeque<ChunkId>,
+    /// Running downloads whose reservation passed the free-space check: they may be writing.
+    disk_granted: HashSet<ChunkId>,
+    /// The usable free space last seen (after what granted downloads still have to write).
+    disk_free: u64,
 }
 
 /// A failed disk job (removal, tombstone) the reconciler should retry after a backoff.
@@ -487,6 +542,9 @@ impl Table {
             after_publish: Vec::new(),
             io_retries: Vec::new(),
             released,
+            disk_waiters: VecDeque::new(),
+            disk_granted: HashSet::new(),
+            disk_free: 0,
         }
     }
 
@@ -579,7 +637,10 @@ impl Table {
                 && entry.failure.is_none()
                 && entry.rejected.is_none()
                 && !entry.io_failed
-                && (entry.queued || entry.job.is_some() || entry.shown().is_some())
+                && (entry.queued
+                    || entry.disk_wait
+                    || entry.job.is_some()
+                    || entry.shown().is_some())
         })
     }
 
@@ -766,6 +827,9 @@ impl Table {
             }
             // A cancelled download still running: `download_finished` queues it again.
             (Disk::Absent, Some(_)) => entry.urgent |= urgent,
+            // Waiting for disk space: `disk_space` queues it (in the urgent queue if asked)
+            // once it fits; trying now would only fail the same check.
+            (Disk::Absent, None) if entry.disk_wait => entry.urgent |= urgent,
             (Disk::Absent, None) => {
                 let promote = urgent && !entry.urgent;
                 entry.urgent |= urgent;
@@ -864,10 +928,28 @@ impl Table {
         }
     }
 
+    /// [`Table::try_reserve_within`] without a free-space reading: the budget alone.
+    #[cfg(test)]
+    pub(crate) fn try_reserve(&mut self, id: &ChunkId, size: u64) -> Reservation {
+        self.try_reserve_within(id, size, None)
+    }
+
     /// A running download asks to reserve `size` bytes (its total, now known). If the budget
     /// has no room, cached chunks are evicted for it where they can cover the shortfall; the
-    /// download then waits for their removal.
-    pub(crate) fn try_reserve(&mut self, id: &ChunkId, size: u64) -> Reservation {
+    /// download then waits for their removal. `free`: the filesystem's usable free space just
+    /// read (margin subtracted), if it could be read; the bytes must also fit in it after what
+    /// the other granted downloads still have to write (see the module docs), else the answer
+    /// is [`Reservation::NoDiskSpace`] (and cached chunks are evicted for the shortfall).
+    pub(crate) fn try_reserve_within(
+        &mut self,
+        id: &ChunkId,
+        size: u64,
+        free: Option<u64>,
+    ) -> Reservation {
+        let pending = match free {
+            Some(_) => self.pending_writes(Some(id)),
+            None => 0,
+        };
         let Some(entry) = self.entries.get_mut(id) else {
             return Reservation::Gone;
         };
@@ -894,10 +976,81 @@ impl Table {
             self.make_room(deficit, id);
             return Reservation::NoSpace;
         }
+        if let Some(free) = free {
+            let usable = free.saturating_sub(pending);
+            self.disk_free = usable;
+            if size > usable {
+                // Cached chunks hold disk space too: evict them for the shortfall as for the
+                // budget (their removal frees it; the wait for disk space notices).
+                self.make_room(size - usable, id);
+                return Reservation::NoDiskSpace { free: usable };
+            }
+        }
         self.budget.reserved = self.budget.reserved - *reserved + size;
         *reserved = size;
         progress.total.store(size, Ordering::Relaxed);
+        self.disk_granted.insert(*id);
         Reservation::Granted
+    }
+
+    /// The bytes that granted downloads other than `except` still have to write: their
+    /// reservation minus what they have written.
+    fn pending_writes(&self, except: Option<&ChunkId>) -> u64 {
+        self.disk_granted
+            .iter()
+            .filter(|id| Some(*id) != except)
+            .filter_map(|id| match &self.entries.get(id)?.job {
+                Some(Running::Download {
+                    reserved, progress, ..
+                }) => Some(reserved.saturating_sub(progress.done.load(Ordering::Relaxed))),
+                _ => None,
+            })
+            .fold(0u64, u64::saturating_add)
+    }
+
+    /// Whether chunks wait for free space on the filesystem: the reconciler then reads it
+    /// every `disk_space_poll` and reports it to [`Table::disk_space`].
+    pub(crate) fn waiting_for_disk(&self) -> bool {
+        !self.disk_waiters.is_empty()
+    }
+
+    /// The reconciler read the filesystem's usable free space (`free`, margin subtracted):
+    /// queues again, oldest first, the chunks waiting for disk space that fit in it after what
+    /// granted downloads still have to write (first fit: a large chunk that does not fit does
+    /// not hold back smaller ones). O(waiting chunks).
+    pub(crate) fn disk_space(&mut self, free: u64) {
+        let usable = free.saturating_sub(self.pending_writes(None));
+        self.disk_free = usable;
+        let mut left = usable;
+        let mut fitting = Vec::new();
+        for id in mem::take(&mut self.disk_waiters) {
+            let Some(entry) = self.entries.get_mut(&id) else {
+                continue;
+            };
+            if !entry.disk_wait {
+                continue;
+            }
+            if !entry.wanted() || entry.job.is_some() || !matches!(entry.disk, Disk::Absent) {
+                // Not waiting any more (defensive: the paths that end a wait clear the flag).
+                entry.disk_wait = false;
+                self.dirty.push(id);
+                continue;
+            }
+            let size = entry.size.unwrap_or(0);
+            if size <= left {
+                left -= size;
+                entry.disk_wait = false;
+                entry.queued = true;
+                fitting.push((id, entry.urgent));
+            } else {
+                self.disk_waiters.push_back(id);
+            }
+        }
+        // At the front of their queues, as they have waited longest, in their order.
+        for &(id, urgent) in fitting.iter().rev() {
+            self.queues.push(id, urgent, true);
+            self.admission_dirty = true;
+        }
     }
 
     /// Evicts cached chunks, least recently used first, until the bytes being evicted cover
@@ -1073,7 +1226,7 @@ impl Table {
             Disk::Absent => {
                 if !entry.wanted() {
                     self.forget(id);
-                } else if !entry.queued && entry.failure.is_none() {
+                } else if !entry.queued && entry.failure.is_none() && !entry.disk_wait {
                     entry.queued = true;
                     self.queues.push(id, entry.urgent, false);
                     self.admission_dirty = true;
@@ -1229,6 +1382,7 @@ impl Table {
         self.dirty.push(id);
         match (job, outcome) {
             (Running::Download { reserved, .. }, Outcome::Download(outcome)) => {
+                self.disk_granted.remove(&id);
                 self.downloads_running -= 1;
                 self.budget.reserved -= reserved;
                 self.admission_dirty = true;
@@ -1297,6 +1451,7 @@ impl Table {
                 self.budget.committed += size;
                 entry.size = Some(size);
                 entry.failure = None;
+                entry.disk_wait_announced = false;
                 entry.urgent = false;
                 self.next_generation += 1;
                 let resident = Arc::new(Resident::new(
@@ -1356,7 +1511,31 @@ impl Table {
                     }
                 }
             }
+            DownloadOutcome::NeedsDiskSpace { size, free } => {
+                if size > 0 {
+                    entry.size = Some(size);
+                }
+                self.disk_free = free;
+                if entry.wanted() {
+                    // Out of the queues until `disk_space` finds room: not a failure, not an
+                    // attempt.
+                    entry.disk_wait = true;
+                    entry.waiting_for_space = true;
+                    self.disk_waiters.push_back(id);
+                    if !mem::replace(&mut entry.disk_wait_announced, true) {
+                        emit(
+                            &self.events,
+                            Event::BudgetExceeded {
+                                chunk: id,
+                                needed: size,
+                                available: free.min(self.budget.available()),
+                            },
+                        );
+                    }
+                }
+            }
             DownloadOutcome::Failed { error, attempts } => {
+                entry.disk_wait_announced = false;
                 if entry.wanted() {
                     let error = Arc::new(error);
                     entry.failure = Some((error.clone(), attempts));
@@ -1694,9 +1873,14 @@ impl Table {
                         attempts: *attempts,
                     }
                 } else if entry.waiting_for_space {
+                    let budget = self.budget.available();
                     ChunkState::WaitingForSpace {
                         needed: entry.size.unwrap_or(0),
-                        available: self.budget.available(),
+                        available: if entry.disk_wait {
+                            budget.min(self.disk_free)
+                        } else {
+                            budget
+                        },
                     }
                 } else {
                     ChunkState::Queued
@@ -1755,6 +1939,26 @@ impl Table {
                 // Deleted, or wanted again while its removal runs.
                 assert!(entry.shown().is_none(), "an evicting chunk is hidden");
                 evicting += entry.committed_size();
+            }
+            if entry.disk_wait {
+                assert!(
+                    !entry.queued,
+                    "a chunk waiting for disk space is out of the queues"
+                );
+                assert!(
+                    entry.job.is_none(),
+                    "a chunk waiting for disk space has no job"
+                );
+                assert!(
+                    self.disk_waiters.contains(id),
+                    "a chunk waiting for disk space is in the waiters"
+                );
+            }
+            if self.disk_granted.contains(id) {
+                assert!(
+                    matches!(entry.job, Some(Running::Download { .. })),
+                    "a granted download is running"
+                );
             }
             if entry.queued && entry.job.is_none() && entry.wanted() {
                 let queue = if entry.urgent {

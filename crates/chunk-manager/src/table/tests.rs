@@ -838,6 +838,7 @@ fn finish(h: &mut Harness, work: Work, refs: &[ChunkRef]) {
                     }
                     Reservation::Gone => Outcome::Download(DownloadOutcome::Cancelled),
                     Reservation::TooLarge { .. } => panic!("the budget fits one chunk"),
+                    Reservation::NoDiskSpace { .. } => panic!("no free space was given"),
                 }
             };
             h.table.job_finished(id, outcome);
@@ -1088,4 +1089,214 @@ fn issue11_cached_marks_follow_the_desire() {
     else {
         panic!("the removal removes the mark too");
     };
+}
+
+/// Issue 10 item 3: the filesystem's free space as a second budget.
+fn needs_disk_space(size: u64, free: u64) -> Outcome {
+    Outcome::Download(DownloadOutcome::NeedsDiskSpace { size, free })
+}
+
+fn progress_of(work: &Work) -> Arc<Progress> {
+    match work {
+        Work::Download { progress, .. } => progress.clone(),
+        other => panic!("not a download: {other:?}"),
+    }
+}
+
+#[test]
+fn issue10_free_space_is_a_second_budget() {
+    // The budget has room for everything; the disk has room for one and a half chunks.
+    let mut h = Harness::new(100 * SIZE, 4);
+    for id in 1..=2 {
+        h.table.request_download(chunk(id), None);
+    }
+    let jobs = h.work();
+    assert_eq!(jobs.len(), 2);
+    let free = SIZE + SIZE / 2;
+    assert_eq!(
+        h.table.try_reserve_within(&[1; 32], SIZE, Some(free)),
+        Reservation::Granted
+    );
+    // Chunk 1 has written nothing yet: all of its bytes are still to come.
+    assert_eq!(
+        h.table.try_reserve_within(&[2; 32], SIZE, Some(free)),
+        Reservation::NoDiskSpace { free: SIZE / 2 }
+    );
+    h.table
+        .job_finished([2; 32], needs_disk_space(SIZE, SIZE / 2));
+    assert!(h.work().is_empty(), "waits out of the queues");
+    assert_eq!(h.state(2), Some("waiting_for_space"));
+    let status = h.table.status(&[2; 32]).expect("known");
+    assert!(
+        matches!(status.state, ChunkState::WaitingForSpace { needed: SIZE, available } if available == SIZE / 2),
+        "{:?}",
+        status.state
+    );
+    assert_eq!(h.table.totals().waiting_for_space, 1);
+    assert_eq!(h.table.totals().failed, 0);
+    assert!(h.events().iter().any(|e| e.starts_with("🚫")));
+    assert!(h.table.waiting_for_disk());
+
+    // Chunk 1 is written and committed: the disk's free space is what is left.
+    progress_of(&jobs[0]).add(SIZE);
+    h.table.job_finished([1; 32], committed(1));
+    assert!(
+        h.work().is_empty(),
+        "nothing in the table says the disk has room"
+    );
+    h.table.disk_space(SIZE / 2);
+    assert!(h.work().is_empty(), "still does not fit");
+    assert_eq!(h.state(2), Some("waiting_for_space"));
+    // Space freed outside the manager: the next reading queues the chunk again.
+    h.table.disk_space(SIZE);
+    let Work::Download { reserved, .. } = single(h.work()) else {
+        panic!("admitted")
+    };
+    assert_eq!(reserved, Some(SIZE));
+    assert!(!h.table.waiting_for_disk());
+    assert_eq!(
+        h.table.try_reserve_within(&[2; 32], SIZE, Some(SIZE)),
+        Reservation::Granted
+    );
+    h.table.job_finished([2; 32], committed(2));
+    assert_eq!(h.state(2), Some("ready"));
+}
+
+#[test]
+fn issue10_bytes_already_written_are_not_counted_twice() {
+    let mut h = Harness::new(100 * SIZE, 4);
+    for id in 1..=2 {
+        h.table.request_download(chunk(id), None);
+    }
+    let jobs = h.work();
+    assert_eq!(
+        h.table.try_reserve_within(&[1; 32], SIZE, Some(2 * SIZE)),
+        Reservation::Granted
+    );
+    // Chunk 1 wrote half its bytes: the disk shows them used already, and only the other
+    // half is still to come.
+    progress_of(&jobs[0]).add(SIZE / 2);
+    let free = 2 * SIZE - SIZE / 2;
+    assert_eq!(
+        h.table.try_reserve_within(&[2; 32], SIZE, Some(free)),
+        Reservation::Granted
+    );
+    // Both granted: a third chunk finds what both still have to write subtracted.
+    h.table.request_download(chunk(3), None);
+    let _job = single(h.work());
+    assert_eq!(
+        h.table.try_reserve_within(&[3; 32], SIZE, Some(free)),
+        Reservation::NoDiskSpace { free: 0 }
+    );
+    // A download that ends stops counting.
+    h.table
+        .job_finished([2; 32], Outcome::Download(DownloadOutcome::Cancelled));
+    assert_eq!(
+        h.table.try_reserve_within(&[3; 32], SIZE, Some(free)),
+        Reservation::Granted
+    );
+}
+
+#[test]
+fn issue10_a_full_disk_mid_download_waits_and_is_not_an_attempt() {
+    let mut h = Harness::new(100 * SIZE, 4);
+    h.table.request_download(chunk(1), None);
+    let _job = single(h.work());
+    assert_eq!(
+        h.table.try_reserve_within(&[1; 32], SIZE, Some(10 * SIZE)),
+        Reservation::Granted
+    );
+    // ENOSPC while writing: the job ends and the reservation is released.
+    h.table.job_finished([1; 32], needs_disk_space(SIZE, 0));
+    assert_eq!(h.table.totals().bytes_reserved, 0);
+    assert!(h.work().is_empty());
+    assert_eq!(h.state(1), Some("waiting_for_space"));
+    // A download call again, an assignment refreshed: it keeps waiting, without a new try.
+    assert!(h.table.download_is_noop(&chunk(1)));
+    h.table.request_download(chunk(1), None);
+    assert!(h.work().is_empty());
+    // Repeated waits are announced once.
+    h.table.disk_space(SIZE);
+    let _job = single(h.work());
+    h.table.job_finished([1; 32], needs_disk_space(SIZE, 0));
+    let events = h.events();
+    assert_eq!(
+        events.iter().filter(|e| e.starts_with("🚫")).count(),
+        1,
+        "{events:?}"
+    );
+    assert!(!events.iter().any(|e| e.starts_with("⚠")), "{events:?}");
+    h.table.disk_space(SIZE);
+    let _job = single(h.work());
+    assert_eq!(
+        h.table.try_reserve_within(&[1; 32], SIZE, Some(SIZE)),
+        Reservation::Granted
+    );
+    h.table.job_finished([1; 32], committed(1));
+    assert_eq!(h.state(1), Some("ready"));
+    assert!(!h.table.waiting_for_disk());
+}
+
+#[test]
+fn issue10_disk_space_queues_the_waiting_chunks_that_fit_oldest_first() {
+    let mut h = Harness::new(100 * SIZE, 4);
+    let sizes = [(1, 3 * SIZE), (2, SIZE), (3, SIZE), (4, SIZE)];
+    for (id, _) in sizes {
+        h.table.request_download(chunk(id), None);
+    }
+    assert_eq!(h.work().len(), 4);
+    for (id, size) in sizes {
+        assert_eq!(
+            h.table.try_reserve_within(&[id; 32], size, Some(0)),
+            Reservation::NoDiskSpace { free: 0 }
+        );
+        h.table.job_finished([id; 32], needs_disk_space(size, 0));
+    }
+    assert!(h.work().is_empty());
+    // Deleted while waiting: forgotten, not queued again.
+    h.table.request_delete([4; 32]);
+    assert!(h.work().is_empty());
+    // Room for two small ones: the large one waits on, without holding them back.
+    h.table.disk_space(2 * SIZE);
+    let started: Vec<ChunkId> = h
+        .work()
+        .iter()
+        .map(|work| match work {
+            Work::Download { chunk, .. } => *chunk.id(),
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    assert_eq!(started, vec![[2; 32], [3; 32]]);
+    assert_eq!(h.state(1), Some("waiting_for_space"));
+    assert!(h.table.waiting_for_disk());
+    assert!(h.table.status(&[4; 32]).is_none());
+}
+
+#[test]
+fn issue10_a_full_disk_evicts_cached_chunks() {
+    let mut h = Harness::with_fetch_slots(100 * SIZE, 4, 0);
+    // A cached chunk takes disk space.
+    let Fetch::Pending(ticket) = h.table.request_fetch(chunk(1), None) else {
+        panic!("downloaded");
+    };
+    let _job = single(h.work());
+    assert_eq!(
+        h.table.try_reserve_within(&[1; 32], SIZE, Some(SIZE)),
+        Reservation::Granted
+    );
+    h.table.job_finished([1; 32], committed(1));
+    assert!(h.work().is_empty());
+    assert!(matches!(
+        h.table.fetch_settled(&ticket),
+        FetchState::Ready(_)
+    ));
+    // An assigned chunk does not fit on the disk: the cached one goes for it.
+    h.table.request_download(chunk(2), None);
+    let _job = single(h.work());
+    assert_eq!(
+        h.table.try_reserve_within(&[2; 32], SIZE, Some(0)),
+        Reservation::NoDiskSpace { free: 0 }
+    );
+    assert!(h.table.shown(&[1; 32]).is_none(), "evicted");
+    assert!(h.events().iter().any(|e| e.starts_with("🧹")));
 }
