@@ -8,13 +8,30 @@
 //!
 //! A chunk deleted after the snapshot was built is skipped through its `hidden` flag until the
 //! reconciler publishes the next snapshot.
+//!
+//! A replaced snapshot is freed by whoever drops its last reference, which may be a lookup that
+//! was reading it. Freeing thousands of entries (and releasing the deleted chunks they pin)
+//! inside `list_chunks` or `find_chunk` made their tail latency; so a snapshot built with a
+//! [`Retire`] sender hands its contents back to the reconciler on drop, in O(1), and the
+//! reconciler frees them.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use tokio::sync::mpsc;
+
 use crate::chunk::{ChunkId, DatasetId};
 use crate::handle::Resident;
 use crate::table::IndexKey;
+
+/// The contents of a dropped snapshot, on their way to the reconciler to be freed.
+pub(crate) struct Retired {
+    _keys: Vec<DatasetKey>,
+    _datasets: Vec<DatasetIndex>,
+}
+
+/// Where dropped snapshots send their contents.
+pub(crate) type Retire = mpsc::UnboundedSender<Retired>;
 
 /// The visible chunks of every dataset.
 #[derive(Debug, Default)]
@@ -25,6 +42,22 @@ pub(crate) struct Index {
     /// `datasets[i]` holds the chunks of the dataset `keys[i]`.
     datasets: Vec<DatasetIndex>,
     len: usize,
+    /// Where the contents go when the snapshot is dropped (see the module docs).
+    retire: Option<Retire>,
+}
+
+impl Drop for Index {
+    fn drop(&mut self) {
+        let Some(retire) = &self.retire else {
+            return;
+        };
+        let retired = Retired {
+            _keys: std::mem::take(&mut self.keys),
+            _datasets: std::mem::take(&mut self.datasets),
+        };
+        // The reconciler gone (the manager stopped): freed here, as any value.
+        let _freed_here_if_the_reconciler_is_gone = retire.send(retired);
+    }
 }
 
 /// A dataset id as four big-endian words: ordered like the id's bytes.
@@ -52,8 +85,12 @@ struct DatasetIndex {
 }
 
 impl Index {
-    /// Builds the snapshot from the reconciler's ordered map of visible chunks.
-    pub(crate) fn build(visible: &BTreeMap<IndexKey, Arc<Resident>>) -> Self {
+    /// Builds the snapshot from the reconciler's ordered map of visible chunks. Dropped, it
+    /// sends its contents to `retire`, if given.
+    pub(crate) fn build(
+        visible: &BTreeMap<IndexKey, Arc<Resident>>,
+        retire: Option<Retire>,
+    ) -> Self {
         let mut keys: Vec<DatasetKey> = Vec::new();
         let mut datasets: Vec<DatasetIndex> = Vec::new();
         for ((dataset, start, _), resident) in visible {
@@ -77,6 +114,7 @@ impl Index {
             keys,
             datasets,
             len: visible.len(),
+            retire,
         }
     }
 
@@ -174,7 +212,7 @@ mod tests {
             .iter()
             .map(|r| (crate::table::index_key(&r.chunk), r.clone()))
             .collect();
-        Index::build(&map)
+        Index::build(&map, None)
     }
 
     #[test]

@@ -115,7 +115,8 @@ impl ChunkManager {
                 visible.insert(index_key(&resident.chunk), resident);
             }
         }
-        let index = Index::build(&visible);
+        let (retire, retired) = tokio::sync::mpsc::unbounded_channel();
+        let index = Index::build(&visible, Some(retire.clone()));
         let sources = Sources::new(&config).map_err(|error| Error::Runtime {
             source: std::io::Error::other(format!("cannot build the HTTP client: {error}")),
         })?;
@@ -129,7 +130,9 @@ impl ChunkManager {
             "chunk manager opened"
         );
         let threads = config.worker_threads;
-        let shared = Arc::new(Shared::new(config, layout, sources, table, index, events));
+        let shared = Arc::new(Shared::new(
+            config, layout, sources, table, index, retire, events,
+        ));
 
         let (stopped_sender, stopped) = watch::channel(false);
         let (started_sender, started) = std::sync::mpsc::channel();
@@ -145,7 +148,7 @@ impl ChunkManager {
                 match runtime {
                     Ok(runtime) => {
                         let _opener_waits = started_sender.send(Ok(()));
-                        let run = reconciler::run(background.clone(), released, visible);
+                        let run = reconciler::run(background.clone(), released, visible, retired);
                         runtime.block_on(reconciler::supervise_loop(background, run));
                         // Blocking work (file writers) ends before the lock is released.
                         drop(runtime);

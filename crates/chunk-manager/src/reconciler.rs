@@ -45,7 +45,7 @@ use crate::download::DownloadJob;
 use crate::error::Error;
 use crate::event::{Emitter, Event};
 use crate::handle::{Released, Resident};
-use crate::index::Index;
+use crate::index::{Index, Retire, Retired};
 use crate::table::{
     DownloadOutcome, IndexChange, IndexKey, IoRetry, Outcome, Reservation, Table, Work,
 };
@@ -59,6 +59,8 @@ pub(crate) struct Shared {
     table: Mutex<Table>,
     /// The visible chunks, for lock-free lookups.
     pub(crate) index: ArcSwap<Index>,
+    /// Where a dropped snapshot sends its contents, to be freed by the reconciler.
+    retire: Retire,
     /// The table's index version the published index reflects.
     published: AtomicU64,
     /// Wakes the reconciler after an API call.
@@ -81,6 +83,7 @@ impl Shared {
         sources: crate::source::Sources,
         table: Table,
         index: Index,
+        retire: Retire,
         events: Emitter,
     ) -> Self {
         let published = table.index_version();
@@ -90,6 +93,7 @@ impl Shared {
             sources,
             table: Mutex::new(table),
             index: ArcSwap::from_pointee(index),
+            retire,
             published: AtomicU64::new(published),
             wake: Notify::new(),
             version: watch::Sender::new(0),
@@ -153,6 +157,7 @@ pub(crate) async fn run(
     shared: Arc<Shared>,
     mut released: mpsc::UnboundedReceiver<Released>,
     mut visible: BTreeMap<IndexKey, Arc<Resident>>,
+    mut retired: mpsc::UnboundedReceiver<Retired>,
 ) {
     let jobs = TaskTracker::new();
     let (done, mut finished) = mpsc::unbounded_channel::<(ChunkId, Outcome)>();
@@ -174,7 +179,7 @@ pub(crate) async fn run(
             fold(&mut table, &mut released, &mut finished);
             (table.take_index_changes(), table.take_after_publish())
         };
-        publish(&shared, &mut visible, changes);
+        publish(&shared, &mut visible, &mut retired, changes);
         events.into_iter().for_each(|event| shared.emit(event));
         let (work, changes, events, io_retries, waiting_for_disk) = {
             let mut table = shared.table();
@@ -193,7 +198,7 @@ pub(crate) async fn run(
                 table.waiting_for_disk(),
             )
         };
-        publish(&shared, &mut visible, changes);
+        publish(&shared, &mut visible, &mut retired, changes);
         events.into_iter().for_each(|event| shared.emit(event));
         for work in work {
             spawn_job(&jobs, &shared, &done, &io_slots, work);
@@ -212,6 +217,9 @@ pub(crate) async fn run(
             Some(release) = released.recv() => shared.table().released(release),
             Some((id, outcome)) = finished.recv() => shared.table().job_finished(id, outcome),
             Some(retry) = retries.recv() => shared.table().retry_io(retry),
+            // Freed here, not in the lookup that dropped the snapshot last; chunks it pinned
+            // are released (and their removal follows).
+            Some(snapshot) = retired.recv() => drop(snapshot),
             Some(free) = free_space.recv() => {
                 disk_timer = false;
                 shared.table().disk_space(free);
@@ -247,7 +255,7 @@ pub(crate) async fn run(
         let mut table = shared.table();
         (table.take_index_changes(), table.take_after_publish())
     };
-    publish(&shared, &mut visible, changes);
+    publish(&shared, &mut visible, &mut retired, changes);
     events.into_iter().for_each(|event| shared.emit(event));
     tracing::info!("chunk manager stopped");
     shared.emit(Event::Shutdown);
@@ -375,6 +383,7 @@ fn fold(
 fn publish(
     shared: &Shared,
     visible: &mut BTreeMap<IndexKey, Arc<Resident>>,
+    retired: &mut mpsc::UnboundedReceiver<Retired>,
     (changes, version): (Vec<IndexChange>, u64),
 ) {
     if !changes.is_empty() {
@@ -388,7 +397,14 @@ fn publish(
                 }
             }
         }
-        shared.index.store(Arc::new(Index::build(visible)));
+        shared
+            .index
+            .store(Arc::new(Index::build(visible, Some(shared.retire.clone()))));
+        // Unless a lookup still reads it, the old snapshot was just dropped: free it now, so
+        // the deleted chunks it held are released before the table looks for refs.
+        while let Ok(snapshot) = retired.try_recv() {
+            drop(snapshot);
+        }
     }
     shared.published.store(version, Ordering::Release);
 }
