@@ -361,6 +361,9 @@ pub struct Assignment {
     /// Chunks placed on fewer workers than wanted (hex ids in JSON), ascending.
     #[serde(default, with = "hex_id_list")]
     pub under_replicated: Vec<ChunkId>,
+    /// Each worker's bytes as placed (the chunk sizes the scheduler used), for operators.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub bytes: BTreeMap<String, u64>,
 }
 
 impl Assignment {
@@ -373,6 +376,7 @@ impl Assignment {
             saturation: placement.params.saturation,
             workers: placement.assigned.clone(),
             under_replicated: placement.unplaced.iter().map(|u| u.chunk).collect(),
+            bytes: placement.bytes.clone(),
         };
         assignment.canonicalize();
         assignment

@@ -152,6 +152,9 @@ pub struct ServeArgs {
     /// and exits [default: 10s].
     #[arg(long, env = "CHUNK_WORKER_SHUTDOWN_TIMEOUT", value_name = "DURATION", value_parser = parse_duration)]
     pub shutdown_timeout: Option<Duration>,
+    /// The fleet's options (--cluster, --worker-id, ...): see `crate::cluster`.
+    #[command(flatten)]
+    pub cluster: crate::cluster::ClusterArgs,
 }
 
 /// The TOML file's contents. Every field is optional; unknown fields are an error, so a typo
