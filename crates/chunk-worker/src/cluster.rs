@@ -163,8 +163,10 @@ struct Inner {
     applied: Option<AssignmentId>,
     /// The members last read.
     members: Vec<Member>,
-    /// The last failure to read or write the store, if the last attempt failed.
+    /// The last failure to read the store, if the last poll failed.
     last_error: Option<String>,
+    /// The last failure to write the heartbeat, if the last one failed.
+    heartbeat_error: Option<String>,
     /// The last clash of worker ids seen, if the last heartbeat saw one.
     id_clash: Option<String>,
 }
@@ -217,6 +219,7 @@ pub fn start(
             applied: None,
             members: Vec::new(),
             last_error: None,
+            heartbeat_error: None,
             id_clash: None,
         })),
     };
@@ -287,6 +290,7 @@ async fn heartbeat_loop(
         match store.put_member(&member).await {
             Ok(heartbeat) => {
                 let mut inner = view.lock();
+                inner.heartbeat_error = None;
                 if let Some(clash) = &heartbeat.clash {
                     tracing::error!(%clash, "two processes claim this worker id; give each worker its own --worker-id");
                     metrics::counter!("chunk_worker_cluster_id_clashes_total").increment(1);
@@ -295,7 +299,7 @@ async fn heartbeat_loop(
             }
             Err(error) => {
                 tracing::warn!(error = %error_chain(&error), "cannot write the heartbeat; retrying");
-                view.lock().last_error = Some(format!("heartbeat: {}", error_chain(&error)));
+                view.lock().heartbeat_error = Some(error_chain(&error));
             }
         }
     }
@@ -550,6 +554,7 @@ pub struct ClusterJson {
     grace_remaining_ms: Option<u64>,
     members: Vec<MemberJson>,
     last_error: Option<String>,
+    heartbeat_error: Option<String>,
     id_clash: Option<String>,
 }
 
@@ -644,6 +649,7 @@ fn view_json(view: &ClusterView, manager: &ChunkManager) -> ClusterJson {
             })
             .collect(),
         last_error: inner.last_error.clone(),
+        heartbeat_error: inner.heartbeat_error.clone(),
         id_clash: inner.id_clash.clone(),
     }
 }
