@@ -653,3 +653,44 @@ fn view_json(view: &ClusterView, manager: &ChunkManager) -> ClusterJson {
         id_clash: inner.id_clash.clone(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fleet_flags_go_together() {
+        let none = ClusterArgs::default();
+        assert!(none.resolve().unwrap().is_none());
+        let lonely_id = ClusterArgs {
+            worker_id: Some("w1".into()),
+            ..ClusterArgs::default()
+        };
+        assert!(lonely_id.resolve().is_err());
+        let no_id = ClusterArgs {
+            cluster: Some("file:///tmp/x".into()),
+            ..ClusterArgs::default()
+        };
+        assert!(
+            no_id
+                .resolve()
+                .unwrap_err()
+                .to_string()
+                .contains("--worker-id")
+        );
+        let bad_id = ClusterArgs {
+            cluster: Some("file:///tmp/x".into()),
+            worker_id: Some("../etc".into()),
+            ..ClusterArgs::default()
+        };
+        assert!(bad_id.resolve().is_err());
+        let ok = ClusterArgs {
+            cluster: Some("file:///tmp/x".into()),
+            worker_id: Some("w1".into()),
+            ..ClusterArgs::default()
+        };
+        let settings = ok.resolve().unwrap().unwrap();
+        assert_eq!(settings.grace, Duration::from_secs(600));
+        assert_eq!(settings.heartbeat_interval, Duration::from_secs(5));
+    }
+}

@@ -264,7 +264,9 @@ async fn issue12_fleet_converges_survives_a_kill_takes_a_joiner_and_a_scheduler_
     let mut workers: Vec<Worker> = (1..=4)
         .map(|n| Worker::start(&url, &format!("w{n}"), &dir.path().join(format!("w{n}"))))
         .collect();
+    // Two schedulers at once: one publishes each generation, the other loses the race.
     let scheduler = Scheduler::start(&url, &catalog);
+    let rival = Scheduler::start(&url, &catalog);
 
     // Converged: every chunk on R = 2 workers, each worker holding exactly its part.
     let refs: Vec<&Worker> = workers.iter().collect();
@@ -347,9 +349,15 @@ async fn issue12_fleet_converges_survives_a_kill_takes_a_joiner_and_a_scheduler_
         assert!(held_third[&worker.id].is_subset(&held_second[&worker.id]));
     }
 
-    // The scheduler killed and restarted changes nothing.
+    // The schedulers killed and one restarted change nothing.
     let before = store.read_state().await.unwrap().unwrap();
     scheduler.kill();
+    rival.kill();
+    let chain = std::fs::read_dir(store_dir.join("states")).unwrap().count() as u64;
+    assert_eq!(
+        chain, before.generation,
+        "one state per generation, none lost"
+    );
     let (ok, output) = schedule_once(&url, &catalog);
     assert!(ok, "{output}");
     assert!(output.starts_with("unchanged"), "{output}");
