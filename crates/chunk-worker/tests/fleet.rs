@@ -30,6 +30,10 @@ struct Worker {
 
 impl Worker {
     fn start(store: &str, id: &str, data_dir: &Path) -> Worker {
+        Worker::start_with(store, id, data_dir, &["--cluster-grace", "60s"])
+    }
+
+    fn start_with(store: &str, id: &str, data_dir: &Path, extra: &[&str]) -> Worker {
         let mut child = Command::new(BINARY)
             .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
             .arg(data_dir)
@@ -43,7 +47,8 @@ impl Worker {
             ])
             .args(["--cluster", store, "--worker-id", id])
             .args(["--heartbeat-interval", "200ms", "--poll-interval", "200ms"])
-            .args(["--member-timeout", "2s", "--cluster-grace", "60s"])
+            .args(["--member-timeout", "2s"])
+            .args(extra)
             .env("RUST_LOG", "warn")
             .env_remove("CHUNK_WORKER_TOKEN")
             .stdout(Stdio::piped())
@@ -540,4 +545,83 @@ async fn issue12_bad_store_input_is_logged_and_never_drops_chunks() {
         "the scheduler fails clearly on an unusable store: {output}"
     );
     assert!(output.contains("error"), "{output}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn issue12_grace_is_bounded_and_a_restarted_worker_keeps_its_chunks() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("file://{}", dir.path().join("store").display());
+    let store = ClusterStore::open(&url).unwrap();
+    let origin = Origin::start().unwrap();
+    let (chunk_ids, catalog) = chunks(&origin, 12, dir.path());
+    let short_grace = ["--cluster-grace", "1s"];
+    let mut workers = vec![
+        Worker::start_with(&url, "w1", &dir.path().join("w1"), &short_grace),
+        Worker::start_with(&url, "w2", &dir.path().join("w2"), &short_grace),
+    ];
+    let scheduler = Scheduler::start(&url, &catalog);
+    let refs: Vec<&Worker> = workers.iter().collect();
+    converged(&store, &refs, &chunk_ids, 2).await;
+
+    // A joiner that never gets its chunks: the old holders keep theirs for the grace period
+    // only, then apply the new assignment alone.
+    let gate = Gate::new();
+    for id in 0..chunk_ids.len() {
+        let stall = Fault::Stall {
+            after: 100,
+            gate: gate.clone(),
+        };
+        origin.set_fault(&format!("{id}/blocks"), Some(stall));
+    }
+    let joiner = Worker::start(&url, "w3", &dir.path().join("w3"));
+    for worker in &workers {
+        wait_view(worker, "the grace period ends", |view| {
+            view["live_workers"]
+                .as_array()
+                .is_some_and(|live| live.iter().any(|w| w == "w3"))
+                && view["chunks"]["kept"] == 0
+                && view["applied"] == true
+        })
+        .await;
+    }
+    let view = joiner.json("/cluster").await;
+    assert_eq!(
+        view["applied"], false,
+        "the joiner is still stalled: {view}"
+    );
+    let state = store.read_state().await.unwrap().unwrap();
+    let assignment = store.read_assignment(&state.assignment).await.unwrap();
+    for worker in &workers {
+        let part: BTreeSet<String> = assignment.workers[&worker.id]
+            .iter()
+            .map(id_to_hex)
+            .collect();
+        assert_eq!(worker.held().await, part);
+    }
+    gate.open();
+    for id in 0..chunk_ids.len() {
+        origin.set_fault(&format!("{id}/blocks"), None);
+    }
+    workers.push(joiner);
+    let refs: Vec<&Worker> = workers.iter().collect();
+    let (applied, _, held) = converged(&store, &refs, &chunk_ids, 2).await;
+
+    // kill -9 and restart (the scheduler stopped first, so that a slow restart cannot
+    // count as a departure): the same assignment, applied again from the chunks on disk,
+    // nothing downloaded again.
+    scheduler.kill();
+    let requests = origin.total_requests();
+    workers.remove(0).kill();
+    let restarted = Worker::start(&url, "w1", &dir.path().join("w1"));
+    let view = wait_view(&restarted, "the restarted worker applies", |view| {
+        view["applied"] == true
+    })
+    .await;
+    assert_eq!(view["assignment"], applied.to_string());
+    assert_eq!(restarted.held().await, held["w1"]);
+    assert_eq!(
+        origin.total_requests(),
+        requests,
+        "nothing downloaded again"
+    );
 }
