@@ -7,6 +7,7 @@
 //! <base>/assignments/<unix ms>_<sha256>.json.gz       immutable placement (Assignment)
 //! <base>/states/<generation, 20 digits>.json          the chain of published states (State)
 //! <base>/state.json                                   the latest State, a copy for readers
+//! <base>/catalogs/<sha256>.json.gz                    a catalog an assignment places (opaque bytes)
 //! ```
 //!
 //! The base is an object_store URL: `file:///dir` on one machine and in tests, `s3://bucket/prefix`
@@ -197,6 +198,12 @@ pub struct Member {
     /// told apart even at one address.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub instance: Option<String>,
+    /// Chunks the worker holds (ready on its disk), if it reports them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub held_chunks: Option<u64>,
+    /// Bytes of those chunks, if it reports them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub held_bytes: Option<u64>,
 }
 
 impl Member {
@@ -216,6 +223,8 @@ impl Member {
             applied_assignment: None,
             heartbeat_unix_ms,
             instance: None,
+            held_chunks: None,
+            held_bytes: None,
         }
     }
 }
@@ -352,6 +361,9 @@ pub struct Assignment {
     /// Chunks placed on fewer workers than wanted (hex ids in JSON), ascending.
     #[serde(default, with = "hex_id_list")]
     pub under_replicated: Vec<ChunkId>,
+    /// Each worker's bytes as placed (the chunk sizes the scheduler used), for operators.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub bytes: BTreeMap<String, u64>,
 }
 
 impl Assignment {
@@ -364,6 +376,7 @@ impl Assignment {
             saturation: placement.params.saturation,
             workers: placement.assigned.clone(),
             under_replicated: placement.unplaced.iter().map(|u| u.chunk).collect(),
+            bytes: placement.bytes.clone(),
         };
         assignment.canonicalize();
         assignment
@@ -747,6 +760,102 @@ impl ClusterStore {
             .await
             .map_err(|e| StoreError::io(&pointer, e))?;
         Ok(())
+    }
+
+    /// Stores a catalog (opaque bytes, for example the JSON list of chunk descriptions that an
+    /// assignment places), content-addressed: `catalogs/<sha256>.json.gz`. Returns the sha256
+    /// (hex) of `bytes`, the name [`ClusterStore::read_catalog`] takes. Putting the same bytes
+    /// again writes nothing.
+    pub async fn put_catalog(&self, bytes: &[u8]) -> Result<String, StoreError> {
+        let sha = hex::encode(Sha256::digest(bytes));
+        let path = self.path(&format!("catalogs/{sha}.json.gz"));
+        match self.store.head(&path).await {
+            Ok(_) => return Ok(sha),
+            Err(object_store::Error::NotFound { .. }) => {}
+            Err(e) => return Err(StoreError::io(&path, e)),
+        }
+        let compressed = {
+            let bytes = bytes.to_vec();
+            let task_path = path.clone();
+            tokio::task::spawn_blocking(move || {
+                let mut encoder =
+                    flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+                encoder
+                    .write_all(&bytes)
+                    .and_then(|()| encoder.finish())
+                    .map_err(|e| {
+                        StoreError::corrupt(&task_path, "cannot compress", Some(Box::new(e)))
+                    })
+            })
+            .await
+            .map_err(|e| StoreError::corrupt(&path, "encoder task failed", Some(Box::new(e))))??
+        };
+        let options = PutOptions {
+            mode: PutMode::Create,
+            ..PutOptions::default()
+        };
+        match self
+            .store
+            .put_opts(&path, PutPayload::from(compressed), options)
+            .await
+        {
+            Ok(_) | Err(object_store::Error::AlreadyExists { .. }) => Ok(sha),
+            Err(e) => Err(StoreError::io(&path, e)),
+        }
+    }
+
+    /// Reads a catalog stored by [`ClusterStore::put_catalog`] and checks its sha256.
+    pub async fn read_catalog(&self, sha256: &str) -> Result<Vec<u8>, StoreError> {
+        if sha256.len() != 64 || !sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(StoreError::corrupt(
+                &self.path("catalogs"),
+                format!(
+                    "{:?} is not a sha256",
+                    sha256.chars().take(80).collect::<String>()
+                ),
+                None,
+            ));
+        }
+        let path = self.path(&format!("catalogs/{sha256}.json.gz"));
+        let compressed = self
+            .get_limited(&path, MAX_ASSIGNMENT_BYTES)
+            .await?
+            .ok_or_else(|| {
+                StoreError::io(
+                    &path,
+                    object_store::Error::NotFound {
+                        path: path.to_string(),
+                        source: "no such catalog".into(),
+                    },
+                )
+            })?;
+        let expected = sha256.to_string();
+        let task_path = path.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut bytes = Vec::new();
+            flate2::read::GzDecoder::new(&compressed[..])
+                .take(MAX_ASSIGNMENT_BYTES + 1)
+                .read_to_end(&mut bytes)
+                .map_err(|e| StoreError::corrupt(&task_path, "not gzip", Some(Box::new(e))))?;
+            if bytes.len() as u64 > MAX_ASSIGNMENT_BYTES {
+                return Err(StoreError::TooLarge {
+                    path: task_path.to_string(),
+                    size: bytes.len() as u64,
+                    limit: MAX_ASSIGNMENT_BYTES,
+                });
+            }
+            let actual = hex::encode(Sha256::digest(&bytes));
+            if actual != expected {
+                return Err(StoreError::corrupt(
+                    &task_path,
+                    format!("sha256 of the content is {actual}, the name says {expected}"),
+                    None,
+                ));
+            }
+            Ok(bytes)
+        })
+        .await
+        .map_err(|e| StoreError::corrupt(&path, "decoder task failed", Some(Box::new(e))))?
     }
 
     async fn get_small(&self, path: &Path) -> Result<Option<Vec<u8>>, StoreError> {

@@ -406,3 +406,21 @@ fn bad_urls_are_clear_errors() {
     }
     assert!(ClusterStore::open("memory://").is_ok());
 }
+
+#[tokio::test]
+async fn issue12_catalogs_are_content_addressed_and_checked() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = ClusterStore::open(&format!("file://{}", dir.path().display())).unwrap();
+    let sha = store.put_catalog(b"[1, 2, 3]").await.unwrap();
+    assert_eq!(store.put_catalog(b"[1, 2, 3]").await.unwrap(), sha);
+    assert_eq!(store.read_catalog(&sha).await.unwrap(), b"[1, 2, 3]");
+    // A file whose content does not match its name is corrupt, not returned.
+    let path = dir.path().join(format!("catalogs/{sha}.json.gz"));
+    let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    encoder.write_all(b"[4]").unwrap();
+    std::fs::write(&path, encoder.finish().unwrap()).unwrap();
+    let error = store.read_catalog(&sha).await.unwrap_err();
+    assert!(error.to_string().contains("sha256"), "{error}");
+    assert!(store.read_catalog("../x").await.is_err());
+    assert!(store.read_catalog(&"0".repeat(64)).await.is_err());
+}

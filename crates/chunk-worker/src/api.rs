@@ -15,6 +15,7 @@
 //! | `POST /query` | run SQL over a block range; streams JSON, NDJSON or Arrow IPC ([`crate::query`]) |
 //! | `PUT /catalog`, `GET /catalog` | replace the query catalog; its size |
 //! | `GET /datasets/{d}/schema` | the dataset's tables and their columns ([`crate::query`]) |
+//! | `GET /cluster` | the worker's view of its fleet ([`crate::cluster`]); 404 without `--cluster` |
 //! | `GET /metrics` | Prometheus text format |
 //! | `GET /healthz`, `GET /readyz` | liveness; readiness (503 while shutting down) |
 //!
@@ -78,6 +79,8 @@ pub struct AppState {
     pub data_dir: PathBuf,
     /// Runs queries (`POST /query`) over the catalog (`PUT /catalog`).
     pub query: crate::query::QueryService,
+    /// The worker's view of its fleet (`GET /cluster`), when it runs with `--cluster`.
+    pub cluster: Option<crate::cluster::ClusterView>,
 }
 
 /// Limits on request bodies.
@@ -107,6 +110,7 @@ pub fn router(state: AppState, limits: &Limits) -> Router {
             "/catalog",
             put(crate::query::put_catalog).get(crate::query::get_catalog),
         )
+        .route("/cluster", get(crate::cluster::get_cluster))
         .route("/metrics", get(render_metrics))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))

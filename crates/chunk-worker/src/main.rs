@@ -2,10 +2,12 @@
 //! `chunk-manager` library.
 
 mod api;
+mod cluster;
 mod demo;
 mod download;
 mod offline;
 mod query;
+mod schedule;
 mod serve;
 mod settings;
 mod telemetry;
@@ -28,7 +30,7 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Runs the daemon: an HTTP API for the scheduler and operators, with metrics.
-    Serve(settings::ServeArgs),
+    Serve(Box<settings::ServeArgs>),
     /// Downloads the chunks listed in a JSON file into the data directory, with progress bars.
     Download(download::DownloadArgs),
     /// Lists the ready chunks of the data directory.
@@ -49,6 +51,12 @@ enum Command {
     Schema(query::SchemaArgs),
     /// Writes generated blockchain-like Parquet chunks and a catalog; --serve serves them.
     Synth(query::SynthArgs),
+    /// Places the catalog's chunks on the fleet's live workers and publishes the assignment
+    /// in the cluster store, every --interval (or --once).
+    Schedule(schedule::ScheduleArgs),
+    /// Operates a fleet: `cluster status`.
+    #[command(subcommand)]
+    Cluster(schedule::ClusterCommand),
     /// Runs a self-contained demo (the default): an in-process origin on 127.0.0.1 serves
     /// generated chunks while random downloads and deletes, with a few held refs, run against a
     /// small disk budget.
@@ -80,6 +88,8 @@ fn main() -> ExitCode {
         Command::Query(args) => query::run(&args),
         Command::Synth(args) => query::synth(&args),
         Command::Schema(args) => query::schema(&args),
+        Command::Schedule(args) => schedule::run(&args),
+        Command::Cluster(command) => schedule::cluster(&command),
     };
     match result {
         Ok(code) => code,
@@ -94,7 +104,7 @@ fn main() -> ExitCode {
 /// line would cut through the bars); the other commands log warnings.
 fn default_log_filter(cli: &Cli) -> &'static str {
     match cli.command {
-        Some(Command::Serve(_)) => "info",
+        Some(Command::Serve(_) | Command::Schedule(_)) => "info",
         Some(Command::Download(_)) => "error",
         _ => "warn",
     }

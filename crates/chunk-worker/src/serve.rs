@@ -69,6 +69,14 @@ pub fn run(args: &ServeArgs) -> anyhow::Result<ExitCode> {
         .build()
         .context("start the API runtime")?;
     let shutdown = CancellationToken::new();
+    let (bound, bound_receiver) = tokio::sync::oneshot::channel();
+    let cluster = crate::cluster::start(
+        &args.cluster,
+        Arc::clone(&manager),
+        &runtime,
+        shutdown.clone(),
+        bound_receiver,
+    )?;
     let state = AppState {
         manager: Arc::clone(&manager),
         token: settings.token.as_deref().map(Arc::from),
@@ -77,6 +85,7 @@ pub fn run(args: &ServeArgs) -> anyhow::Result<ExitCode> {
         shutdown: shutdown.clone(),
         data_dir,
         query: query.clone(),
+        cluster,
     };
     let app = api::router(
         state,
@@ -85,7 +94,7 @@ pub fn run(args: &ServeArgs) -> anyhow::Result<ExitCode> {
             body_timeout: settings.body_timeout,
         },
     );
-    let served = runtime.block_on(serve(app, &settings, shutdown));
+    let served = runtime.block_on(serve(app, &settings, shutdown, bound));
     // Tasks still running (connections past the shutdown deadline, their requests) are
     // dropped here, so none reads the data directory once the manager lets it go.
     runtime.shutdown_timeout(TASKS_GRACE);
@@ -106,6 +115,7 @@ async fn serve(
     app: Router,
     settings: &ServeSettings,
     shutdown: CancellationToken,
+    bound: tokio::sync::oneshot::Sender<std::net::SocketAddr>,
 ) -> anyhow::Result<()> {
     let listener = TcpListener::bind(settings.listen)
         .await
@@ -120,6 +130,7 @@ async fn serve(
         "listening"
     );
     announce(address)?;
+    let _ = bound.send(address); // the fleet's heartbeat advertises it; none without --cluster
     tokio::spawn(watch_signals(shutdown.clone()));
 
     let slots = Arc::new(Semaphore::new(limit));

@@ -155,6 +155,9 @@ pub struct ServeArgs {
     /// The query options (flags or variables only).
     #[command(flatten)]
     pub queries: crate::query::QueryOptions,
+    /// The fleet's options (--cluster, --worker-id, ...): see `crate::cluster`.
+    #[command(flatten)]
+    pub cluster: crate::cluster::ClusterArgs,
 }
 
 /// The TOML file's contents. Every field is optional; unknown fields are an error, so a typo
