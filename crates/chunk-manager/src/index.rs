@@ -41,7 +41,11 @@ pub(crate) struct Index {
     keys: Vec<DatasetKey>,
     /// `datasets[i]` holds the chunks of the dataset `keys[i]`.
     datasets: Vec<DatasetIndex>,
-    len: usize,
+    /// Every chunk's id, in index order: `list_chunks` copies it when nothing was hidden since
+    /// the build, without touching the residents.
+    ids: Vec<ChunkId>,
+    /// The visible set's version this snapshot shows.
+    version: u64,
     /// Where the contents go when the snapshot is dropped (see the module docs).
     retire: Option<Retire>,
 }
@@ -89,6 +93,7 @@ impl Index {
     /// sends its contents to `retire`, if given.
     pub(crate) fn build(
         visible: &BTreeMap<IndexKey, Arc<Resident>>,
+        version: u64,
         retire: Option<Retire>,
     ) -> Self {
         let mut keys: Vec<DatasetKey> = Vec::new();
@@ -113,7 +118,8 @@ impl Index {
         Self {
             keys,
             datasets,
-            len: visible.len(),
+            ids: visible.keys().map(|(_, _, id)| *id).collect(),
+            version,
             retire,
         }
     }
@@ -125,9 +131,14 @@ impl Index {
         self.datasets[position].find(block)
     }
 
-    /// Every visible chunk's id.
-    pub(crate) fn ids(&self) -> Vec<ChunkId> {
-        let mut ids = Vec::with_capacity(self.len);
+    /// Every visible chunk's id. `current` is the visible set's version now: if it is still
+    /// the snapshot's, no chunk was hidden since the build and the ids are copied as they are;
+    /// otherwise hidden chunks are skipped one by one.
+    pub(crate) fn ids(&self, current: u64) -> Vec<ChunkId> {
+        if current == self.version {
+            return self.ids.clone();
+        }
+        let mut ids = Vec::with_capacity(self.ids.len());
         for dataset in &self.datasets {
             ids.extend(
                 dataset
@@ -212,7 +223,7 @@ mod tests {
             .iter()
             .map(|r| (crate::table::index_key(&r.chunk), r.clone()))
             .collect();
-        Index::build(&map, None)
+        Index::build(&map, 0, None)
     }
 
     #[test]
@@ -248,7 +259,10 @@ mod tests {
         assert_eq!(index.find(&[0; 32], 15).map(|r| r.chunk.id()[0]), Some(1));
         long.set_hidden(true);
         assert!(index.find(&[0; 32], 15).is_none());
-        assert!(index.ids().is_empty());
+        // A version past the snapshot's: something was hidden since, so each is checked.
+        assert!(index.ids(1).is_empty());
+        // The snapshot's own version: nothing hidden since its build, copied as is.
+        assert_eq!(index.ids(0).len(), 2);
     }
 
     proptest! {

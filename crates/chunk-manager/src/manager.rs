@@ -110,13 +110,14 @@ impl ChunkManager {
             table.adopt(found.chunk, found.path, found.size, found.cached);
         }
         let mut visible = BTreeMap::new();
-        for change in table.take_index_changes().0 {
+        let (changes, version) = table.take_index_changes();
+        for change in changes {
             if let IndexChange::Show(resident) = change {
                 visible.insert(index_key(&resident.chunk), resident);
             }
         }
         let (retire, retired) = tokio::sync::mpsc::unbounded_channel();
-        let index = Index::build(&visible, Some(retire.clone()));
+        let index = Index::build(&visible, version, Some(retire.clone()));
         let sources = Sources::new(&config).map_err(|error| Error::Runtime {
             source: std::io::Error::other(format!("cannot build the HTTP client: {error}")),
         })?;
@@ -277,7 +278,12 @@ impl ChunkManager {
 
     /// The ids of every ready chunk.
     pub fn list_chunks(&self) -> Vec<ChunkId> {
-        self.shared.index.load().ids()
+        let index = self.shared.index.load();
+        index.ids(
+            self.shared
+                .visible_version
+                .load(std::sync::atomic::Ordering::Acquire),
+        )
     }
 
     /// A ready chunk of `dataset_id` whose range contains `block_number`, pinned.
@@ -625,7 +631,7 @@ impl ChunkManager {
     pub fn verify(&self) -> Vec<(ChunkId, Error)> {
         let ready = self.shared.index.load();
         let mut bad = Vec::new();
-        for id in ready.ids() {
+        for id in ready.ids(u64::MAX) {
             let Some(chunk) = self.get_chunk(&id) else {
                 continue;
             };

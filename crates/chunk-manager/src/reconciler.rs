@@ -61,6 +61,8 @@ pub(crate) struct Shared {
     pub(crate) index: ArcSwap<Index>,
     /// Where a dropped snapshot sends its contents, to be freed by the reconciler.
     retire: Retire,
+    /// The table's visible-set version, for lock-free `list_chunks`.
+    pub(crate) visible_version: Arc<AtomicU64>,
     /// The table's index version the published index reflects.
     published: AtomicU64,
     /// Wakes the reconciler after an API call.
@@ -87,6 +89,7 @@ impl Shared {
         events: Emitter,
     ) -> Self {
         let published = table.index_version();
+        let visible_version = table.visible_version();
         Self {
             config,
             layout,
@@ -94,6 +97,7 @@ impl Shared {
             table: Mutex::new(table),
             index: ArcSwap::from_pointee(index),
             retire,
+            visible_version,
             published: AtomicU64::new(published),
             wake: Notify::new(),
             version: watch::Sender::new(0),
@@ -397,9 +401,11 @@ fn publish(
                 }
             }
         }
-        shared
-            .index
-            .store(Arc::new(Index::build(visible, Some(shared.retire.clone()))));
+        shared.index.store(Arc::new(Index::build(
+            visible,
+            version,
+            Some(shared.retire.clone()),
+        )));
         // Unless a lookup still reads it, the old snapshot was just dropped: free it now, so
         // the deleted chunks it held are released before the table looks for refs.
         while let Ok(snapshot) = retired.try_recv() {

@@ -473,6 +473,9 @@ pub(crate) struct Table {
     index_changes: Vec<IndexChange>,
     /// Counts index changes; the reconciler publishes up to a version.
     index_version: u64,
+    /// `index_version`, readable without the lock: a lookup snapshot built at this version
+    /// has no chunk hidden since (see `Index::ids`).
+    visible_version: Arc<AtomicU64>,
     shutting_down: bool,
     events: Emitter,
     /// Events to send once the reconciler has published the index they describe, so a
@@ -537,6 +540,7 @@ impl Table {
             next_generation: 0,
             index_changes: Vec::new(),
             index_version: 0,
+            visible_version: Arc::new(AtomicU64::new(0)),
             shutting_down: false,
             events,
             after_publish: Vec::new(),
@@ -1631,11 +1635,20 @@ impl Table {
     fn show(&mut self, resident: &Arc<Resident>) {
         self.index_changes.push(IndexChange::Show(resident.clone()));
         self.index_version += 1;
+        self.visible_version
+            .store(self.index_version, Ordering::Release);
     }
 
     fn hide(&mut self, key: IndexKey) {
         self.index_changes.push(IndexChange::Hide(key));
         self.index_version += 1;
+        self.visible_version
+            .store(self.index_version, Ordering::Release);
+    }
+
+    /// The visible set's version, shared for lock-free readers.
+    pub(crate) fn visible_version(&self) -> Arc<AtomicU64> {
+        self.visible_version.clone()
     }
 
     fn storage_used(&self) {
