@@ -5,6 +5,7 @@
 #[path = "../../chunk-manager/benches/support/fixture.rs"]
 mod fixture;
 
+mod admission;
 mod compare;
 mod download;
 mod files;
@@ -165,6 +166,22 @@ enum Command {
         #[arg(long, default_value_t = 32)]
         origin_piece_kib: usize,
     },
+    /// Admission with an assignment far larger than the budget (API latency while it re-runs),
+    /// and lookups while the visible set changes.
+    Admission {
+        /// Where the data directories go.
+        #[arg(long)]
+        dir: PathBuf,
+        /// Chunks that fill the budget (fetched for queries and pinned).
+        #[arg(long, default_value_t = 100)]
+        budget_chunks: usize,
+        /// Assigned chunks waiting for room.
+        #[arg(long, default_value_t = 5000)]
+        queued: usize,
+        /// Seconds each phase is measured.
+        #[arg(long, default_value_t = 5)]
+        seconds: u64,
+    },
     /// Deletes downloads mid-transfer, one at a time, and times until each is forgotten.
     Cancel {
         /// Where the data directory goes (on the disk under test).
@@ -291,6 +308,17 @@ fn main() -> anyhow::Result<()> {
             seed: *seed,
             origin_piece: origin_piece_kib * 1024,
             origin_delay: Duration::from_millis(*origin_delay_ms),
+        })?,
+        Command::Admission {
+            dir,
+            budget_chunks,
+            queued,
+            seconds,
+        } => admission::run(admission::Admission {
+            dir,
+            budget_chunks: *budget_chunks,
+            queued: *queued,
+            seconds: *seconds,
         })?,
         Command::Cancel {
             dir,
