@@ -63,6 +63,10 @@ pub struct ScheduleArgs {
     /// The size assumed for a chunk whose files do not all declare their size.
     #[arg(long, default_value = "200MB", value_name = "SIZE", value_parser = parse_size)]
     pub default_chunk_size: u64,
+    /// Serve the scheduler's Prometheus metrics (rounds, publications, replicas added and
+    /// removed, conflicts, errors) at http://ADDR/metrics, e.g. 127.0.0.1:9107. Off by default.
+    #[arg(long, env = "CHUNK_WORKER_SCHEDULE_METRICS", value_name = "ADDR")]
+    pub metrics_listen: Option<std::net::SocketAddr>,
 }
 
 /// `chunk-worker cluster ...`.
@@ -173,7 +177,14 @@ pub fn run(args: &ScheduleArgs) -> anyhow::Result<ExitCode> {
         println!("{line}");
         return Ok(ExitCode::SUCCESS);
     }
+    let metrics = match args.metrics_listen {
+        Some(address) => Some((crate::telemetry::install()?, address)),
+        None => None,
+    };
     runtime.block_on(async {
+        if let Some((handle, address)) = metrics {
+            serve_metrics(handle, address).await?;
+        }
         let stop = stop_signal();
         tokio::pin!(stop);
         let mut snapshot: Option<CatalogSnapshot> = None;
@@ -203,8 +214,34 @@ pub fn run(args: &ScheduleArgs) -> anyhow::Result<ExitCode> {
             }
         }
         tracing::info!("scheduler stopped");
-    });
+        anyhow::Ok(())
+    })?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// Serves `GET /metrics` on `address` in the background; prints the bound address.
+async fn serve_metrics(
+    handle: metrics_exporter_prometheus::PrometheusHandle,
+    address: std::net::SocketAddr,
+) -> anyhow::Result<()> {
+    let listener = tokio::net::TcpListener::bind(address)
+        .await
+        .with_context(|| format!("listen on {address} for metrics"))?;
+    let bound = listener.local_addr().context("the metrics address")?;
+    println!("metrics on http://{bound}/metrics");
+    let app = axum::Router::new().route(
+        "/metrics",
+        axum::routing::get(move || {
+            let handle = handle.clone();
+            async move { handle.render() }
+        }),
+    );
+    tokio::spawn(async move {
+        if let Err(error) = axum::serve(listener, app).await {
+            tracing::error!(%error, "the metrics server stopped");
+        }
+    });
+    Ok(())
 }
 
 /// One round: logs and counts what moved, returns a one-line summary.

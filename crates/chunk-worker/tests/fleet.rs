@@ -625,3 +625,53 @@ async fn issue12_grace_is_bounded_and_a_restarted_worker_keeps_its_chunks() {
         "nothing downloaded again"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn issue12_the_scheduler_exposes_what_moved_as_metrics() {
+    let origin = Origin::start().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let store = format!("file://{}", dir.path().join("store").display());
+    let (_ids, catalog) = chunks(&origin, 6, dir.path());
+    let worker = Worker::start(&store, "w1", &dir.path().join("w1"));
+    let mut scheduler = Command::new(BINARY)
+        .args(["schedule", "--cluster", &store, "--catalog"])
+        .arg(&catalog)
+        .args(["--interval", "200ms", "--member-timeout", "2s"])
+        .args(["--metrics-listen", "127.0.0.1:0"])
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = scheduler.stdout.take().unwrap();
+    let (sender, receiver) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { return };
+            if let Some(url) = line.strip_prefix("metrics on ") {
+                let _ = sender.send(url.to_string());
+            }
+        }
+    });
+    let url = receiver
+        .recv_timeout(PATIENCE)
+        .expect("the scheduler announces its metrics address");
+    let client = reqwest::Client::new();
+    let deadline = Instant::now() + PATIENCE;
+    let text = loop {
+        let text = client.get(&url).send().await.unwrap().text().await.unwrap();
+        // Published once the worker's heartbeat is seen: six chunks, one live worker.
+        if text.contains("chunk_fleet_replicas_added_total 6") || Instant::now() > deadline {
+            break text;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let _ = scheduler.kill();
+    let _ = scheduler.wait();
+    drop(worker);
+    assert!(text.contains("chunk_fleet_rounds_total"), "{text}");
+    assert!(text.contains("chunk_fleet_publications_total"), "{text}");
+    assert!(
+        text.contains("chunk_fleet_replicas_added_total 6"),
+        "{text}"
+    );
+}
