@@ -450,10 +450,11 @@ impl QueryEngine {
             };
             let path = pinned.path().join(name);
             let schema = read_footer_schema(&path).map_err(|error| {
-                QueryError::execution(DataFusionError::Execution(format!(
-                    "cannot read the schema of {}: {error}",
-                    path.display()
-                )))
+                // The Parquet error stays the root, so callers can tell bad chunk data.
+                QueryError::execution(
+                    DataFusionError::ParquetError(Box::new(error))
+                        .context(format!("cannot read the schema of {}", path.display())),
+                )
             })?;
             schemas.insert(table.to_string(), schema);
         }

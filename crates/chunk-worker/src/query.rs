@@ -895,9 +895,33 @@ fn query_error(failure: &QueryError) -> Response {
         QueryError::Fetch { .. } => StatusCode::BAD_GATEWAY,
         QueryError::FetchTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
         failure if failure.is_bad_request() => StatusCode::BAD_REQUEST,
+        failure if bad_chunk_data(failure) => {
+            // A chunk file that is not valid Parquet: bad data from the catalog's origin, not
+            // a fault of this worker.
+            return error(
+                StatusCode::BAD_GATEWAY,
+                "bad_chunk_data",
+                &format!("a chunk file is not valid Parquet: {failure}"),
+            );
+        }
         _ => StatusCode::INTERNAL_SERVER_ERROR,
     };
     error(status, failure.kind(), &user_message(&failure.to_string()))
+}
+
+/// Whether the query failed because a chunk's file could not be read as Parquet.
+fn bad_chunk_data(failure: &QueryError) -> bool {
+    let QueryError::Execution { source } = failure else {
+        return false;
+    };
+    matches!(
+        source.find_root(),
+        chunk_query::datafusion::error::DataFusionError::ParquetError(_)
+    ) || matches!(
+        source.find_root(),
+        chunk_query::datafusion::error::DataFusionError::ArrowError(arrow_error, _)
+            if matches!(**arrow_error, chunk_query::arrow::error::ArrowError::ParquetError(_))
+    )
 }
 
 /// The line that ends a result whose query failed after its first rows were sent:

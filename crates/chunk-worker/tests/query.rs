@@ -701,3 +701,27 @@ async fn issue11_queries_beyond_the_limit_wait_their_turn() {
         Some(0.0)
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn issue10_a_chunk_file_that_is_not_parquet_is_a_502_naming_it() {
+    let served = Served::new();
+    // The origin serves garbage for the first chunk's blocks file (no checksum declared).
+    let garbage = vec![b'x'; 4096];
+    let url = &served.chunks[0].files()["blocks.parquet"];
+    let base = served.origin.url("");
+    let path = url.strip_prefix(base.as_str()).unwrap().to_string();
+    served.origin.insert(&path, garbage.into());
+    let daemon = Daemon::start(&["--catalog", &served.catalog()]);
+    let response = daemon
+        .query(&json!({
+            "dataset": id_to_hex(&DATASET),
+            "blocks": {"start": 0, "end": 100},
+            "sql": "SELECT count(*) AS n FROM blocks",
+            "format": "ndjson",
+        }))
+        .await;
+    let status = response.status();
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(status, StatusCode::BAD_GATEWAY, "{body}");
+    assert_eq!(body["error"]["code"], "bad_chunk_data", "{body}");
+}
