@@ -484,14 +484,18 @@ impl ClusterStore {
             source,
         };
         let parsed = url::Url::parse(url).map_err(|e| invalid(Box::new(e)))?;
+        let options: Vec<(String, String)> = options
+            .into_iter()
+            .map(|(key, value)| (key.as_ref().to_ascii_lowercase(), value.into()))
+            .collect();
         // object_store's `parse_url_opts` ignores the environment: the cloud stores are
         // built here from their standard variables, then the options.
         let cloud: Option<Arc<dyn ObjectStore>> = match parsed.scheme() {
             "s3" | "s3a" => {
                 let mut builder =
                     object_store::aws::AmazonS3Builder::from_env().with_url(url.to_string());
-                for (key, value) in options {
-                    if let Ok(key) = key.as_ref().to_ascii_lowercase().parse() {
+                for (key, value) in &options {
+                    if let Ok(key) = key.parse() {
                         builder = builder.with_config(key, value);
                     }
                 }
@@ -500,8 +504,8 @@ impl ClusterStore {
             "gs" => {
                 let mut builder = object_store::gcp::GoogleCloudStorageBuilder::from_env()
                     .with_url(url.to_string());
-                for (key, value) in options {
-                    if let Ok(key) = key.as_ref().to_ascii_lowercase().parse() {
+                for (key, value) in &options {
+                    if let Ok(key) = key.parse() {
                         builder = builder.with_config(key, value);
                     }
                 }
@@ -510,8 +514,8 @@ impl ClusterStore {
             "az" | "adl" | "azure" | "abfs" | "abfss" => {
                 let mut builder = object_store::azure::MicrosoftAzureBuilder::from_env()
                     .with_url(url.to_string());
-                for (key, value) in options {
-                    if let Ok(key) = key.as_ref().to_ascii_lowercase().parse() {
+                for (key, value) in &options {
+                    if let Ok(key) = key.parse() {
                         builder = builder.with_config(key, value);
                     }
                 }

@@ -23,7 +23,7 @@ pub const ACCOUNT_KEY: &str =
 /// Runs the command in its arguments until stdin closes, so that the server stops with the
 /// test process even when it is killed.
 const UNTIL_STDIN_CLOSES: &str =
-    "\"$@\" & server=$!; cat >/dev/null; kill -9 $server; wait $server";
+    "\"$@\" & server=$!; cat >/dev/null; kill -9 $server; { wait $server; } 2>/dev/null";
 
 /// A running azurite blob server, in memory, on a free port of 127.0.0.1. Stopped on drop.
 #[derive(Debug)]
