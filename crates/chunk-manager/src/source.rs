@@ -909,6 +909,50 @@ mod tests {
     }
 
     #[test]
+    fn issue12_gs_and_az_urls_get_one_client_per_store_and_bucket() {
+        let config = Config::new("/nonexistent")
+            .with_gcs(
+                GcsConfig::default()
+                    .with_endpoint("http://127.0.0.1:9")
+                    .with_anonymous(true),
+            )
+            .with_azure(
+                AzureConfig::default()
+                    .with_endpoint("http://127.0.0.1:9/account")
+                    .with_credentials("account", "a2V5"),
+            )
+            .with_s3(S3Config::default().with_endpoint("http://127.0.0.1:9"));
+        let sources = Sources::new(&config).unwrap();
+        let store = |url: &str| match sources.locate(context(url)) {
+            Ok(Location::Store { store, path, s3 }) => (store, path, s3),
+            Ok(Location::Http) => panic!("{url} is a store"),
+            Err(error) => panic!("{url}: {error}"),
+        };
+        let (gs, path, s3) = store("gs://b1/dir/k");
+        assert_eq!(path.as_ref(), "dir/k");
+        assert!(!s3, "only S3 ETags are MD5s");
+        assert!(Arc::ptr_eq(&gs, &store("gs://b1/other").0));
+        assert!(!Arc::ptr_eq(&gs, &store("gs://b2/k").0));
+        assert!(
+            !Arc::ptr_eq(&gs, &store("s3://b1/k").0),
+            "one client per store"
+        );
+        let (az, path, _) = store("az://c1/dir/k");
+        assert_eq!(path.as_ref(), "dir/k");
+        assert!(Arc::ptr_eq(&az, &store("az://c1/k2").0));
+        assert!(!Arc::ptr_eq(&az, &store("az://c2/k").0));
+        store("abfss://c1@account.dfs.core.windows.net/k");
+        assert_eq!(sources.buckets_kept(), 6);
+        // An Azure URL that object_store cannot read is a configuration error naming it.
+        let error = sources
+            .locate(context("az://not.a.container/k"))
+            .err()
+            .unwrap();
+        assert!(matches!(error, Error::SourceConfig { .. }), "{error:?}");
+        assert!(!error.is_retryable());
+    }
+
+    #[test]
     fn issue10_object_store_errors_are_mapped_by_what_they_mean() {
         let url = "s3://b/k?X-Amz-Signature=secret";
         let context = context(url);
