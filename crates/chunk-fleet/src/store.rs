@@ -10,9 +10,9 @@
 //! <base>/catalogs/<sha256>.json.gz                    a catalog an assignment places (opaque bytes)
 //! ```
 //!
-//! The base is an object_store URL: `file:///dir` on one machine and in tests, `s3://bucket/prefix`
-//! in production (credentials from the standard `AWS_*` variables), `memory://` for a store in
-//! this process only.
+//! The base is an object_store URL: `file:///dir` on one machine and in tests, `s3://bucket/prefix`,
+//! `gs://bucket/prefix` or `az://container/prefix` in production (credentials from the standard
+//! `AWS_*`, `GOOGLE_*` or `AZURE_*` variables), `memory://` for a store in this process only.
 //!
 //! # Concurrency: two schedulers
 //!
@@ -461,14 +461,18 @@ pub struct ClusterStore {
 
 impl ClusterStore {
     /// Opens the store at `url`: `file:///dir`, `s3://bucket/prefix` (configured from the
-    /// `AWS_*` environment variables), `memory://`, or another scheme object_store knows.
+    /// `AWS_*` environment variables), `gs://bucket/prefix` (`GOOGLE_*`),
+    /// `az://container/prefix` (also `azure://`, `abfs[s]://`; `AZURE_*`), `memory://`, or
+    /// another scheme object_store knows.
     /// Nothing is read or written yet.
     pub fn open(url: &str) -> Result<Self, StoreError> {
         Self::open_with_options(url, std::iter::empty::<(String, String)>())
     }
 
     /// As [`ClusterStore::open`], with object_store configuration keys (for example
-    /// `("aws_region", "eu-west-1")`); for `s3://` they override the environment.
+    /// `("aws_region", "eu-west-1")`, `("azure_storage_endpoint", "http://127.0.0.1:10000/acct")`);
+    /// for `s3://`, `gs://` and `az://` they override the environment. Keys another store
+    /// would read are ignored.
     pub fn open_with_options<I, K, V>(url: &str, options: I) -> Result<Self, StoreError>
     where
         I: IntoIterator<Item = (K, V)>,
@@ -480,17 +484,48 @@ impl ClusterStore {
             source,
         };
         let parsed = url::Url::parse(url).map_err(|e| invalid(Box::new(e)))?;
-        let (store, base): (Arc<dyn ObjectStore>, Path) = if parsed.scheme() == "s3" {
-            let mut builder =
-                object_store::aws::AmazonS3Builder::from_env().with_url(url.to_string());
-            for (key, value) in options {
-                if let Ok(key) = key.as_ref().to_ascii_lowercase().parse() {
-                    builder = builder.with_config(key, value);
+        let options: Vec<(String, String)> = options
+            .into_iter()
+            .map(|(key, value)| (key.as_ref().to_ascii_lowercase(), value.into()))
+            .collect();
+        // object_store's `parse_url_opts` ignores the environment: the cloud stores are
+        // built here from their standard variables, then the options.
+        let cloud: Option<Arc<dyn ObjectStore>> = match parsed.scheme() {
+            "s3" | "s3a" => {
+                let mut builder =
+                    object_store::aws::AmazonS3Builder::from_env().with_url(url.to_string());
+                for (key, value) in &options {
+                    if let Ok(key) = key.parse() {
+                        builder = builder.with_config(key, value);
+                    }
                 }
+                Some(Arc::new(builder.build().map_err(|e| invalid(Box::new(e)))?))
             }
-            let store = builder.build().map_err(|e| invalid(Box::new(e)))?;
+            "gs" => {
+                let mut builder = object_store::gcp::GoogleCloudStorageBuilder::from_env()
+                    .with_url(url.to_string());
+                for (key, value) in &options {
+                    if let Ok(key) = key.parse() {
+                        builder = builder.with_config(key, value);
+                    }
+                }
+                Some(Arc::new(builder.build().map_err(|e| invalid(Box::new(e)))?))
+            }
+            "az" | "adl" | "azure" | "abfs" | "abfss" => {
+                let mut builder = object_store::azure::MicrosoftAzureBuilder::from_env()
+                    .with_url(url.to_string());
+                for (key, value) in &options {
+                    if let Ok(key) = key.parse() {
+                        builder = builder.with_config(key, value);
+                    }
+                }
+                Some(Arc::new(builder.build().map_err(|e| invalid(Box::new(e)))?))
+            }
+            _ => None,
+        };
+        let (store, base): (Arc<dyn ObjectStore>, Path) = if let Some(store) = cloud {
             let base = Path::parse(parsed.path()).map_err(|e| invalid(Box::new(e)))?;
-            (Arc::new(store), base)
+            (store, base)
         } else {
             let (store, base) =
                 object_store::parse_url_opts(&parsed, options).map_err(|e| invalid(Box::new(e)))?;

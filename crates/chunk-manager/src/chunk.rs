@@ -223,7 +223,8 @@ impl DataChunk {
 
     /// Checks everything that can be checked without the network: file names are single plain
     /// path components, the range is not empty, there are 1 to [`MAX_FILES`] files, every URL
-    /// is a well-formed `http`, `https` (with a host), `s3` or `file` URL without control
+    /// is a well-formed `http`, `https` (with a host), `s3`, `gs`, `az` (or `azure`, `abfs`,
+    /// `abfss`) or `file` URL without control
     /// characters, and every declared check names a file.
     pub fn validate(&self) -> Result<(), InvalidChunk> {
         if self.block_range.start >= self.block_range.end {
@@ -367,7 +368,7 @@ fn validate_url(file: &str, url: &str) -> Result<(), InvalidChunk> {
     }
     let parsed = reqwest::Url::parse(url).map_err(|error| invalid(error.to_string()))?;
     match parsed.scheme() {
-        "http" | "https" | "s3" => {
+        "http" | "https" | "s3" | "gs" | "az" | "azure" | "abfs" | "abfss" => {
             // The parser turns `http:///x` and `http:/x` into host `x`: insist on `//host`.
             let rest = &url[parsed.scheme().len() + 1..];
             let authority = rest.strip_prefix("//").unwrap_or_default();
@@ -383,12 +384,25 @@ fn validate_url(file: &str, url: &str) -> Result<(), InvalidChunk> {
                 return Err(invalid("no host".to_string()));
             }
         }
-        "s3" => {
+        scheme @ ("s3" | "gs" | "az" | "azure" | "abfs" | "abfss") => {
+            let (bucket, expected) = match scheme {
+                "s3" | "gs" => ("bucket", format!("{scheme}://bucket/key")),
+                _ => ("container", format!("{scheme}://container/key")),
+            };
             if parsed.host_str().is_none_or(str::is_empty) {
-                return Err(invalid("no bucket (expected s3://bucket/key)".to_string()));
+                return Err(invalid(format!("no {bucket} (expected {expected})")));
             }
             if parsed.path().trim_start_matches('/').is_empty() {
-                return Err(invalid("no key (expected s3://bucket/key)".to_string()));
+                return Err(invalid(format!("no key (expected {expected})")));
+            }
+            // `abfss://container@account.dfs.core.windows.net/key` names its account in the
+            // host; anything else is only a bucket or container name.
+            let account_form = matches!(scheme, "abfs" | "abfss") && !parsed.username().is_empty();
+            if !account_form && (!parsed.username().is_empty() || parsed.password().is_some()) {
+                return Err(invalid(format!(
+                    "credentials in the URL (expected {expected}; credentials come from the \
+                     environment or the configuration)"
+                )));
             }
         }
         "file" => {
@@ -398,7 +412,7 @@ fn validate_url(file: &str, url: &str) -> Result<(), InvalidChunk> {
         }
         other => {
             return Err(invalid(format!(
-                "unsupported scheme {other:?} (use http, https, s3 or file)"
+                "unsupported scheme {other:?} (use http, https, s3, gs, az or file)"
             )));
         }
     }
@@ -475,6 +489,15 @@ mod tests {
             "http:/x",
             "https:\\\\x/y",
             "s3:///bucket/key",
+            "gs://",
+            "gs://bucket",
+            "gs://bucket/",
+            "gs:///bucket/key",
+            "az://container",
+            "az://container/",
+            "az:///container/key",
+            "azure://",
+            "az://user:pw@container/key",
             "\u{0}http://x",
             "http://x/a\u{7}b",
             "http://x/a\nb",
@@ -487,6 +510,26 @@ mod tests {
                 "{url:?}: {error}"
             );
         }
+    }
+
+    #[test]
+    fn issue12_gs_and_az_urls_are_accepted() {
+        for url in [
+            "s3://bucket/key",
+            "gs://bucket/key",
+            "gs://bucket/dir/key.parquet",
+            "az://container/key",
+            "azure://container/dir/key",
+            "abfs://container/key",
+            "abfss://container@account.dfs.core.windows.net/key",
+        ] {
+            let result = chunk_with("f", url).validate();
+            assert!(result.is_ok(), "{url}: {result:?}");
+        }
+        let error = chunk_with("f", "gs://bucket").validate().unwrap_err();
+        assert!(error.to_string().contains("gs://bucket/key"), "{error}");
+        let error = chunk_with("f", "az://c/").validate().unwrap_err();
+        assert!(error.to_string().contains("az://container/key"), "{error}");
     }
 
     #[test]

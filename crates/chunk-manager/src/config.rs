@@ -58,6 +58,13 @@ pub struct Config {
     /// How `s3://bucket/key` URLs are reached: endpoint, region, credentials. Default: AWS,
     /// with settings and credentials from the standard `AWS_*` environment variables.
     pub s3: S3Config,
+    /// How `gs://bucket/key` URLs are reached. Default: Google Cloud Storage, with
+    /// credentials from the standard `GOOGLE_*` environment variables.
+    pub gcs: GcsConfig,
+    /// How `az://container/key` URLs (also `azure://`, `abfs://`, `abfss://`) are reached.
+    /// Default: Azure Blob Storage, with the account and credentials from the standard
+    /// `AZURE_*` environment variables.
+    pub azure: AzureConfig,
     /// Whether `file:///path` URLs may be downloaded. Off by default: whoever can send a chunk
     /// description could otherwise copy any file the process can read into the data
     /// directory.
@@ -102,6 +109,8 @@ impl Config {
             worker_threads: 2,
             event_capacity: 4096,
             s3: S3Config::default(),
+            gcs: GcsConfig::default(),
+            azure: AzureConfig::default(),
             allow_file_urls: false,
             fetch_slots: 2,
             scrub_bytes_per_second: 32 << 20,
@@ -200,6 +209,18 @@ impl Config {
     /// Sets [`Config::s3`].
     pub fn with_s3(mut self, s3: S3Config) -> Self {
         self.s3 = s3;
+        self
+    }
+
+    /// Sets [`Config::gcs`].
+    pub fn with_gcs(mut self, gcs: GcsConfig) -> Self {
+        self.gcs = gcs;
+        self
+    }
+
+    /// Sets [`Config::azure`].
+    pub fn with_azure(mut self, azure: AzureConfig) -> Self {
+        self.azure = azure;
         self
     }
 
@@ -306,6 +327,151 @@ impl std::fmt::Debug for S3Config {
             .field("secret_access_key", &redacted(&self.secret_access_key))
             .field("session_token", &redacted(&self.session_token))
             .field("path_style", &self.path_style)
+            .field("anonymous", &self.anonymous)
+            .finish()
+    }
+}
+
+/// How `gs://bucket/key` URLs are reached. Unset fields fall back to the standard `GOOGLE_*`
+/// environment variables (`GOOGLE_SERVICE_ACCOUNT` or `GOOGLE_SERVICE_ACCOUNT_PATH`: a service
+/// account file; `GOOGLE_SERVICE_ACCOUNT_KEY`: the key's JSON itself;
+/// `GOOGLE_APPLICATION_CREDENTIALS`: application default credentials), then to the metadata
+/// server of a Google Cloud machine.
+///
+/// ```
+/// use chunk_manager::{Config, GcsConfig};
+/// let config = Config::new("/var/lib/chunks").with_gcs(
+///     GcsConfig::default()
+///         .with_endpoint("http://127.0.0.1:4443")
+///         .with_service_account_key(r#"{"private_key": "hunter2"}"#),
+/// );
+/// assert!(!format!("{config:?}").contains("hunter2"), "secrets are not printed");
+/// ```
+#[derive(Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct GcsConfig {
+    /// The service's base URL, for emulators (`http://` allowed). Default:
+    /// `https://storage.googleapis.com`.
+    pub endpoint: Option<String>,
+    /// A service account key, as JSON. Never printed.
+    pub service_account_key: Option<String>,
+    /// Send unsigned requests, for public buckets (and emulators). Default off.
+    pub anonymous: bool,
+}
+
+impl GcsConfig {
+    /// Sets [`GcsConfig::endpoint`].
+    pub fn with_endpoint(mut self, endpoint: impl Into<String>) -> Self {
+        self.endpoint = Some(endpoint.into());
+        self
+    }
+
+    /// Sets [`GcsConfig::service_account_key`].
+    pub fn with_service_account_key(mut self, key: impl Into<String>) -> Self {
+        self.service_account_key = Some(key.into());
+        self
+    }
+
+    /// Sets [`GcsConfig::anonymous`].
+    pub fn with_anonymous(mut self, anonymous: bool) -> Self {
+        self.anonymous = anonymous;
+        self
+    }
+}
+
+impl std::fmt::Debug for GcsConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GcsConfig")
+            .field("endpoint", &self.endpoint)
+            .field(
+                "service_account_key",
+                &self.service_account_key.as_ref().map(|_| "<redacted>"),
+            )
+            .field("anonymous", &self.anonymous)
+            .finish()
+    }
+}
+
+/// How `az://container/key` URLs are reached. Unset fields fall back to the standard `AZURE_*`
+/// environment variables (`AZURE_STORAGE_ACCOUNT_NAME`, `AZURE_STORAGE_ACCOUNT_KEY`,
+/// `AZURE_STORAGE_SAS_KEY`, `AZURE_STORAGE_CLIENT_ID` with `AZURE_STORAGE_CLIENT_SECRET` and
+/// `AZURE_STORAGE_TENANT_ID`, `AZURE_STORAGE_TOKEN`, `AZURE_STORAGE_USE_EMULATOR`, ...), then
+/// to the managed identity of an Azure machine.
+///
+/// ```
+/// use chunk_manager::{AzureConfig, Config};
+/// let config = Config::new("/var/lib/chunks").with_azure(
+///     AzureConfig::default()
+///         .with_endpoint("http://127.0.0.1:10000/devstoreaccount1")
+///         .with_credentials("devstoreaccount1", "aHVudGVyMg=="),
+/// );
+/// assert!(!format!("{config:?}").contains("aHVudGVyMg=="), "secrets are not printed");
+/// ```
+#[derive(Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct AzureConfig {
+    /// The blob service's URL, for emulators and sovereign clouds (`http://` allowed); for
+    /// Azurite, `http://127.0.0.1:10000/devstoreaccount1`. Default:
+    /// `https://<account>.blob.core.windows.net`.
+    pub endpoint: Option<String>,
+    /// The storage account.
+    pub account: Option<String>,
+    /// The account's access key (base64). Never printed.
+    pub access_key: Option<String>,
+    /// Use the Azurite emulator: its well-known account and key (unless set) at
+    /// `AZURITE_BLOB_STORAGE_URL` (default `http://127.0.0.1:10000`). Default off.
+    pub use_emulator: bool,
+    /// Send unsigned requests, for public containers. Default off.
+    pub anonymous: bool,
+}
+
+impl AzureConfig {
+    /// Sets [`AzureConfig::endpoint`].
+    pub fn with_endpoint(mut self, endpoint: impl Into<String>) -> Self {
+        self.endpoint = Some(endpoint.into());
+        self
+    }
+
+    /// Sets the storage account and its access key.
+    pub fn with_credentials(
+        mut self,
+        account: impl Into<String>,
+        access_key: impl Into<String>,
+    ) -> Self {
+        self.account = Some(account.into());
+        self.access_key = Some(access_key.into());
+        self
+    }
+
+    /// Sets [`AzureConfig::account`].
+    pub fn with_account(mut self, account: impl Into<String>) -> Self {
+        self.account = Some(account.into());
+        self
+    }
+
+    /// Sets [`AzureConfig::use_emulator`].
+    pub fn with_use_emulator(mut self, use_emulator: bool) -> Self {
+        self.use_emulator = use_emulator;
+        self
+    }
+
+    /// Sets [`AzureConfig::anonymous`].
+    pub fn with_anonymous(mut self, anonymous: bool) -> Self {
+        self.anonymous = anonymous;
+        self
+    }
+}
+
+impl std::fmt::Debug for AzureConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AzureConfig")
+            .field("endpoint", &self.endpoint)
+            .field("account", &self.account)
+            .field(
+                "access_key",
+                &self.access_key.as_ref().map(|_| "<redacted>"),
+            )
+            .field("use_emulator", &self.use_emulator)
             .field("anonymous", &self.anonymous)
             .finish()
     }

@@ -72,7 +72,7 @@ pub use chunk::{
     ChunkId, DataChunk, DatasetId, InvalidChunk, InvalidId, MAX_FILE_NAME_LEN, MAX_FILES, ShortId,
     id_from_hex, id_to_hex, redact_url,
 };
-pub use config::{Config, S3Config, TIB};
+pub use config::{AzureConfig, Config, GcsConfig, S3Config, TIB};
 pub use disk::StartupReport;
 pub use error::Error;
 pub use event::{Bytes, Event};

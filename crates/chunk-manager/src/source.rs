@@ -1,5 +1,6 @@
 //! Where files come from: `http(s)://` URLs through the manager's one HTTP client, and
-//! `s3://bucket/key` and `file:///path` URLs through [`object_store`].
+//! `s3://bucket/key`, `gs://bucket/key`, `az://container/key` (also `azure://`, `abfs://`,
+//! `abfss://`) and `file:///path` URLs through [`object_store`].
 //!
 //! # Overview
 //!
@@ -26,7 +27,7 @@
 //!
 //! # Concurrency
 //!
-//! One object store client per bucket, created on first use and shared by every download
+//! One object store client per bucket (or Azure container), created on first use and shared by every download
 //! (connection pooling), behind a `std::sync::Mutex` held only to look up or insert. Bucket
 //! names come from chunk descriptions, so the clients kept are bounded ([`MAX_BUCKETS`], the
 //! least recently used is dropped). Their own retries and total request timeout are off: the
@@ -41,6 +42,8 @@ use bytes::Bytes;
 use futures::stream::BoxStream;
 use futures::{StreamExt, TryStreamExt};
 use object_store::aws::AmazonS3Builder;
+use object_store::azure::MicrosoftAzureBuilder;
+use object_store::gcp::GoogleCloudStorageBuilder;
 use object_store::local::LocalFileSystem;
 use object_store::path::Path as StorePath;
 use object_store::{ClientOptions, GetOptions, GetRange, ObjectStore, ObjectStoreExt, RetryConfig};
@@ -48,7 +51,7 @@ use reqwest::StatusCode;
 use reqwest::header::{CONTENT_LENGTH, CONTENT_RANGE, ETAG, IF_RANGE, LOCATION, RANGE};
 
 use crate::chunk::{ChunkId, redact_url};
-use crate::config::{Config, S3Config};
+use crate::config::{AzureConfig, Config, GcsConfig, S3Config};
 use crate::error::Error;
 
 /// Which file of which chunk, for error context.
@@ -341,6 +344,8 @@ pub(crate) struct Sources {
     read_timeout: Duration,
     connect_timeout: Duration,
     s3: S3Config,
+    gcs: GcsConfig,
+    azure: AzureConfig,
     allow_file_urls: bool,
     buckets: Mutex<Buckets>,
     local: Arc<dyn ObjectStore>,
@@ -353,6 +358,8 @@ impl Sources {
             read_timeout: config.read_timeout,
             connect_timeout: config.connect_timeout,
             s3: config.s3.clone(),
+            gcs: config.gcs.clone(),
+            azure: config.azure.clone(),
             allow_file_urls: config.allow_file_urls,
             buckets: Mutex::new(Buckets::default()),
             local: Arc::new(LocalFileSystem::new()),
@@ -365,15 +372,22 @@ impl Sources {
             .map_err(|error| context.config(format!("not a URL: {error}")))?;
         match url.scheme() {
             "http" | "https" => Ok(Location::Http),
-            "s3" => {
-                let bucket = url.host_str().unwrap_or_default();
+            scheme @ ("s3" | "gs" | "az" | "azure" | "abfs" | "abfss") => {
+                let host = url.host_str().unwrap_or_default();
                 let key = url.path().trim_start_matches('/');
                 let path = StorePath::from_url_path(key)
                     .map_err(|error| context.config(format!("bad object key: {error}")))?;
+                let bucket = match scheme {
+                    "s3" => Bucket::S3(host),
+                    "gs" => Bucket::Gcs(host),
+                    // The container, and for `abfss://container@account.host/` the account.
+                    _ if url.username().is_empty() => Bucket::Azure(format!("{scheme}://{host}")),
+                    _ => Bucket::Azure(format!("{scheme}://{}@{host}", url.username())),
+                };
                 Ok(Location::Store {
                     store: self.bucket(context, bucket)?,
                     path,
-                    s3: true,
+                    s3: scheme == "s3",
                 })
             }
             "file" if !self.allow_file_urls => {
@@ -395,22 +409,41 @@ impl Sources {
         }
     }
 
+    /// The client of one bucket (or container), kept among the [`MAX_BUCKETS`] most recently
+    /// used.
     fn bucket(
         &self,
         context: FileContext<'_>,
-        bucket: &str,
+        bucket: Bucket<'_>,
     ) -> Result<Arc<dyn ObjectStore>, Error> {
+        let key = bucket.key();
         let mut buckets = self.buckets.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(store) = buckets.get(bucket) {
+        if let Some(store) = buckets.get(&key) {
             return Ok(store);
         }
-        let store: Arc<dyn ObjectStore> = Arc::new(
-            s3_builder(&self.s3, self.connect_timeout)
-                .with_bucket_name(bucket)
-                .build()
-                .map_err(|error| context.config(error.to_string()))?,
-        );
-        buckets.insert(bucket, Arc::clone(&store));
+        let built = |error: object_store::Error| context.config(error.to_string());
+        let options = client_options(self.connect_timeout);
+        let store: Arc<dyn ObjectStore> = match bucket {
+            Bucket::S3(name) => Arc::new(
+                s3_builder(&self.s3, options)
+                    .with_bucket_name(name)
+                    .build()
+                    .map_err(built)?,
+            ),
+            Bucket::Gcs(name) => Arc::new(
+                gcs_builder(&self.gcs, options)
+                    .with_bucket_name(name)
+                    .build()
+                    .map_err(built)?,
+            ),
+            Bucket::Azure(url) => Arc::new(
+                azure_builder(&self.azure, options)
+                    .with_url(url)
+                    .build()
+                    .map_err(built)?,
+            ),
+        };
+        buckets.insert(&key, Arc::clone(&store));
         Ok(store)
     }
 
@@ -686,18 +719,86 @@ fn http_client(config: &Config) -> Result<reqwest::Client, reqwest::Error> {
         .build()
 }
 
-fn s3_builder(s3: &S3Config, connect_timeout: Duration) -> AmazonS3Builder {
+/// A bucket of one of the object stores, as a URL names it.
+enum Bucket<'a> {
+    S3(&'a str),
+    Gcs(&'a str),
+    /// `scheme://container` or `scheme://container@account.host`, as object_store parses it.
+    Azure(String),
+}
+
+impl Bucket<'_> {
+    /// The client cache's key: one client per store and bucket.
+    fn key(&self) -> String {
+        match self {
+            Bucket::S3(name) => format!("s3://{name}"),
+            Bucket::Gcs(name) => format!("gs://{name}"),
+            Bucket::Azure(url) => format!("az:{url}"),
+        }
+    }
+}
+
+/// The object store clients' HTTP settings: no total timeout (the downloader bounds silence),
+/// the manager's connect timeout, `http://` endpoints allowed (emulators, MinIO).
+fn client_options(connect_timeout: Duration) -> ClientOptions {
+    ClientOptions::new()
+        .with_timeout_disabled()
+        .with_connect_timeout(connect_timeout)
+        .with_allow_http(true)
+}
+
+/// No retries inside object_store: the downloader retries, with its backoff and events.
+fn no_retries() -> RetryConfig {
+    RetryConfig {
+        max_retries: 0,
+        ..RetryConfig::default()
+    }
+}
+
+/// A Google Cloud Storage client's builder: the `GOOGLE_*` environment, then `gcs`.
+fn gcs_builder(gcs: &GcsConfig, options: ClientOptions) -> GoogleCloudStorageBuilder {
+    let mut builder = GoogleCloudStorageBuilder::from_env()
+        .with_client_options(options)
+        .with_retry(no_retries());
+    if let Some(endpoint) = &gcs.endpoint {
+        builder = builder.with_base_url(endpoint);
+    }
+    if let Some(key) = &gcs.service_account_key {
+        builder = builder.with_service_account_key(key);
+    }
+    if gcs.anonymous {
+        builder = builder.with_skip_signature(true);
+    }
+    builder
+}
+
+/// An Azure Blob Storage client's builder: the `AZURE_*` environment, then `azure`.
+fn azure_builder(azure: &AzureConfig, options: ClientOptions) -> MicrosoftAzureBuilder {
+    let mut builder = MicrosoftAzureBuilder::from_env()
+        .with_client_options(options)
+        .with_retry(no_retries());
+    if let Some(endpoint) = &azure.endpoint {
+        builder = builder.with_endpoint(endpoint.clone());
+    }
+    if let Some(account) = &azure.account {
+        builder = builder.with_account(account);
+    }
+    if let Some(key) = &azure.access_key {
+        builder = builder.with_access_key(key);
+    }
+    if azure.use_emulator {
+        builder = builder.with_use_emulator(true);
+    }
+    if azure.anonymous {
+        builder = builder.with_skip_signature(true);
+    }
+    builder
+}
+
+fn s3_builder(s3: &S3Config, options: ClientOptions) -> AmazonS3Builder {
     let mut builder = AmazonS3Builder::from_env()
-        .with_client_options(
-            ClientOptions::new()
-                .with_timeout_disabled()
-                .with_connect_timeout(connect_timeout)
-                .with_allow_http(true),
-        )
-        .with_retry(RetryConfig {
-            max_retries: 0,
-            ..RetryConfig::default()
-        });
+        .with_client_options(options)
+        .with_retry(no_retries());
     if let Some(endpoint) = &s3.endpoint {
         builder = builder
             .with_endpoint(endpoint)
@@ -805,6 +906,50 @@ mod tests {
             assert!(sources.buckets_kept() <= MAX_BUCKETS);
         }
         assert_eq!(sources.buckets_kept(), MAX_BUCKETS);
+    }
+
+    #[test]
+    fn issue12_gs_and_az_urls_get_one_client_per_store_and_bucket() {
+        let config = Config::new("/nonexistent")
+            .with_gcs(
+                GcsConfig::default()
+                    .with_endpoint("http://127.0.0.1:9")
+                    .with_anonymous(true),
+            )
+            .with_azure(
+                AzureConfig::default()
+                    .with_endpoint("http://127.0.0.1:9/account")
+                    .with_credentials("account", "a2V5"),
+            )
+            .with_s3(S3Config::default().with_endpoint("http://127.0.0.1:9"));
+        let sources = Sources::new(&config).unwrap();
+        let store = |url: &str| match sources.locate(context(url)) {
+            Ok(Location::Store { store, path, s3 }) => (store, path, s3),
+            Ok(Location::Http) => panic!("{url} is a store"),
+            Err(error) => panic!("{url}: {error}"),
+        };
+        let (gs, path, s3) = store("gs://b1/dir/k");
+        assert_eq!(path.as_ref(), "dir/k");
+        assert!(!s3, "only S3 ETags are MD5s");
+        assert!(Arc::ptr_eq(&gs, &store("gs://b1/other").0));
+        assert!(!Arc::ptr_eq(&gs, &store("gs://b2/k").0));
+        assert!(
+            !Arc::ptr_eq(&gs, &store("s3://b1/k").0),
+            "one client per store"
+        );
+        let (az, path, _) = store("az://c1/dir/k");
+        assert_eq!(path.as_ref(), "dir/k");
+        assert!(Arc::ptr_eq(&az, &store("az://c1/k2").0));
+        assert!(!Arc::ptr_eq(&az, &store("az://c2/k").0));
+        store("abfss://c1@account.dfs.core.windows.net/k");
+        assert_eq!(sources.buckets_kept(), 6);
+        // An Azure URL that object_store cannot read is a configuration error naming it.
+        let error = sources
+            .locate(context("az://not.a.container/k"))
+            .err()
+            .unwrap();
+        assert!(matches!(error, Error::SourceConfig { .. }), "{error:?}");
+        assert!(!error.is_retryable());
     }
 
     #[test]

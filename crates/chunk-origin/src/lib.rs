@@ -24,6 +24,7 @@
 //! ```
 #![deny(missing_docs)]
 
+pub mod azurite;
 mod gate;
 mod http;
 

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use chunk_manager::{Config, S3Config};
+use chunk_manager::{AzureConfig, Config, GcsConfig, S3Config};
 use serde::Deserialize;
 
 /// Where the data lives when nothing says otherwise.
@@ -99,6 +99,41 @@ pub struct ManagerArgs {
     /// Unsigned S3 requests, for public buckets [default: false].
     #[arg(long, env = "CHUNK_WORKER_S3_ANONYMOUS", value_name = "BOOL")]
     pub s3_anonymous: Option<bool>,
+    /// The Google Cloud Storage base URL for gs:// URLs, for emulators [default: the
+    /// service account's, else https://storage.googleapis.com]. Credentials come from
+    /// GOOGLE_SERVICE_ACCOUNT (a key file), GOOGLE_SERVICE_ACCOUNT_KEY (its JSON) or
+    /// GOOGLE_APPLICATION_CREDENTIALS, else the machine's metadata server.
+    #[arg(long, env = "CHUNK_WORKER_GCS_ENDPOINT", value_name = "URL")]
+    pub gcs_endpoint: Option<String>,
+    /// Unsigned gs:// requests, for public buckets [default: false].
+    #[arg(long, env = "CHUNK_WORKER_GCS_ANONYMOUS", value_name = "BOOL")]
+    pub gcs_anonymous: Option<bool>,
+    /// The Azure blob endpoint for az:// URLs, for Azurite
+    /// (http://127.0.0.1:10000/devstoreaccount1) or other clouds [default:
+    /// https://ACCOUNT.blob.core.windows.net].
+    #[arg(long, env = "CHUNK_WORKER_AZURE_ENDPOINT", value_name = "URL")]
+    pub azure_endpoint: Option<String>,
+    /// The Azure storage account [default: AZURE_STORAGE_ACCOUNT_NAME].
+    #[arg(long, env = "CHUNK_WORKER_AZURE_ACCOUNT", value_name = "NAME")]
+    pub azure_account: Option<String>,
+    /// The Azure storage account key; prefer the variable or the file, since a flag shows in
+    /// the process list [default: AZURE_STORAGE_ACCOUNT_KEY, else AZURE_STORAGE_SAS_KEY, a
+    /// service principal (AZURE_STORAGE_CLIENT_ID, _CLIENT_SECRET, _TENANT_ID) or the
+    /// machine's managed identity].
+    #[arg(
+        long,
+        env = "CHUNK_WORKER_AZURE_ACCESS_KEY",
+        value_name = "KEY",
+        hide_env_values = true
+    )]
+    pub azure_access_key: Option<String>,
+    /// Use the Azurite emulator (its well-known account, at AZURITE_BLOB_STORAGE_URL, else
+    /// http://127.0.0.1:10000) [default: false].
+    #[arg(long, env = "CHUNK_WORKER_AZURE_USE_EMULATOR", value_name = "BOOL")]
+    pub azure_use_emulator: Option<bool>,
+    /// Unsigned az:// requests, for public containers [default: false].
+    #[arg(long, env = "CHUNK_WORKER_AZURE_ANONYMOUS", value_name = "BOOL")]
+    pub azure_anonymous: Option<bool>,
     /// Allow file:///path URLs (anyone who can send a chunk description could then copy any
     /// file this process can read into the data directory) [default: false].
     #[arg(long, env = "CHUNK_WORKER_ALLOW_FILE_URLS", value_name = "BOOL")]
@@ -179,6 +214,13 @@ struct FileSettings {
     s3_session_token: Option<String>,
     s3_path_style: Option<bool>,
     s3_anonymous: Option<bool>,
+    gcs_endpoint: Option<String>,
+    gcs_anonymous: Option<bool>,
+    azure_endpoint: Option<String>,
+    azure_account: Option<String>,
+    azure_access_key: Option<String>,
+    azure_use_emulator: Option<bool>,
+    azure_anonymous: Option<bool>,
     allow_file_urls: Option<bool>,
     listen: Option<SocketAddr>,
     token: Option<String>,
@@ -290,6 +332,23 @@ impl ManagerArgs {
         s3.path_style = self.s3_path_style.or(file.s3_path_style);
         s3.anonymous = self.s3_anonymous.or(file.s3_anonymous).unwrap_or(false);
         config = config.with_s3(s3);
+        let mut gcs = GcsConfig::default();
+        gcs.endpoint = pick(&self.gcs_endpoint, &file.gcs_endpoint);
+        gcs.anonymous = self.gcs_anonymous.or(file.gcs_anonymous).unwrap_or(false);
+        config = config.with_gcs(gcs);
+        let mut azure = AzureConfig::default();
+        azure.endpoint = pick(&self.azure_endpoint, &file.azure_endpoint);
+        azure.account = pick(&self.azure_account, &file.azure_account);
+        azure.access_key = pick(&self.azure_access_key, &file.azure_access_key);
+        azure.use_emulator = self
+            .azure_use_emulator
+            .or(file.azure_use_emulator)
+            .unwrap_or(false);
+        azure.anonymous = self
+            .azure_anonymous
+            .or(file.azure_anonymous)
+            .unwrap_or(false);
+        config = config.with_azure(azure);
         if let Some(allow) = self.allow_file_urls.or(file.allow_file_urls) {
             config = config.with_file_urls(allow);
         }
@@ -473,6 +532,36 @@ mod tests {
         assert_eq!(config.s3.secret_access_key.as_deref(), Some("from-file"));
         assert!(config.allow_file_urls);
         assert!(!config.s3.anonymous);
+    }
+
+    #[test]
+    fn issue12_gcs_and_azure_settings_merge_like_the_others() {
+        let file: FileSettings = toml::from_str(
+            "gcs_endpoint = \"http://127.0.0.1:4443\"\nazure_endpoint = \"http://127.0.0.1:10000/devstoreaccount1\"\nazure_account = \"from-file\"\nazure_access_key = \"c2VjcmV0\"\n",
+        )
+        .unwrap();
+        let args = ManagerArgs {
+            azure_account: Some("from-flag".into()),
+            azure_use_emulator: Some(true),
+            ..ManagerArgs::default()
+        };
+        let config = args.merge(&file).unwrap();
+        assert_eq!(
+            config.gcs.endpoint.as_deref(),
+            Some("http://127.0.0.1:4443")
+        );
+        assert!(!config.gcs.anonymous);
+        assert_eq!(
+            config.azure.endpoint.as_deref(),
+            Some("http://127.0.0.1:10000/devstoreaccount1")
+        );
+        assert_eq!(config.azure.account.as_deref(), Some("from-flag"));
+        assert_eq!(config.azure.access_key.as_deref(), Some("c2VjcmV0"));
+        assert!(config.azure.use_emulator);
+        assert!(
+            !format!("{config:?}").contains("c2VjcmV0"),
+            "the key is not printed"
+        );
     }
 
     #[test]
