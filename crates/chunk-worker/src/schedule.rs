@@ -185,7 +185,7 @@ pub fn run(args: &ScheduleArgs) -> anyhow::Result<ExitCode> {
         if let Some((handle, address)) = metrics {
             serve_metrics(handle, address).await?;
         }
-        let stop = stop_signal();
+        let stop = crate::serve::stop_signal();
         tokio::pin!(stop);
         let mut snapshot: Option<CatalogSnapshot> = None;
         let mut ticks = tokio::time::interval(args.interval);
@@ -308,25 +308,6 @@ async fn round(
                 None => "unchanged".to_string(),
             })
         }
-    }
-}
-
-/// Resolves on the first SIGINT or SIGTERM.
-async fn stop_signal() {
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
-            }
-            Err(error) => {
-                tracing::error!(%error, "cannot watch SIGTERM");
-                std::future::pending::<()>().await;
-            }
-        }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        () = terminate => {}
     }
 }
 

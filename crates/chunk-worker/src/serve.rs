@@ -267,6 +267,12 @@ fn log_startup(manager: &ChunkManager) {
 
 /// Cancels `shutdown` on the first SIGINT or SIGTERM.
 async fn watch_signals(shutdown: CancellationToken) {
+    stop_signal().await;
+    shutdown.cancel();
+}
+
+/// Resolves on the first SIGINT or SIGTERM (never, for a signal that cannot be watched).
+pub(crate) async fn stop_signal() {
     let terminate = async {
         match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
             Ok(mut signal) => {
@@ -288,5 +294,4 @@ async fn watch_signals(shutdown: CancellationToken) {
         }
         () = terminate => tracing::info!("SIGTERM received; shutting down"),
     }
-    shutdown.cancel();
 }
