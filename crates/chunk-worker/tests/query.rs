@@ -96,6 +96,7 @@ fn the_query_command_downloads_what_it_needs_and_keeps_it_for_the_next() {
             "50..150",
             "--format",
             format,
+            "--whole-chunks",
             sql,
         ])
     };
@@ -287,7 +288,9 @@ async fn the_daemon_answers_queries_in_json_and_arrow() {
     assert_eq!(response.status(), StatusCode::OK);
     assert_eq!(response.headers()["content-type"], "application/json");
     assert_eq!(response.headers()["x-chunks-read"], "2");
-    assert_eq!(response.headers()["x-chunks-downloaded"], "2");
+    // Not held: read remotely (issue 11), nothing downloaded.
+    assert_eq!(response.headers()["x-chunks-downloaded"], "0");
+    assert_eq!(response.headers()["x-chunks-remote"], "2");
     let rows: Value = response.json().await.unwrap();
     assert_eq!(rows[0]["n"], served.transactions(150..250));
 
