@@ -2,14 +2,15 @@
 //!
 //! # Overview
 //!
-//! [`QueryEngine::query`] asks the [`Catalog`] which chunks cover the range, gets each one
-//! from the [`ChunkManager`] with [`ChunkManager::fetch`] (ready chunks at once; the others
-//! downloaded on demand, ahead of background downloads, one download per chunk however many
-//! queries want it), registers every Parquet file name as one table over the chunks that have
-//! it (`blocks.parquet` of every chunk is the table `blocks`), restricts each table to the
-//! range's blocks with a filter on the block column that DataFusion pushes into the Parquet
-//! scans (row groups and pages whose statistics fall outside are skipped), plans the SQL and
-//! returns a [`QueryStream`] of Arrow record batches.
+//! [`QueryEngine::query`] asks the [`Catalog`] which chunks cover the range, reads each one
+//! locally if the [`ChunkManager`] holds it, otherwise in place with range requests or
+//! fetched whole with [`ChunkManager::fetch`] (downloaded on demand, ahead of background
+//! downloads, one download per chunk however many queries want it; see "Only the data a
+//! query reads" below), registers every Parquet file name the query reads as one table over
+//! the chunks that have it (`blocks.parquet` of every chunk is the table `blocks`), restricts
+//! each table to the range's blocks with a filter on the block column that DataFusion pushes
+//! into the Parquet scans (row groups and pages whose statistics fall outside are skipped),
+//! plans the SQL and returns a [`QueryStream`] of Arrow record batches.
 //!
 //! # Planning before downloading
 //!
@@ -50,8 +51,8 @@
 //!
 //! # Pins
 //!
-//! The stream holds a [`ChunkRef`] to every chunk the query reads, so none of them is evicted
-//! or removed while it runs: a chunk deleted meanwhile is hidden from new lookups at once and
+//! The stream holds a [`ChunkRef`] to every chunk the query reads locally, so none of them
+//! is evicted or removed while it runs: a chunk deleted meanwhile is hidden from new lookups at once and
 //! its files go after the stream is dropped. The refs drop after DataFusion's own stream, which
 //! stops its tasks.
 //!

@@ -506,7 +506,8 @@ const HEAVY: &str = "SELECT count(*) AS n \
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn issue11_a_heavy_query_stalls_nothing_and_stops_with_its_client_or_timeout() {
     let served = Served::new();
-    let daemon = Daemon::start(&["--catalog", &served.catalog()]);
+    // Whole chunks: their arrival tells that the query is past fetching, into its join.
+    let daemon = Daemon::start(&["--catalog", &served.catalog(), "--whole-chunks"]);
     let request = json!({
         "dataset": id_to_hex(&DATASET),
         "blocks": {"start": 0, "end": 300},
