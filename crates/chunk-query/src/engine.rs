@@ -2,14 +2,15 @@
 //!
 //! # Overview
 //!
-//! [`QueryEngine::query`] asks the [`Catalog`] which chunks cover the range, gets each one
-//! from the [`ChunkManager`] with [`ChunkManager::fetch`] (ready chunks at once; the others
-//! downloaded on demand, ahead of background downloads, one download per chunk however many
-//! queries want it), registers every Parquet file name as one table over the chunks that have
-//! it (`blocks.parquet` of every chunk is the table `blocks`), restricts each table to the
-//! range's blocks with a filter on the block column that DataFusion pushes into the Parquet
-//! scans (row groups and pages whose statistics fall outside are skipped), plans the SQL and
-//! returns a [`QueryStream`] of Arrow record batches.
+//! [`QueryEngine::query`] asks the [`Catalog`] which chunks cover the range, reads each one
+//! locally if the [`ChunkManager`] holds it, otherwise in place with range requests or
+//! fetched whole with [`ChunkManager::fetch`] (downloaded on demand, ahead of background
+//! downloads, one download per chunk however many queries want it; see "Only the data a
+//! query reads" below), registers every Parquet file name the query reads as one table over
+//! the chunks that have it (`blocks.parquet` of every chunk is the table `blocks`), restricts
+//! each table to the range's blocks with a filter on the block column that DataFusion pushes
+//! into the Parquet scans (row groups and pages whose statistics fall outside are skipped),
+//! plans the SQL and returns a [`QueryStream`] of Arrow record batches.
 //!
 //! # Planning before downloading
 //!
@@ -20,6 +21,29 @@
 //! (`HEAD`, then the file's last 64 KiB) when its files are `http(s)://` URLs, otherwise by
 //! fetching that one chunk (which the query needs anyway).
 //!
+//! # Only the data a query reads
+//!
+//! The plan made against the schemas names the tables the query reads (its table scans,
+//! subqueries included); only their files are registered and read. Then, per covering chunk:
+//!
+//! - a chunk this worker holds (assigned, or cached by an earlier query) is read whole and
+//!   locally, pinned for the query's lifetime;
+//! - with [`QueryConfig::remote_reads`] (the default), a chunk it does not hold is not
+//!   downloaded: the Parquet files of the tables the query reads are read where they are,
+//!   through DataFusion's Parquet source over `object_store`'s HTTP store, whose range
+//!   requests fetch the footer (exactly: its length, then the metadata), the page index and
+//!   only the column chunks and pages of the row groups the projection and the block-range
+//!   filter need. Such a chunk needs no pin. Only `http(s)://` files without a query string
+//!   or credentials in the URL are read this way; a chunk with other files (`s3://`,
+//!   `file://`, presigned URLs) is fetched whole as below;
+//! - otherwise the chunk is fetched whole with [`ChunkManager::fetch`] (cached, and evicted
+//!   least recently used first) and read locally.
+//!
+//! Remote reads fetch far fewer bytes for a cold query that reads a few columns, a few
+//! tables or part of a chunk. Whole-chunk fetches are better when the same cold chunks are
+//! queried again and again (the second query reads from disk, with no request at all) or
+//! when a query reads most of every file anyway: turn remote reads off then.
+//!
 //! # Exact arithmetic
 //!
 //! Sums of integers are `Decimal128(38, 0)`, sums of decimals are checked, and integer `+`,
@@ -27,8 +51,8 @@
 //!
 //! # Pins
 //!
-//! The stream holds a [`ChunkRef`] to every chunk the query reads, so none of them is evicted
-//! or removed while it runs: a chunk deleted meanwhile is hidden from new lookups at once and
+//! The stream holds a [`ChunkRef`] to every chunk the query reads locally, so none of them
+//! is evicted or removed while it runs: a chunk deleted meanwhile is hidden from new lookups at once and
 //! its files go after the stream is dropped. The refs drop after DataFusion's own stream, which
 //! stops its tasks.
 //!
@@ -38,7 +62,7 @@
 //! waits for any more and not yet downloading is forgotten); dropping the stream stops the
 //! query and releases the pins.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::ops::Range;
 use std::path::PathBuf;
 use std::pin::Pin;
@@ -49,15 +73,17 @@ use std::time::{Duration, Instant};
 use arc_swap::ArcSwap;
 use arrow::datatypes::SchemaRef;
 use arrow::record_batch::RecordBatch;
-use chunk_manager::{ChunkId, ChunkManager, ChunkRef, ChunkState, DatasetId, ShortId};
+use chunk_manager::{ChunkId, ChunkManager, ChunkRef, DatasetId, ShortId};
 use datafusion::catalog::TableProvider;
 use datafusion::common::TableReference;
-use datafusion::common::tree_node::{Transformed, TreeNode};
+use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
 use datafusion::datasource::empty::EmptyTable;
 use datafusion::error::DataFusionError;
 use datafusion::execution::SendableRecordBatchStream;
 use datafusion::execution::SessionStateBuilder;
+use datafusion::execution::object_store::ObjectStoreUrl;
 use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
+use datafusion::logical_expr::LogicalPlan;
 use datafusion::optimizer::analyzer::type_coercion::TypeCoercion;
 use datafusion::physical_optimizer::PhysicalOptimizerRule;
 use datafusion::physical_plan::ExecutionPlan;
@@ -108,6 +134,11 @@ pub struct QueryConfig {
     /// Whether the Parquet reader evaluates filters while decoding, skipping the rows (not
     /// only the row groups and pages) that do not match. Default on.
     pub pushdown_filters: bool,
+    /// Whether a covering chunk this worker does not hold is read remotely, with range
+    /// requests for only the footers, column chunks and pages the query needs, rather than
+    /// downloaded whole (and cached) first. Default on; see the module docs for when
+    /// whole-chunk fetches are better.
+    pub remote_reads: bool,
 }
 
 impl Default for QueryConfig {
@@ -119,6 +150,7 @@ impl Default for QueryConfig {
             memory_limit: Some(1 << 30),
             fetch_timeout: Some(Duration::from_secs(600)),
             pushdown_filters: true,
+            remote_reads: true,
         }
     }
 }
@@ -159,6 +191,12 @@ impl QueryConfig {
         self.pushdown_filters = pushdown;
         self
     }
+
+    /// Sets [`QueryConfig::remote_reads`].
+    pub fn with_remote_reads(mut self, remote: bool) -> Self {
+        self.remote_reads = remote;
+        self
+    }
 }
 
 /// Runs SQL over a dataset's chunks, downloading on demand only the chunks a query needs.
@@ -192,15 +230,17 @@ impl QueryConfig {
 /// let manager = Arc::new(ChunkManager::open(Config::new(dir.path()))?);
 /// let engine = QueryEngine::new(manager.clone(), Catalog::new(chunks)?)?;
 ///
-/// // Blocks 150..250 are in the second and third chunks: only those two are downloaded.
+/// // Blocks 150..250 are in the second and third chunks: only those two are read, in place,
+/// // with range requests for the parts of their blocks files the query needs.
 /// let stream = engine
 ///     .query(&dataset, 150..250, "SELECT count(*) AS n, min(block_number) AS first FROM blocks")
 ///     .await?;
 /// assert_eq!(stream.used_chunks().len(), 2);
+/// assert!(stream.used_chunks().iter().all(|chunk| chunk.remote));
 /// let batches = stream.collect().await?;
 /// let table = chunk_query::arrow::util::pretty::pretty_format_batches(&batches)?.to_string();
 /// assert!(table.contains("| 100 | 150   |"), "{table}");
-/// assert_eq!(manager.list_chunks().len(), 2);
+/// assert!(manager.list_chunks().is_empty(), "nothing downloaded");
 /// # Ok(())
 /// # }
 /// ```
@@ -220,9 +260,12 @@ pub struct ChunkUse {
     pub chunk: ChunkId,
     /// The blocks the query reads from it.
     pub blocks: Range<u64>,
-    /// Whether it was not ready when the query asked for it (downloaded for this query, or
-    /// by a download this query waited for).
+    /// Whether it was not ready when the query asked for it and was downloaded whole for this
+    /// query (or by a download this query waited for).
     pub fetched: bool,
+    /// Whether the query reads its files remotely, with range requests for only the parts it
+    /// needs: the worker does not hold it and [`QueryConfig::remote_reads`] is on.
+    pub remote: bool,
 }
 
 impl QueryEngine {
@@ -309,16 +352,30 @@ impl QueryEngine {
         }
         // Planned against the schemas first: a query that cannot plan downloads nothing (or
         // one chunk, if the catalog lacks a schema).
-        let uses = self.uses(&cover);
         let schemas = self.cover_schemas(&catalog, dataset, &cover).await?;
-        if let Some(schemas) = schemas {
-            check_plan(&self.context(), &schemas, sql).await?;
-        }
-        let pins = self.pin(&cover).await?;
-        let chunks = uses;
+        // The tables the query reads, if known: only their files matter.
+        let tables = match &schemas {
+            Some(schemas) => Some(check_plan(&self.context(), schemas, sql).await?),
+            None => None,
+        };
+        let (sources, chunks) = self.sources(&cover, tables.as_ref()).await?;
         let fetched = started.elapsed();
-        self.register_tables(&context, &cover, &pins, &blocks)
-            .await?;
+        self.register_tables(
+            &context,
+            &cover,
+            &sources,
+            &blocks,
+            tables.as_ref(),
+            schemas.as_ref(),
+        )
+        .await?;
+        let pins: Vec<ChunkRef> = sources
+            .into_iter()
+            .filter_map(|source| match source {
+                ChunkSource::Local(pinned) => Some(pinned),
+                ChunkSource::Remote | ChunkSource::Unread => None,
+            })
+            .collect();
         let frame = context
             .sql_with_options(sql, sql_options())
             .await
@@ -329,6 +386,7 @@ impl QueryEngine {
             blocks = ?blocks,
             chunks = chunks.len(),
             downloaded = chunks.iter().filter(|chunk| chunk.fetched).count(),
+            remote = chunks.iter().filter(|chunk| chunk.remote).count(),
             missing = cover.missing.len(),
             fetch_ms = fetched.as_millis() as u64,
             plan_ms = (started.elapsed() - fetched).as_millis() as u64,
@@ -461,41 +519,77 @@ impl QueryEngine {
         Ok(schemas)
     }
 
-    /// The chunks of the cover, and whether each is not ready yet (to be fetched).
-    fn uses(&self, cover: &Cover) -> Vec<ChunkUse> {
-        cover
-            .parts
-            .iter()
-            .map(|part| ChunkUse {
+    /// How the query reads each chunk of the cover, and what it reports about each: a chunk
+    /// this worker holds is pinned and read locally; one it does not is read remotely (see
+    /// [`QueryConfig::remote_reads`]) or fetched whole and pinned, the fetches concurrent and
+    /// bounded by [`QueryConfig::fetch_timeout`]; a chunk none of whose files the query reads
+    /// is left alone.
+    async fn sources(
+        &self,
+        cover: &Cover,
+        tables: Option<&BTreeSet<String>>,
+    ) -> Result<(Vec<ChunkSource>, Vec<ChunkUse>), QueryError> {
+        let mut decided = Vec::with_capacity(cover.parts.len());
+        let mut uses = Vec::with_capacity(cover.parts.len());
+        for part in &cover.parts {
+            let read: Vec<&String> = part
+                .chunk
+                .files()
+                .iter()
+                .filter(|(name, _)| reads(name, tables))
+                .map(|(_, url)| url)
+                .collect();
+            let source = if read.is_empty() {
+                Some(ChunkSource::Unread)
+            } else if let Some(pinned) = self.manager.get_chunk(part.chunk.id()) {
+                Some(ChunkSource::Local(pinned))
+            } else if self.config.remote_reads
+                && read.iter().all(|url| remote_origin(url).is_some())
+            {
+                Some(ChunkSource::Remote)
+            } else {
+                None
+            };
+            uses.push(ChunkUse {
                 chunk: *part.chunk.id(),
                 blocks: part.blocks.clone(),
-                fetched: !self
-                    .manager
-                    .status(part.chunk.id())
-                    .is_some_and(|status| matches!(status.state, ChunkState::Ready)),
-            })
-            .collect()
-    }
-
-    /// Gets and pins every chunk of the cover, concurrently.
-    async fn pin(&self, cover: &Cover) -> Result<Vec<ChunkRef>, QueryError> {
-        let fetches = cover.parts.iter().map(|part| async move {
-            self.manager
-                .fetch((*part.chunk).clone())
-                .await
-                .map_err(|source| QueryError::Fetch {
-                    chunk: *part.chunk.id(),
-                    source,
-                })
-        });
+                fetched: source.is_none(),
+                remote: matches!(source, Some(ChunkSource::Remote)),
+            });
+            decided.push(source);
+        }
+        let fetches = cover
+            .parts
+            .iter()
+            .zip(&decided)
+            .filter(|(_, source)| source.is_none())
+            .map(|(part, _)| async move {
+                self.manager
+                    .fetch((*part.chunk).clone())
+                    .await
+                    .map_err(|source| QueryError::Fetch {
+                        chunk: *part.chunk.id(),
+                        source,
+                    })
+            });
         let all = futures::future::try_join_all(fetches);
-        let pins = match self.config.fetch_timeout {
+        let fetched = match self.config.fetch_timeout {
             Some(timeout) => tokio::time::timeout(timeout, all)
                 .await
                 .map_err(|_elapsed| QueryError::FetchTimeout { timeout })??,
             None => all.await?,
         };
-        Ok(pins)
+        // One fetched chunk per undecided part, in order.
+        let mut fetched = fetched.into_iter();
+        let sources = decided
+            .into_iter()
+            .map(|source| {
+                source
+                    .or_else(|| fetched.next().map(ChunkSource::Local))
+                    .unwrap_or(ChunkSource::Unread)
+            })
+            .collect();
+        Ok((sources, uses))
     }
 
     /// A session for one query: the engine's settings and memory pool, and the rules that make
@@ -522,55 +616,78 @@ impl QueryEngine {
         SessionContext::new_with_state(state)
     }
 
-    /// Registers one table per Parquet file name: the union of that file over the pinned
-    /// chunks, restricted to the query's blocks.
+    /// Registers one table per Parquet file name the query reads (every one if `tables` is
+    /// `None`): the union of that file over the chunks, local or remote, restricted to the
+    /// query's blocks.
     async fn register_tables(
         &self,
         context: &SessionContext,
         cover: &Cover,
-        pins: &[ChunkRef],
+        sources: &[ChunkSource],
         blocks: &Range<u64>,
+        tables: Option<&BTreeSet<String>>,
+        schemas: Option<&BTreeMap<String, SchemaRef>>,
     ) -> Result<(), QueryError> {
         // table name -> its file in each chunk, with the blocks the chunk answers for
-        let mut tables: BTreeMap<String, Vec<TableFile>> = BTreeMap::new();
-        for (part, pinned) in cover.parts.iter().zip(pins) {
-            for name in part.chunk.files().keys() {
+        let mut files: BTreeMap<String, Vec<TableFile>> = BTreeMap::new();
+        for (part, source) in cover.parts.iter().zip(sources) {
+            for (name, url) in part.chunk.files() {
                 let Some(table) = table_name(name) else {
                     continue;
                 };
-                tables
-                    .entry(table.to_string())
-                    .or_default()
-                    .push(TableFile {
-                        path: pinned.path().join(name),
-                        blocks: part.blocks.clone(),
-                    });
+                if !reads(name, tables) {
+                    continue;
+                }
+                let location = match source {
+                    ChunkSource::Local(pinned) => Location::Local(pinned.path().join(name)),
+                    ChunkSource::Remote => match remote_origin(url) {
+                        Some(origin) => Location::Remote {
+                            origin,
+                            url: url.clone(),
+                        },
+                        None => continue,
+                    },
+                    ChunkSource::Unread => continue,
+                };
+                files.entry(table.to_string()).or_default().push(TableFile {
+                    location,
+                    blocks: part.blocks.clone(),
+                });
             }
         }
         let disjoint = cover.is_disjoint(blocks);
-        for (table, files) in tables {
-            let frame = if disjoint {
-                let paths = files
-                    .iter()
-                    .map(|file| file.path.display().to_string())
-                    .collect::<Vec<_>>();
-                let frame = read(context, paths).await?;
-                self.restrict(frame, blocks)?
-            } else {
-                // Overlapping chunks: each answers only for its own part of the range.
-                let mut union: Option<DataFrame> = None;
-                for file in &files {
-                    let frame = read(context, vec![file.path.display().to_string()]).await?;
-                    let frame = self.restrict(frame, &file.blocks)?;
-                    union = Some(match union {
-                        None => frame,
-                        Some(union) => union.union(frame).map_err(QueryError::execution)?,
-                    });
+        for (table, files) in files {
+            // Read together: the local files, and the remote ones of each origin (one object
+            // store each). Overlapping chunks: each alone, answering only for its own part of
+            // the range.
+            let mut groups: Vec<Vec<&TableFile>> = Vec::new();
+            for file in &files {
+                match groups.iter_mut().find(|group| {
+                    disjoint
+                        && group
+                            .first()
+                            .is_some_and(|first| first.location.store() == file.location.store())
+                }) {
+                    Some(group) => group.push(file),
+                    None => groups.push(vec![file]),
                 }
-                match union {
-                    Some(frame) => frame,
-                    None => continue,
-                }
+            }
+            let schema = schemas.and_then(|schemas| schemas.get(&table));
+            let mut union: Option<DataFrame> = None;
+            for group in groups {
+                let Some(first) = group.first() else {
+                    continue;
+                };
+                let range = if disjoint { blocks } else { &first.blocks };
+                let frame = read_files(context, &group, schema).await?;
+                let frame = self.restrict(frame, range)?;
+                union = Some(match union {
+                    None => frame,
+                    Some(union) => union.union(frame).map_err(QueryError::execution)?,
+                });
+            }
+            let Some(frame) = union else {
+                continue;
             };
             context
                 .register_table(TableReference::bare(table), frame.into_view())
@@ -594,9 +711,138 @@ impl QueryEngine {
 
 /// One chunk's file of a table.
 struct TableFile {
-    path: PathBuf,
+    location: Location,
     /// The blocks the chunk answers for.
     blocks: Range<u64>,
+}
+
+/// Where a query reads a chunk's file.
+enum Location {
+    /// In a chunk directory this worker holds.
+    Local(PathBuf),
+    /// At its origin, with range requests.
+    Remote {
+        /// The object store (scheme and authority) it is read through.
+        origin: ObjectStoreUrl,
+        /// Its URL.
+        url: String,
+    },
+}
+
+impl Location {
+    /// The object store it is read through: `None` for the local file system.
+    fn store(&self) -> Option<&ObjectStoreUrl> {
+        match self {
+            Location::Local(_) => None,
+            Location::Remote { origin, .. } => Some(origin),
+        }
+    }
+}
+
+/// How a query reads one chunk of its cover.
+enum ChunkSource {
+    /// Held (or fetched whole) by this worker, pinned while the query runs.
+    Local(ChunkRef),
+    /// Read at its origin with range requests.
+    Remote,
+    /// The query reads none of its files.
+    Unread,
+}
+
+/// Whether the query reads the chunk file `name`: a table file of one of `tables` (of any
+/// table if `None`).
+fn reads(name: &str, tables: Option<&BTreeSet<String>>) -> bool {
+    table_name(name).is_some_and(|table| tables.is_none_or(|tables| tables.contains(table)))
+}
+
+/// The object store a file URL can be read remotely through: `http(s)://host[:port]` for a
+/// plain `http(s)://` URL of a file; `None` for other schemes, and for URLs the HTTP store
+/// cannot address as given (a query string such as a presigned URL's signature, credentials,
+/// a fragment, a directory, glob characters that DataFusion would expand).
+fn remote_origin(url: &str) -> Option<ObjectStoreUrl> {
+    let parsed = reqwest::Url::parse(url).ok()?;
+    let plain = matches!(parsed.scheme(), "http" | "https")
+        && parsed.query().is_none()
+        && parsed.fragment().is_none()
+        && parsed.username().is_empty()
+        && parsed.password().is_none()
+        && !parsed.path().ends_with('/')
+        && !parsed.path().contains(['*', '?', '[', ']', '{', '}']);
+    if !plain {
+        return None;
+    }
+    let host = parsed.host_str()?;
+    let origin = match parsed.port() {
+        Some(port) => format!("{}://{host}:{port}", parsed.scheme()),
+        None => format!("{}://{host}", parsed.scheme()),
+    };
+    ObjectStoreUrl::parse(origin).ok()
+}
+
+/// The footer bytes read first from a remote Parquet file: only its length and magic, so
+/// the metadata is then read exactly (as DuckDB does), never more of the file than needed.
+const REMOTE_FOOTER_HINT: usize = 8;
+
+/// Reads files of one table from one store as a DataFrame: local paths as today; remote
+/// files through an HTTP object store for their origin (registered on first use), with the
+/// catalog's schema if known (no footer read to infer it).
+async fn read_files(
+    context: &SessionContext,
+    files: &[&TableFile],
+    schema: Option<&SchemaRef>,
+) -> Result<DataFrame, QueryError> {
+    let mut paths = Vec::with_capacity(files.len());
+    let mut origin = None;
+    for file in files {
+        match &file.location {
+            Location::Local(path) => paths.push(path.display().to_string()),
+            Location::Remote { origin: store, url } => {
+                origin = Some(store);
+                paths.push(url.clone());
+            }
+        }
+    }
+    let Some(origin) = origin else {
+        return read(context, paths).await;
+    };
+    register_http_store(context, origin)?;
+    // Any name: a URL need not end in .parquet.
+    let mut options = ParquetReadOptions::default()
+        .file_extension("")
+        .metadata_size_hint(Some(REMOTE_FOOTER_HINT));
+    if let Some(schema) = schema {
+        options = options.schema(schema.as_ref());
+    }
+    context
+        .read_parquet(paths, options)
+        .await
+        .map_err(QueryError::execution)
+}
+
+/// Registers an HTTP object store for `origin` in the session's runtime, unless one is.
+fn register_http_store(
+    context: &SessionContext,
+    origin: &ObjectStoreUrl,
+) -> Result<(), QueryError> {
+    let runtime = context.runtime_env();
+    if runtime.object_store(origin).is_ok() {
+        return Ok(());
+    }
+    let options = object_store::ClientOptions::new()
+        .with_allow_http(true)
+        .with_connect_timeout(Duration::from_secs(10))
+        .with_timeout(Duration::from_secs(120));
+    let store = object_store::http::HttpBuilder::new()
+        .with_url(origin.as_str())
+        .with_client_options(options)
+        .build()
+        .map_err(|error| {
+            QueryError::execution(DataFusionError::Execution(format!(
+                "cannot read from {origin}: {error}"
+            )))
+        })?;
+    runtime.register_object_store(origin.as_ref(), Arc::new(store));
+    Ok(())
 }
 
 /// Makes every join give the thread back between its output batches.
@@ -757,12 +1003,13 @@ fn sql_options() -> SQLOptions {
 }
 
 /// Plans `sql` over empty tables of these schemas: the errors a query would get from
-/// planning, before anything is downloaded.
+/// planning, before anything is downloaded. Returns the tables the plan reads (its table
+/// scans, subqueries included).
 async fn check_plan(
     context: &SessionContext,
     schemas: &BTreeMap<String, SchemaRef>,
     sql: &str,
-) -> Result<(), QueryError> {
+) -> Result<BTreeSet<String>, QueryError> {
     for (name, schema) in schemas {
         let table: Arc<dyn TableProvider> = Arc::new(EmptyTable::new(schema.clone()));
         context
@@ -773,8 +1020,18 @@ async fn check_plan(
         .sql_with_options(sql, sql_options())
         .await
         .map_err(classify)?;
+    let mut tables = BTreeSet::new();
+    frame
+        .logical_plan()
+        .apply_with_subqueries(|node| {
+            if let LogicalPlan::TableScan(scan) = node {
+                tables.insert(scan.table_name.table().to_string());
+            }
+            Ok(TreeNodeRecursion::Continue)
+        })
+        .map_err(QueryError::execution)?;
     frame.create_physical_plan().await.map_err(classify)?;
-    Ok(())
+    Ok(tables)
 }
 
 async fn read(context: &SessionContext, paths: Vec<String>) -> Result<DataFrame, QueryError> {
@@ -860,7 +1117,7 @@ impl QueryStream {
         &self.missing
     }
 
-    /// The pinned chunks, in block order.
+    /// The pinned chunks (those read locally), in block order.
     pub fn pinned(&self) -> &[ChunkRef] {
         &self.pins
     }

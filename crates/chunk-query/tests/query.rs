@@ -84,7 +84,7 @@ async fn results_equal_datafusion_over_the_same_files() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn only_the_covering_chunks_are_downloaded() {
     let fixture = six();
-    let worker = Worker::new(fixture.catalog());
+    let worker = Worker::whole(fixture.catalog());
     let stream = worker
         .engine
         .query(&DATASET, 75..160, "SELECT count(*) FROM transactions")
@@ -120,7 +120,7 @@ async fn only_the_covering_chunks_are_downloaded() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_queries_share_one_download_per_chunk() {
     let fixture = six();
-    let worker = Worker::new(fixture.catalog());
+    let worker = Worker::whole(fixture.catalog());
     // Hold the first chunk's blocks file until both queries are waiting for it.
     let gate = Gate::new();
     let held = fixture.chunks[2].path("blocks.parquet");
@@ -151,7 +151,8 @@ async fn a_chunk_deleted_while_a_query_reads_it_goes_after_the_query() {
     // Small batches, one partition: the query yields many batches, reading as it goes.
     let query = QueryConfig::default()
         .with_batch_size(16)
-        .with_target_partitions(1);
+        .with_target_partitions(1)
+        .with_remote_reads(false);
     let worker = Worker::with(fixture.catalog(), |config| config, query);
     // One chunk assigned (downloaded in the background), one fetched by the query.
     worker
@@ -247,7 +248,7 @@ async fn cached_chunks_are_evicted_least_recently_used_never_assigned_or_pinned(
     let worker = Worker::with(
         fixture.catalog(),
         |config| config.with_disk_budget(3 * largest),
-        QueryConfig::default(),
+        QueryConfig::default().with_remote_reads(false),
     );
     let mut events = worker.manager.subscribe();
     // Chunk 0 assigned; 1 and 2 cached by queries, 1 used last.
@@ -347,7 +348,7 @@ async fn bad_requests_are_told_apart_from_failures() {
         &fixture.chunks[1].path("logs.parquet"),
         Some(Fault::Status(404)),
     );
-    let worker = Worker::new(fixture.catalog());
+    let worker = Worker::whole(fixture.catalog());
     let error = |result: Result<_, QueryError>| result.expect_err("an error");
 
     let e = error(worker.engine.query(&DATASET, 10..20, "SELEC 1").await);
@@ -446,9 +447,14 @@ async fn a_query_waiting_too_long_for_its_chunks_times_out() {
             gate: gate.clone(),
         },
     );
-    let query = QueryConfig::default().with_fetch_timeout(Some(Duration::from_millis(200)));
+    let query = QueryConfig::default()
+        .with_fetch_timeout(Some(Duration::from_millis(200)))
+        .with_remote_reads(false);
     let worker = Worker::with(fixture.catalog(), |config| config, query);
-    let result = worker.engine.query(&DATASET, 0..50, "SELECT 1").await;
+    let result = worker
+        .engine
+        .query(&DATASET, 0..50, "SELECT count(*) FROM blocks")
+        .await;
     assert!(
         matches!(result, Err(QueryError::FetchTimeout { .. })),
         "{result:?}"
@@ -593,5 +599,189 @@ async fn issue11_a_query_that_cannot_plan_downloads_nothing() {
     assert_eq!(
         schemas["transactions"],
         chunk_query::synth::transactions_schema()
+    );
+}
+
+/// Every request for the files of `table`, over all chunks, and the body bytes they got.
+fn table_traffic(fixture: &Fixture, table: &str) -> (usize, u64) {
+    let mut requests = 0;
+    let mut bytes = 0;
+    for chunk in &fixture.chunks {
+        let path = chunk.path(&format!("{table}.parquet"));
+        for request in fixture.origin.requests(&path) {
+            requests += 1;
+            bytes += fixture.served_bytes(&path, &request);
+        }
+    }
+    (requests, bytes)
+}
+
+/// The size of every chunk's file of `table`.
+fn table_size(fixture: &Fixture, table: &str) -> u64 {
+    let name = format!("{table}.parquet");
+    fixture
+        .chunks
+        .iter()
+        .map(|chunk| file_size(chunk, &name))
+        .sum()
+}
+
+fn file_size(chunk: &chunk_query::synth::SynthChunk, name: &str) -> u64 {
+    chunk
+        .files
+        .iter()
+        .find(|(file, _)| file == name)
+        .map_or(0, |(_, bytes)| bytes.len() as u64)
+}
+
+/// Requests for each chunk's blocks file.
+fn blocks_requests(fixture: &Fixture) -> Vec<usize> {
+    fixture
+        .chunks
+        .iter()
+        .map(|chunk| fixture.origin.requests(&chunk.path("blocks.parquet")).len())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn issue11_a_cold_blocks_query_reads_only_the_blocks_bytes_it_needs() {
+    let fixture = six();
+    let worker = Worker::new(fixture.catalog());
+    let sql = "SELECT count(*) AS n, max(gas_used) AS most FROM blocks";
+    let stream = worker.engine.query(&DATASET, 0..300, sql).await.unwrap();
+    assert!(
+        stream
+            .used_chunks()
+            .iter()
+            .all(|chunk| chunk.remote && !chunk.fetched),
+        "{:?}",
+        stream.used_chunks()
+    );
+    assert!(stream.pinned().is_empty(), "remote chunks need no pin");
+    let answer = pretty(&stream.collect().await.unwrap());
+    assert_eq!(answer, fixture.reference(&(0..300), sql).await);
+
+    // Nothing downloaded; not one request for the files of the tables the query does not read.
+    assert!(worker.manager.list_chunks().is_empty());
+    assert!(worker.chunk_dirs().is_empty());
+    assert_eq!(table_traffic(&fixture, "transactions"), (0, 0));
+    assert_eq!(table_traffic(&fixture, "logs"), (0, 0));
+    // Of the blocks files, only footers and the two columns: a fraction of their size.
+    let (requests, bytes) = table_traffic(&fixture, "blocks");
+    let size = table_size(&fixture, "blocks");
+    assert!(requests > 0);
+    assert!(bytes < size, "{bytes} bytes of {size}");
+    for chunk in &fixture.chunks {
+        for request in fixture.origin.requests(&chunk.path("blocks.parquet")) {
+            assert!(
+                request.method == "HEAD" || (request.range.is_some() && request.status == 206),
+                "{request:?}"
+            );
+        }
+    }
+
+    // A sub-range touches only its chunks.
+    let requests_before = blocks_requests(&fixture);
+    let before: Vec<_> = FILE_NAMES
+        .iter()
+        .map(|name| table_traffic(&fixture, name.trim_end_matches(".parquet")))
+        .collect();
+    let sql = "SELECT sum(gas_used) AS gas FROM blocks WHERE block_number % 2 = 0";
+    assert_eq!(
+        worker.run(60..140, sql).await,
+        fixture.reference(&(60..140), sql).await
+    );
+    let after: Vec<_> = FILE_NAMES
+        .iter()
+        .map(|name| table_traffic(&fixture, name.trim_end_matches(".parquet")))
+        .collect();
+    assert_eq!(before[1..], after[1..], "blocks only");
+    let touched: Vec<bool> = blocks_requests(&fixture)
+        .iter()
+        .zip(&requests_before)
+        .map(|(after, before)| after > before)
+        .collect();
+    assert_eq!(touched, [false, true, true, false, false, false]);
+    let sub_range = after[0].1 - before[0].1;
+    let covering: u64 = (1..3)
+        .map(|n| file_size(&fixture.chunks[n], "blocks.parquet"))
+        .sum();
+    assert!(sub_range < covering, "{sub_range} bytes of {covering}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn issue11_remote_reads_answer_like_whole_chunks() {
+    let fixture = six();
+    let remote = Worker::new(fixture.catalog());
+    let whole = Worker::whole(fixture.catalog());
+    // Ranges starting and ending mid-chunk, and aggregates, joins across tables, subqueries.
+    let subquery = "SELECT count(*) AS n FROM transactions \
+                    WHERE block_number IN (SELECT block_number FROM blocks WHERE gas_used > 0)";
+    for blocks in [33..267, 120..121] {
+        for sql in QUERIES.iter().chain(&SUMS[..2]).chain([&subquery]) {
+            let expected = whole.run(blocks.clone(), sql).await;
+            assert_eq!(
+                remote.run(blocks.clone(), sql).await,
+                expected,
+                "{blocks:?}: {sql}"
+            );
+        }
+    }
+    assert!(
+        remote.manager.list_chunks().is_empty(),
+        "nothing downloaded"
+    );
+    assert_eq!(whole.manager.list_chunks().len(), 6);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn issue11_held_chunks_are_read_locally() {
+    let fixture = six();
+    let worker = Worker::new(fixture.catalog());
+    for n in [1, 2] {
+        worker
+            .manager
+            .download_chunk(fixture.descriptions[n].clone());
+        worker
+            .manager
+            .wait_ready(fixture.chunks[n].id)
+            .await
+            .unwrap();
+    }
+    let requests = fixture.origin.total_requests();
+    let sql = QUERIES[5];
+    let stream = worker.engine.query(&DATASET, 60..140, sql).await.unwrap();
+    assert!(
+        stream
+            .used_chunks()
+            .iter()
+            .all(|chunk| !chunk.remote && !chunk.fetched)
+    );
+    assert_eq!(stream.pinned().len(), 2, "held chunks pinned");
+    let answer = pretty(&stream.collect().await.unwrap());
+    assert_eq!(answer, fixture.reference(&(60..140), sql).await);
+    assert_eq!(fixture.origin.total_requests(), requests, "no request");
+
+    // Held and remote chunks in one query: the held ones local, the other remote.
+    let sql = "SELECT count(*) AS n, sum(gas) AS gas, min(block_number) AS first FROM transactions";
+    let stream = worker.engine.query(&DATASET, 60..190, sql).await.unwrap();
+    let used: Vec<_> = stream
+        .used_chunks()
+        .iter()
+        .map(|chunk| chunk.remote)
+        .collect();
+    assert_eq!(used, [false, false, true]);
+    let answer = pretty(&stream.collect().await.unwrap());
+    assert_eq!(answer, fixture.reference(&(60..190), sql).await);
+    assert_eq!(
+        fixture.gets(1) + fixture.gets(2),
+        6,
+        "the assignment's downloads only"
+    );
+    assert!(fixture.gets(3) > 0);
+    assert_eq!(
+        worker.manager.list_chunks().len(),
+        2,
+        "nothing more downloaded"
     );
 }

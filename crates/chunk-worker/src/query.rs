@@ -74,6 +74,11 @@ pub struct QueryArgs {
     /// needed; a temporary data directory unless --data-dir is given).
     #[arg(long)]
     pub demo: bool,
+    /// Download every covering chunk the data directory lacks, whole, and read it locally
+    /// (kept, cached, for the next query), rather than reading only the parts of its files
+    /// the query needs with range requests. Better for repeated queries on the same chunks.
+    #[arg(long)]
+    pub whole_chunks: bool,
     /// The SQL: tables are the chunks' Parquet file names (blocks, transactions, logs, ...),
     /// holding only the rows of the blocks asked for.
     #[arg(value_name = "SQL")]
@@ -165,7 +170,9 @@ pub fn run(args: &QueryArgs) -> anyhow::Result<ExitCode> {
         )
     })?);
     let dataset = pick_dataset(&catalog, args.dataset.as_deref())?;
-    let engine = QueryEngine::new(manager.clone(), catalog).context("set up the query engine")?;
+    let config = QueryConfig::default().with_remote_reads(!args.whole_chunks);
+    let engine = QueryEngine::with_config(manager.clone(), catalog, config)
+        .context("set up the query engine")?;
     let started = Instant::now();
     let result = runtime.block_on(async {
         let stream = engine
@@ -278,8 +285,9 @@ pub fn schema(args: &SchemaArgs) -> anyhow::Result<ExitCode> {
 fn summarize(stream: &QueryStream) -> String {
     let used = stream.used_chunks();
     let downloaded = used.iter().filter(|chunk| chunk.fetched).count();
+    let remote = used.iter().filter(|chunk| chunk.remote).count();
     let mut text = format!(
-        "{} chunk(s) read, {downloaded} downloaded for the query",
+        "{} chunk(s) read, {downloaded} downloaded for the query, {remote} read remotely",
         used.len()
     );
     for missing in stream.missing() {
@@ -528,6 +536,11 @@ pub struct QueryOptions {
     /// against the timeout) [default: 8].
     #[arg(long, env = "CHUNK_WORKER_MAX_QUERIES", value_name = "N")]
     pub max_queries: Option<usize>,
+    /// Download every covering chunk the worker lacks, whole (cached, evicted least recently
+    /// used first), rather than reading only the parts of its files a query needs with range
+    /// requests. Better when the same chunks are queried again and again.
+    #[arg(long, env = "CHUNK_WORKER_WHOLE_CHUNKS")]
+    pub whole_chunks: bool,
 }
 
 /// The default of [`QueryOptions::max_queries`].
@@ -600,7 +613,9 @@ impl QueryService {
             .enable_all()
             .build()
             .context("start the query runtime")?;
-        let config = QueryConfig::default().with_target_partitions(threads);
+        let config = QueryConfig::default()
+            .with_target_partitions(threads)
+            .with_remote_reads(!options.whole_chunks);
         let engine = QueryEngine::with_config(manager, catalog, config)
             .context("set up the query engine")?;
         metrics::gauge!(QUERIES_RUNNING).set(0.0);
@@ -701,6 +716,8 @@ enum Progress {
         schema: chunk_query::arrow::datatypes::SchemaRef,
         chunks: usize,
         downloaded: usize,
+        /// Chunks read remotely, with range requests.
+        remote: usize,
         missing: String,
     },
     /// A batch of the result.
@@ -784,6 +801,7 @@ async fn execute(
         schema: stream.schema(),
         chunks: used.len(),
         downloaded: used.iter().filter(|chunk| chunk.fetched).count(),
+        remote: used.iter().filter(|chunk| chunk.remote).count(),
         missing: stream
             .missing()
             .iter()
@@ -1009,13 +1027,14 @@ pub async fn post_query(
             "the query stopped unexpectedly",
         )
     };
-    let (schema, chunks, downloaded, missing) = match progress.recv().await {
+    let (schema, chunks, downloaded, remote, missing) = match progress.recv().await {
         Some(Progress::Started {
             schema,
             chunks,
             downloaded,
+            remote,
             missing,
-        }) => (schema, chunks, downloaded, missing),
+        }) => (schema, chunks, downloaded, remote, missing),
         Some(Progress::Failed(failure)) => return failure.response(),
         _ => return stopped(),
     };
@@ -1081,6 +1100,7 @@ pub async fn post_query(
     );
     headers.insert("x-chunks-read", HeaderValue::from(chunks));
     headers.insert("x-chunks-downloaded", HeaderValue::from(downloaded));
+    headers.insert("x-chunks-remote", HeaderValue::from(remote));
     if let Ok(missing) = HeaderValue::from_str(&missing)
         && !missing.is_empty()
     {

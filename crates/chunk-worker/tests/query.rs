@@ -96,6 +96,7 @@ fn the_query_command_downloads_what_it_needs_and_keeps_it_for_the_next() {
             "50..150",
             "--format",
             format,
+            "--whole-chunks",
             sql,
         ])
     };
@@ -287,7 +288,9 @@ async fn the_daemon_answers_queries_in_json_and_arrow() {
     assert_eq!(response.status(), StatusCode::OK);
     assert_eq!(response.headers()["content-type"], "application/json");
     assert_eq!(response.headers()["x-chunks-read"], "2");
-    assert_eq!(response.headers()["x-chunks-downloaded"], "2");
+    // Not held: read remotely (issue 11), nothing downloaded.
+    assert_eq!(response.headers()["x-chunks-downloaded"], "0");
+    assert_eq!(response.headers()["x-chunks-remote"], "2");
     let rows: Value = response.json().await.unwrap();
     assert_eq!(rows[0]["n"], served.transactions(150..250));
 
@@ -503,7 +506,8 @@ const HEAVY: &str = "SELECT count(*) AS n \
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn issue11_a_heavy_query_stalls_nothing_and_stops_with_its_client_or_timeout() {
     let served = Served::new();
-    let daemon = Daemon::start(&["--catalog", &served.catalog()]);
+    // Whole chunks: their arrival tells that the query is past fetching, into its join.
+    let daemon = Daemon::start(&["--catalog", &served.catalog(), "--whole-chunks"]);
     let request = json!({
         "dataset": id_to_hex(&DATASET),
         "blocks": {"start": 0, "end": 300},

@@ -76,6 +76,28 @@ impl Fixture {
             .sum()
     }
 
+    /// The body bytes the origin sent for one request of `path`.
+    pub fn served_bytes(&self, path: &str, request: &chunk_origin::RequestRecord) -> u64 {
+        let size = self
+            .chunks
+            .iter()
+            .flat_map(|chunk| {
+                chunk
+                    .files
+                    .iter()
+                    .map(move |(name, bytes)| (chunk.path(name), bytes.len() as u64))
+            })
+            .find(|(file, _)| file == path)
+            .map_or(0, |(_, size)| size);
+        match (request.method.as_str(), request.status, request.range) {
+            ("GET", 200, _) => size,
+            ("GET", 206, Some((first, last))) => {
+                last.map_or(size, |last| last.min(size - 1) + 1) - first
+            }
+            _ => 0,
+        }
+    }
+
     /// GET requests per chunk.
     pub fn all_gets(&self) -> Vec<usize> {
         (0..self.chunks.len()).map(|n| self.gets(n)).collect()
@@ -125,6 +147,15 @@ pub struct Worker {
 impl Worker {
     pub fn new(catalog: Catalog) -> Self {
         Self::with(catalog, |config| config, QueryConfig::default())
+    }
+
+    /// A worker that fetches whole chunks instead of reading remotely.
+    pub fn whole(catalog: Catalog) -> Self {
+        Self::with(
+            catalog,
+            |config| config,
+            QueryConfig::default().with_remote_reads(false),
+        )
     }
 
     pub fn with(
