@@ -143,6 +143,8 @@ pub struct ClusterView {
 
 /// What the worker knows, under one lock (never held across an await).
 struct Inner {
+    /// The Flight service's URL, advertised in the heartbeat.
+    flight_url: Option<String>,
     worker_id: String,
     store: String,
     advertise: Option<String>,
@@ -184,6 +186,11 @@ struct Kept {
 }
 
 impl ClusterView {
+    /// Advertises this Flight URL in the heartbeats to come.
+    pub fn set_flight_url(&self, url: String) {
+        self.lock().flight_url = Some(url);
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
         self.inner.lock().unwrap_or_else(PoisonError::into_inner)
     }
@@ -206,6 +213,7 @@ pub fn start(
         .with_clash_window(settings.member_timeout);
     let view = ClusterView {
         inner: Arc::new(Mutex::new(Inner {
+            flight_url: None,
             worker_id: settings.worker_id.clone(),
             store: settings.url.clone(),
             advertise: settings.advertise.clone(),
@@ -284,6 +292,7 @@ async fn heartbeat_loop(
             now_unix_ms(),
         );
         member.applied_assignment = applied;
+        member.flight_url = view.lock().flight_url.clone();
         member.instance = Some(instance.clone());
         member.held_chunks = Some(held_chunks);
         member.held_bytes = Some(held_bytes);

@@ -4,6 +4,7 @@
 mod api;
 mod cluster;
 mod demo;
+mod distributed;
 mod download;
 mod offline;
 mod query;

@@ -563,6 +563,8 @@ struct ServiceInner {
     timeout: Duration,
     /// One per query allowed to run at once.
     permits: Arc<tokio::sync::Semaphore>,
+    /// Set when the worker is in a fleet: queries are planned across it.
+    fleet: std::sync::OnceLock<Arc<crate::distributed::FleetQueries>>,
 }
 
 impl Drop for ServiceInner {
@@ -628,6 +630,7 @@ impl QueryService {
                 permits: Arc::new(tokio::sync::Semaphore::new(
                     options.max_queries.unwrap_or(DEFAULT_MAX_QUERIES).max(1),
                 )),
+                fleet: std::sync::OnceLock::new(),
             }),
         })
     }
@@ -647,8 +650,23 @@ impl QueryService {
         }
     }
 
-    fn engine(&self) -> &Arc<QueryEngine> {
+    pub(crate) fn engine(&self) -> &Arc<QueryEngine> {
         &self.inner.engine
+    }
+
+    /// The runtime queries run on, unless shut down.
+    pub(crate) fn runtime(&self) -> Option<tokio::runtime::Handle> {
+        let runtime = self
+            .inner
+            .runtime
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        runtime.as_ref().map(|runtime| runtime.handle().clone())
+    }
+
+    /// Plans the queries to come across the fleet.
+    pub(crate) fn set_fleet(&self, fleet: crate::distributed::FleetQueries) {
+        let _ = self.inner.fleet.set(Arc::new(fleet));
     }
 
     /// Starts a query on the query runtime; its progress comes through the receiver. Dropping
@@ -671,6 +689,7 @@ impl QueryService {
             .clone();
         let (sender, receiver) = tokio::sync::mpsc::channel(2);
         let engine = self.inner.engine.clone();
+        let fleet = self.inner.fleet.get().cloned();
         let permits = self.inner.permits.clone();
         let timeout = self.inner.timeout;
         let deadline = tokio::time::Instant::now() + timeout;
@@ -695,14 +714,24 @@ impl QueryService {
                     },
                 }
             };
-            let work = runtime.spawn(execute(
-                engine,
-                dataset,
-                blocks,
-                sql,
-                sender.clone(),
-                permit,
-            ));
+            let work = match fleet {
+                Some(fleet) => runtime.spawn(execute_distributed(
+                    fleet,
+                    dataset,
+                    blocks,
+                    sql,
+                    sender.clone(),
+                    permit,
+                )),
+                None => runtime.spawn(execute(
+                    engine,
+                    dataset,
+                    blocks,
+                    sql,
+                    sender.clone(),
+                    permit,
+                )),
+            };
             supervise(work, deadline, timeout, sender).await;
         });
         Some(receiver)
@@ -820,6 +849,69 @@ async fn execute(
     }
     let _ = sender.send(Progress::Done).await;
     Ok(())
+}
+
+/// Runs one query across the fleet, as [`execute`] runs it on this worker.
+async fn execute_distributed(
+    fleet: Arc<crate::distributed::FleetQueries>,
+    dataset: DatasetId,
+    blocks: Range<u64>,
+    sql: String,
+    sender: tokio::sync::mpsc::Sender<Progress>,
+    permit: tokio::sync::OwnedSemaphorePermit,
+) -> Result<(), Failure> {
+    let _running = (Counted::new(QUERIES_RUNNING), permit);
+    let distributed = fleet
+        .query(&dataset, blocks, &sql)
+        .await
+        .map_err(|error| Failure::Query(distributed_error(error)))?;
+    let started = Progress::Started {
+        schema: distributed.stream.schema(),
+        chunks: distributed.chunks.len(),
+        // Chunks no live worker holds: read where the plan sends them, downloaded there.
+        downloaded: distributed
+            .chunks
+            .iter()
+            .filter(|chunk| chunk.holder.is_none())
+            .count(),
+        missing: distributed
+            .missing
+            .iter()
+            .map(|range| format!("{}..{}", range.start, range.end))
+            .collect::<Vec<_>>()
+            .join(","),
+    };
+    if sender.send(started).await.is_err() {
+        return Ok(());
+    }
+    let mut stream = distributed.stream;
+    while let Some(batch) = stream.next().await {
+        let batch = batch.map_err(|error| {
+            Failure::Query(QueryError::Execution {
+                source: Box::new(error),
+            })
+        })?;
+        if sender.send(Progress::Batch(batch)).await.is_err() {
+            return Ok(());
+        }
+    }
+    let _ = sender.send(Progress::Done).await;
+    Ok(())
+}
+
+/// A distributed query's failure as the single-node engine's error kinds.
+fn distributed_error(error: chunk_distributed::DistributedError) -> QueryError {
+    match error {
+        chunk_distributed::DistributedError::Query(error) => error,
+        chunk_distributed::DistributedError::Execution(error) => QueryError::Execution {
+            source: Box::new(error),
+        },
+        other => QueryError::Execution {
+            source: Box::new(chunk_query::datafusion::error::DataFusionError::Execution(
+                other.to_string(),
+            )),
+        },
+    }
 }
 
 /// Watches a query: aborts it when its client goes away (the receiver is dropped) or when it

@@ -77,6 +77,24 @@ pub fn run(args: &ServeArgs) -> anyhow::Result<ExitCode> {
         shutdown.clone(),
         bound_receiver,
     )?;
+    let flight = match query.runtime() {
+        Some(query_runtime) => {
+            let (flight, fleet) = crate::distributed::start(
+                &args.distributed,
+                &args.cluster,
+                Arc::clone(query.engine()),
+                &query_runtime,
+            )?;
+            if let Some(fleet) = fleet {
+                query.set_fleet(fleet);
+            }
+            if let (Some(flight), Some(cluster)) = (&flight, &cluster) {
+                cluster.set_flight_url(flight.url());
+            }
+            flight
+        }
+        None => None,
+    };
     let state = AppState {
         manager: Arc::clone(&manager),
         token: settings.token.as_deref().map(Arc::from),
@@ -98,6 +116,8 @@ pub fn run(args: &ServeArgs) -> anyhow::Result<ExitCode> {
     // Tasks still running (connections past the shutdown deadline, their requests) are
     // dropped here, so none reads the data directory once the manager lets it go.
     runtime.shutdown_timeout(TASKS_GRACE);
+    // The Flight service's task stops with the query runtime.
+    drop(flight);
     // Queries too: their threads may read chunk files.
     query.shutdown(TASKS_GRACE);
     // Now the manager: downloads cancelled, temporary data removed, the lock released. The

@@ -193,6 +193,9 @@ pub struct ServeArgs {
     /// The fleet's options (--cluster, --worker-id, ...): see `crate::cluster`.
     #[command(flatten)]
     pub cluster: crate::cluster::ClusterArgs,
+    /// Distributed queries (--flight-listen, --cluster-token): see `crate::distributed`.
+    #[command(flatten)]
+    pub distributed: crate::distributed::DistributedArgs,
 }
 
 /// The TOML file's contents. Every field is optional; unknown fields are an error, so a typo
