@@ -1,7 +1,11 @@
 //! Issue 11, item 6: `SELECT length(repeat('x', 1500000000))` pushed the process to 6.3 GB
 //! while planning (constant folding). Alone in its test binary, so the process's peak RSS
 //! (`VmHWM`) is this test's.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::single_range_in_vec_init
+)]
 
 mod common;
 

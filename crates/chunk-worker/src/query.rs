@@ -528,6 +528,10 @@ pub struct QueryOptions {
     /// against the timeout) [default: 8].
     #[arg(long, env = "CHUNK_WORKER_MAX_QUERIES", value_name = "N")]
     pub max_queries: Option<usize>,
+    /// The memory all running queries share for sorts, aggregations and joins, such as 1GiB;
+    /// beyond their share sorts spill to <data-dir>/tmp/query-spill [default: 1GiB].
+    #[arg(long, env = "CHUNK_WORKER_QUERY_MEMORY", value_name = "SIZE", value_parser = crate::settings::parse_size)]
+    pub query_memory: Option<u64>,
 }
 
 /// The default of [`QueryOptions::max_queries`].
@@ -600,7 +604,10 @@ impl QueryService {
             .enable_all()
             .build()
             .context("start the query runtime")?;
-        let config = QueryConfig::default().with_target_partitions(threads);
+        let mut config = QueryConfig::default().with_target_partitions(threads);
+        if let Some(bytes) = options.query_memory {
+            config = config.with_memory_limit(Some(usize::try_from(bytes).unwrap_or(usize::MAX)));
+        }
         let engine = QueryEngine::with_config(manager, catalog, config)
             .context("set up the query engine")?;
         metrics::gauge!(QUERIES_RUNNING).set(0.0);
