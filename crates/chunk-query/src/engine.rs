@@ -81,8 +81,9 @@ use datafusion::datasource::empty::EmptyTable;
 use datafusion::error::DataFusionError;
 use datafusion::execution::SendableRecordBatchStream;
 use datafusion::execution::SessionStateBuilder;
+use datafusion::execution::disk_manager::SpillingProgress;
 use datafusion::execution::object_store::ObjectStoreUrl;
-use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
+use datafusion::execution::runtime_env::RuntimeEnv;
 use datafusion::logical_expr::LogicalPlan;
 use datafusion::optimizer::analyzer::type_coercion::TypeCoercion;
 use datafusion::physical_optimizer::PhysicalOptimizerRule;
@@ -125,9 +126,21 @@ pub struct QueryConfig {
     /// How many partitions (threads' worth of work) a query is split into. Default: the
     /// number of CPUs.
     pub target_partitions: usize,
-    /// The memory all running queries may use together for sorts, joins and aggregations
-    /// (beyond it they spill to disk or fail); `None` for no limit. Default 1 GiB.
+    /// The memory all running queries may use together for sorts, aggregations, joins and
+    /// exchanges, shared fairly between the operators that can spill (see [`crate::memory`]):
+    /// beyond their share sorts, group-bys and sort-merge joins spill to disk; a hash join's
+    /// build side must fit. `None` for no limit. Default 1 GiB.
     pub memory_limit: Option<usize>,
+    /// Where spill files go; `None` for `<data_dir>/tmp/query-spill` of the manager (emptied
+    /// with the rest of `tmp/` whenever the manager opens). Default `None`.
+    pub spill_dir: Option<PathBuf>,
+    /// The most bytes the spill files of all running queries may take together; a query that
+    /// needs more fails. Not counted against the manager's disk budget. Default 100 GiB.
+    pub max_spill_bytes: u64,
+    /// The most bytes one call of a function that builds big values (`repeat`, `lpad`,
+    /// `array_repeat`, ...) may build, over a batch of rows: see [`crate::bounded`]. Default
+    /// 256 MiB.
+    pub max_expression_bytes: usize,
     /// How long a query waits for its chunks to be ready; `None` to wait as long as it takes.
     /// Default 10 minutes.
     pub fetch_timeout: Option<Duration>,
@@ -148,6 +161,9 @@ impl Default for QueryConfig {
             batch_size: 8192,
             target_partitions: std::thread::available_parallelism().map_or(2, |n| n.get()),
             memory_limit: Some(1 << 30),
+            spill_dir: None,
+            max_spill_bytes: 100 << 30,
+            max_expression_bytes: 256 << 20,
             fetch_timeout: Some(Duration::from_secs(600)),
             pushdown_filters: true,
             remote_reads: true,
@@ -177,6 +193,24 @@ impl QueryConfig {
     /// Sets [`QueryConfig::memory_limit`].
     pub fn with_memory_limit(mut self, bytes: Option<usize>) -> Self {
         self.memory_limit = bytes;
+        self
+    }
+
+    /// Sets [`QueryConfig::spill_dir`].
+    pub fn with_spill_dir(mut self, dir: Option<PathBuf>) -> Self {
+        self.spill_dir = dir;
+        self
+    }
+
+    /// Sets [`QueryConfig::max_spill_bytes`].
+    pub fn with_max_spill_bytes(mut self, bytes: u64) -> Self {
+        self.max_spill_bytes = bytes;
+        self
+    }
+
+    /// Sets [`QueryConfig::max_expression_bytes`].
+    pub fn with_max_expression_bytes(mut self, bytes: usize) -> Self {
+        self.max_expression_bytes = bytes;
         self
     }
 
@@ -250,6 +284,8 @@ pub struct QueryEngine {
     config: QueryConfig,
     /// Shared by every query: the memory pool and the spill directory.
     runtime: Arc<RuntimeEnv>,
+    /// The spill files queries make.
+    spills: Arc<crate::memory::SpillFiles>,
 }
 
 /// One chunk a query reads.
@@ -288,12 +324,9 @@ impl QueryEngine {
         catalog: Catalog,
         config: QueryConfig,
     ) -> Result<Self, QueryError> {
-        let mut runtime = RuntimeEnvBuilder::new();
-        if let Some(limit) = config.memory_limit {
-            runtime = runtime.with_memory_limit(limit, 1.0);
-        }
-        let runtime = runtime.build_arc().map_err(QueryError::execution)?;
+        let (runtime, spills) = crate::memory::runtime_env(&manager, &config)?;
         Ok(Self {
+            spills,
             manager,
             catalog: ArcSwap::from_pointee(catalog),
             config,
@@ -602,7 +635,8 @@ impl QueryEngine {
         let parquet = &mut config.options_mut().execution.parquet;
         parquet.pushdown_filters = self.config.pushdown_filters;
         parquet.reorder_filters = self.config.pushdown_filters;
-        let state = SessionStateBuilder::new()
+        crate::memory::configure_session(&mut config, &self.config);
+        let mut builder = SessionStateBuilder::new()
             .with_config(config)
             .with_runtime_env(self.runtime.clone())
             .with_default_features()
@@ -611,9 +645,29 @@ impl QueryEngine {
             .with_analyzer_rule(Arc::new(WidenSums))
             .with_analyzer_rule(Arc::new(TypeCoercion::new()))
             .with_analyzer_rule(Arc::new(CheckedArithmetic))
-            .with_physical_optimizer_rule(Arc::new(YieldInJoins))
-            .build();
-        SessionContext::new_with_state(state)
+            .with_physical_optimizer_rule(Arc::new(YieldInJoins));
+        builder = crate::memory::bound_expressions(builder, &self.config);
+        SessionContext::new_with_state(builder.build())
+    }
+
+    /// Where spill files go.
+    pub fn spill_dir(&self) -> PathBuf {
+        crate::memory::spill_dir(&self.manager, &self.config)
+    }
+
+    /// The spill files of running queries now: their bytes and how many.
+    pub fn spilling(&self) -> SpillingProgress {
+        self.spills.progress()
+    }
+
+    /// How many spill files queries have made since the engine started.
+    pub fn spill_files_made(&self) -> u64 {
+        self.spills.made()
+    }
+
+    /// The bytes of the memory limit reserved by running queries now.
+    pub fn memory_reserved(&self) -> usize {
+        self.runtime.memory_pool.reserved()
     }
 
     /// Registers one table per Parquet file name the query reads (every one if `tables` is

@@ -160,6 +160,16 @@ pub enum QueryError {
         source: Box<DataFusionError>,
     },
 
+    /// The spill directory cannot be created or emptied.
+    #[error("cannot prepare the spill directory {}: {source}", path.display())]
+    SpillDir {
+        /// The directory.
+        path: PathBuf,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+
     /// The query failed while it ran (reading a file, a resource limit, ...).
     #[error("the query failed: {source}")]
     Execution {
@@ -172,7 +182,7 @@ pub enum QueryError {
 impl QueryError {
     /// A short, stable name for the kind of error, for logs, metrics and JSON:
     /// `empty_range`, `unknown_dataset`, `no_chunks`, `fetch_failed`, `fetch_timeout`,
-    /// `invalid_sql` or `execution`.
+    /// `invalid_sql`, `spill_dir` or `execution`.
     pub fn kind(&self) -> &'static str {
         match self {
             QueryError::EmptyRange { .. } => "empty_range",
@@ -181,6 +191,7 @@ impl QueryError {
             QueryError::Fetch { .. } => "fetch_failed",
             QueryError::FetchTimeout { .. } => "fetch_timeout",
             QueryError::Sql { .. } => "invalid_sql",
+            QueryError::SpillDir { .. } => "spill_dir",
             QueryError::Execution { .. } => "execution",
         }
     }

@@ -44,15 +44,19 @@
 //!
 //! - [`catalog`]: the dataset catalog (chunks and table schemas) and the cover of a block range.
 //! - [`checked`]: exact sums and overflow-checked integer arithmetic.
+//! - [`memory`]: the memory limit shared by all queries, and spilling to disk.
+//! - [`bounded`]: no single expression can build a value big enough to take the process down.
 //! - [`engine`]: the query engine and its result stream.
 //! - [`synth`]: a generator of realistic blockchain-like Parquet chunks.
 //! - [`output`]: results as JSON, Arrow IPC or a text table.
 #![deny(missing_docs)]
 
+pub mod bounded;
 pub mod catalog;
 pub mod checked;
 pub mod engine;
 mod error;
+pub mod memory;
 pub mod output;
 pub mod synth;
 

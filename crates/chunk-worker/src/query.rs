@@ -541,6 +541,10 @@ pub struct QueryOptions {
     /// requests. Better when the same chunks are queried again and again.
     #[arg(long, env = "CHUNK_WORKER_WHOLE_CHUNKS")]
     pub whole_chunks: bool,
+    /// The memory all running queries share for sorts, aggregations and joins, such as 1GiB;
+    /// beyond their share sorts spill to <data-dir>/tmp/query-spill [default: 1GiB].
+    #[arg(long, env = "CHUNK_WORKER_QUERY_MEMORY", value_name = "SIZE", value_parser = crate::settings::parse_size)]
+    pub query_memory: Option<u64>,
 }
 
 /// The default of [`QueryOptions::max_queries`].
@@ -615,9 +619,12 @@ impl QueryService {
             .enable_all()
             .build()
             .context("start the query runtime")?;
-        let config = QueryConfig::default()
+        let mut config = QueryConfig::default()
             .with_target_partitions(threads)
             .with_remote_reads(!options.whole_chunks);
+        if let Some(bytes) = options.query_memory {
+            config = config.with_memory_limit(Some(usize::try_from(bytes).unwrap_or(usize::MAX)));
+        }
         let engine = QueryEngine::with_config(manager, catalog, config)
             .context("set up the query engine")?;
         metrics::gauge!(QUERIES_RUNNING).set(0.0);
@@ -874,6 +881,8 @@ async fn execute_distributed(
             .iter()
             .filter(|chunk| chunk.holder.is_none())
             .count(),
+        // Fleet scans read the chunks on the workers that hold them (or fetch them there).
+        remote: 0,
         missing: distributed
             .missing
             .iter()

@@ -1,0 +1,179 @@
+//! Memory: one limit for all running queries, shared fairly, with spilling to disk.
+//!
+//! # The limit
+//!
+//! Every query of an engine runs under one memory pool of
+//! [`QueryConfig::memory_limit`] bytes (1 GiB by default; `--query-memory` for the daemon).
+//! It is DataFusion's `FairSpillPool`: the operators that cannot spill (hash join build sides,
+//! the merge buffers a sort keeps for itself, ...) take what they need first come, first
+//! served, and what is left is split evenly between the operators that can spill (sorts,
+//! group-bys, repartitions) of every running query, so one big query cannot starve the others
+//! (with a greedy pool, whoever grows first takes everything and the others fail with
+//! "Resources exhausted").
+//!
+//! # Spilling
+//!
+//! An operator that reaches its share writes what it holds to a spill file and goes on:
+//! sorts (`ORDER BY`, and the sorts under windows and sort-merge joins), the partial stage of
+//! hash aggregations, sort-merge joins and repartitions. The final stage of a `GROUP BY` with
+//! very many groups can still fail with "Resources exhausted" under a small limit (seen with
+//! DataFusion 55 at 4 MiB). A hash join does not spill:
+//! its build side (the smaller input) must fit in memory, or the query fails with "Resources
+//! exhausted". Window functions hold their current partition outside the pool.
+//!
+//! Spill files go to [`QueryConfig::spill_dir`], by default `<data_dir>/tmp/query-spill/` of
+//! the chunk manager (created when the engine starts, after the manager, which empties
+//! `tmp/` whenever it opens); each engine uses a `datafusion-*` directory of its own in it,
+//! removed when the engine is dropped, and an engine starting removes the `datafusion-*`
+//! directories a crashed process left there. Spill files count against
+//! [`QueryConfig::max_spill_bytes`] (100 GiB by default), not the manager's disk budget.
+//!
+//! To give each sort room to spill even under a small limit, the memory a sort keeps for its
+//! final merge (DataFusion's `sort_spill_reservation_bytes`, 10 MiB by default) is at most a
+//! sixteenth of the limit per partition, and a merge of spilled runs reads at most two of
+//! them at once (more runs take more merge passes): merges cannot spill, and uncapped, one
+//! partition's merge would take all the memory it can get.
+
+use std::num::NonZeroUsize;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use chunk_manager::ChunkManager;
+use datafusion::execution::SessionStateBuilder;
+use datafusion::execution::disk_manager::{DiskManagerBuilder, DiskManagerMode, SpillingProgress};
+use datafusion::execution::memory_pool::{FairSpillPool, MemoryPool, TrackConsumersPool};
+use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
+use datafusion::execution::{DiskManager, SpillFile, TempFileFactory};
+use datafusion::prelude::SessionConfig;
+
+use crate::QueryConfig;
+use crate::bounded::{BoundedExpressions, bound_functions};
+use crate::error::QueryError;
+
+/// The prefix of the directories DataFusion makes for its spill files.
+const SPILL_PREFIX: &str = "datafusion-";
+
+/// How many spill files one merge pass reads at once. DataFusion's merges of spilled runs
+/// cannot spill, and by default take as much of the pool as they can get (a buffer per
+/// file), starving the other partitions and queries: capped, each takes a few batches, and
+/// more runs take more passes.
+const SPILL_MERGE_FAN_IN: usize = 2;
+
+/// The default spill directory, under the manager's `tmp/`.
+const SPILL_DIR: &str = "tmp/query-spill";
+
+/// Where spill files go: [`QueryConfig::spill_dir`] or `<data_dir>/tmp/query-spill`.
+pub(crate) fn spill_dir(manager: &ChunkManager, config: &QueryConfig) -> PathBuf {
+    match &config.spill_dir {
+        Some(dir) => dir.clone(),
+        None => manager.config().data_dir.join(SPILL_DIR),
+    }
+}
+
+/// The runtime shared by every query of an engine: the fair memory pool and the disk manager
+/// spilling to the spill directory (created, and emptied of earlier processes' spill files);
+/// with the count of spill files made.
+pub(crate) fn runtime_env(
+    manager: &ChunkManager,
+    config: &QueryConfig,
+) -> Result<(Arc<RuntimeEnv>, Arc<SpillFiles>), QueryError> {
+    let dir = spill_dir(manager, config);
+    prepare_spill_dir(&dir).map_err(|source| QueryError::SpillDir {
+        path: dir.clone(),
+        source,
+    })?;
+    let disk = DiskManagerBuilder::default()
+        .with_mode(DiskManagerMode::Directories(vec![dir]))
+        .with_max_temp_directory_size(config.max_spill_bytes)
+        .with_max_spill_merge_fan_in(SPILL_MERGE_FAN_IN)
+        .build()
+        .map_err(QueryError::execution)?;
+    let spills = Arc::new(SpillFiles {
+        disk: Arc::new(disk),
+        made: AtomicU64::new(0),
+    });
+    let counted = DiskManagerBuilder::default()
+        .with_mode(DiskManagerMode::Custom(spills.clone()))
+        .with_max_temp_directory_size(config.max_spill_bytes);
+    let mut runtime = RuntimeEnvBuilder::new().with_disk_manager_builder(counted);
+    if let Some(limit) = config.memory_limit {
+        // The errors name the five biggest consumers.
+        let top = NonZeroUsize::new(5).unwrap_or(NonZeroUsize::MIN);
+        let pool: Arc<dyn MemoryPool> =
+            Arc::new(TrackConsumersPool::new(FairSpillPool::new(limit), top));
+        runtime = runtime.with_memory_pool(pool);
+    }
+    let runtime = runtime.build_arc().map_err(QueryError::execution)?;
+    Ok((runtime, spills))
+}
+
+/// The spill files of an engine: made by a DataFusion disk manager over the spill directory
+/// (which keeps their total under [`QueryConfig::max_spill_bytes`]), and counted.
+pub(crate) struct SpillFiles {
+    disk: Arc<DiskManager>,
+    made: AtomicU64,
+}
+
+impl SpillFiles {
+    /// How many spill files queries have made since the engine started.
+    pub(crate) fn made(&self) -> u64 {
+        self.made.load(Ordering::Relaxed)
+    }
+
+    /// The spill files that exist now: their bytes and how many.
+    pub(crate) fn progress(&self) -> SpillingProgress {
+        self.disk.spilling_progress()
+    }
+}
+
+impl TempFileFactory for SpillFiles {
+    fn create_temp_file(
+        &self,
+        description: &str,
+    ) -> datafusion::common::Result<Arc<dyn SpillFile>> {
+        self.made.fetch_add(1, Ordering::Relaxed);
+        self.disk.create_tmp_file(description)
+    }
+}
+
+/// Creates `dir` and removes the spill directories left in it by earlier processes (only
+/// those: it may be a directory the operator shares with other things).
+fn prepare_spill_dir(dir: &Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        let stale = entry
+            .file_name()
+            .to_str()
+            .is_some_and(|name| name.starts_with(SPILL_PREFIX));
+        if stale && entry.file_type()?.is_dir() {
+            std::fs::remove_dir_all(entry.path())?;
+        }
+    }
+    Ok(())
+}
+
+/// The memory settings of a query's session.
+pub(crate) fn configure_session(session: &mut SessionConfig, config: &QueryConfig) {
+    let execution = &mut session.options_mut().execution;
+    if let Some(limit) = config.memory_limit {
+        let partitions = config.target_partitions.max(1);
+        let share = limit / 16 / partitions;
+        execution.sort_spill_reservation_bytes = execution
+            .sort_spill_reservation_bytes
+            .min(share.max(64 * 1024));
+    }
+}
+
+/// Wraps the functions that build big values and adds the rule that refuses them at planning:
+/// see [`crate::bounded`].
+pub(crate) fn bound_expressions(
+    mut builder: SessionStateBuilder,
+    config: &QueryConfig,
+) -> SessionStateBuilder {
+    if let Some(functions) = builder.scalar_functions() {
+        bound_functions(functions, config.max_expression_bytes);
+    }
+    builder.with_optimizer_rule(Arc::new(BoundedExpressions))
+}
