@@ -50,10 +50,12 @@ fn limited(data: &Data, limit: usize) -> Worker {
     Worker::with(
         data.catalog.clone(),
         |config| config,
+        // Whole chunks, read locally: the sizes below are tuned for local Parquet reads.
         QueryConfig::default()
             .with_target_partitions(1)
             .with_batch_size(1024)
-            .with_memory_limit(Some(limit)),
+            .with_memory_limit(Some(limit))
+            .with_remote_reads(false),
     )
 }
 
