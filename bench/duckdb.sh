@@ -22,6 +22,8 @@
 #   SECONDS_QPS=20      seconds per side of the concurrency run
 #   FORMAT=ndjson       the worker's output format (ndjson or arrow)
 #   BIN=                a chunk-worker binary to use instead of building one
+#   DATA=               keep the generated chunks in this directory (generated there when it
+#                       has no catalog.json, reused as they are when it has one)
 #   DUCKDB_VERSION=2.0.1
 #   BENCH_TMP=/tmp      where the temporary directory goes
 #   RESULTS=$CARGO_TARGET_DIR/duckdb-results.jsonl
@@ -60,17 +62,22 @@ cleanup() {
 }
 trap cleanup EXIT
 
-echo "== data: $CHUNKS chunks x $BLOCKS blocks, $TXS transactions per block, in $WORK"
-"$BIN" synth --out "$WORK/synth" --chunks "$CHUNKS" --blocks-per-chunk "$BLOCKS" \
-  --transactions-per-block "$TXS" --dataset "$DATASET" | head -1
-SIZE=$(du -sh "$WORK/synth" | cut -f1)
+SYNTH=${DATA:-$WORK/synth}
+if [ -f "$SYNTH/catalog.json" ]; then
+  echo "== data: reusing $SYNTH (CHUNKS, BLOCKS and TXS must be those it was made with)"
+else
+  echo "== data: $CHUNKS chunks x $BLOCKS blocks, $TXS transactions per block, in $SYNTH"
+  "$BIN" synth --out "$SYNTH" --chunks "$CHUNKS" --blocks-per-chunk "$BLOCKS" \
+    --transactions-per-block "$TXS" --dataset "$DATASET" | head -1
+fi
+SIZE=$(du -sh "$SYNTH" | cut -f1)
 
 # Half a chunk in from each end, so the block filter has work to do on both sides.
 START=$((BLOCKS / 2))
 END=$((CHUNKS * BLOCKS - BLOCKS / 2))
 
 mkfifo "$WORK/out"
-"$BIN" serve --listen 127.0.0.1:0 --data-dir "$WORK/data" --catalog "$WORK/synth/catalog.json" \
+"$BIN" serve --listen 127.0.0.1:0 --data-dir "$WORK/data" --catalog "$SYNTH/catalog.json" \
   --allow-file-urls true >"$WORK/out" 2>"$WORK/serve.log" &
 SERVER_PID=$!
 ADDRESS=""
@@ -90,6 +97,6 @@ echo "== daemon at $ADDRESS ($("$BIN" --version 2>/dev/null || echo chunk-worker
 
 COMMAND="CHUNKS=$CHUNKS BLOCKS=$BLOCKS TXS=$TXS REPS=$REPS CLIENTS=$CLIENTS SECONDS_QPS=$SECONDS_QPS FORMAT=$FORMAT bench/duckdb.sh"
 python3 "$ROOT/bench/duckdb_compare.py" --url "$ADDRESS" --dataset "$DATASET" \
-  --data "$WORK/synth" --start "$START" --end "$END" --reps "$REPS" --clients "$CLIENTS" \
+  --data "$SYNTH" --start "$START" --end "$END" --reps "$REPS" --clients "$CLIENTS" \
   --seconds "$SECONDS_QPS" --format "$FORMAT" --results "$RESULTS" --command "$COMMAND" \
   --describe "synth: $CHUNKS chunks x $BLOCKS blocks, $TXS tx/block, $SIZE on disk"
