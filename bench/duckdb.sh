@@ -72,9 +72,13 @@ else
 fi
 SIZE=$(du -sh "$SYNTH" | cut -f1)
 
-# Half a chunk in from each end, so the block filter has work to do on both sides.
-START=$((BLOCKS / 2))
-END=$((CHUNKS * BLOCKS - BLOCKS / 2))
+# Half a chunk in from each end, so the block filter has work to do on both sides (a
+# quarter with one chunk).
+if [ "$CHUNKS" -gt 1 ]; then
+  START=$((BLOCKS / 2)) END=$((CHUNKS * BLOCKS - BLOCKS / 2))
+else
+  START=$((BLOCKS / 4)) END=$((BLOCKS - BLOCKS / 4))
+fi
 
 mkfifo "$WORK/out"
 "$BIN" serve --listen 127.0.0.1:0 --data-dir "$WORK/data" --catalog "$SYNTH/catalog.json" \
