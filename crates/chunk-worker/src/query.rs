@@ -139,29 +139,17 @@ pub fn run(args: &QueryArgs) -> anyhow::Result<ExitCode> {
     if args.format == Format::ArrowIpc && std::io::stdout().is_terminal() {
         bail!("--format arrow writes binary data: redirect it to a file or a pipe");
     }
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .context("start the query runtime")?;
+    let runtime = cli_runtime()?;
     let temporary = tempfile::tempdir().context("create a temporary directory")?;
     // The demo's origin lives until the query is done.
-    let (catalog, _origin, mut config) = if args.demo {
-        let (catalog, origin) = demo_catalog()?;
-        let mut config = args.manager.resolve()?;
-        if args.manager.data_dir.is_none() {
-            config.data_dir = temporary.path().join("data");
-        }
-        (catalog, Some(origin), config)
-    } else {
-        let source = args
-            .catalog
-            .as_deref()
-            .ok_or_else(|| anyhow!("--catalog is needed (or --demo)"))?;
-        let catalog = runtime.block_on(load_catalog(source, args.dataset.as_deref()))?;
-        (catalog, None, args.manager.resolve()?)
-    };
-    config = config.with_worker_threads(2);
+    let (catalog, _origin, config) = cli_catalog(
+        &runtime,
+        temporary.path(),
+        args.demo,
+        args.catalog.as_deref(),
+        args.dataset.as_deref(),
+        &args.manager,
+    )?;
     let data_dir = config.data_dir.clone();
     let manager = Arc::new(ChunkManager::open(config).with_context(|| {
         format!(
@@ -213,30 +201,53 @@ pub struct SchemaArgs {
     pub json: bool,
 }
 
-/// `chunk-worker schema`: every table of a dataset and its columns, like `DESCRIBE`.
-pub fn schema(args: &SchemaArgs) -> anyhow::Result<ExitCode> {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
+/// The runtime a CLI command (`query`, `schema`) runs its catalog loading and queries on.
+fn cli_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
-        .context("start the runtime")?;
-    let temporary = tempfile::tempdir().context("create a temporary directory")?;
-    let (catalog, _origin, mut config) = if args.demo {
+        .context("start the query runtime")
+}
+
+/// What a CLI command reads: the demo's catalog (with the origin serving it, to keep alive
+/// while the command runs, and a data directory under `temporary` unless one is given) or the
+/// catalog at `--catalog`; and the manager's configuration.
+fn cli_catalog(
+    runtime: &tokio::runtime::Runtime,
+    temporary: &Path,
+    demo: bool,
+    source: Option<&str>,
+    dataset: Option<&str>,
+    manager: &ManagerArgs,
+) -> anyhow::Result<(Catalog, Option<Origin>, chunk_manager::Config)> {
+    let (catalog, origin, config) = if demo {
         let (catalog, origin) = demo_catalog()?;
-        let mut config = args.manager.resolve()?;
-        if args.manager.data_dir.is_none() {
-            config.data_dir = temporary.path().join("data");
+        let mut config = manager.resolve()?;
+        if manager.data_dir.is_none() {
+            config.data_dir = temporary.join("data");
         }
         (catalog, Some(origin), config)
     } else {
-        let source = args
-            .catalog
-            .as_deref()
-            .ok_or_else(|| anyhow!("--catalog is needed (or --demo)"))?;
-        let catalog = runtime.block_on(load_catalog(source, args.dataset.as_deref()))?;
-        (catalog, None, args.manager.resolve()?)
+        let source = source.ok_or_else(|| anyhow!("--catalog is needed (or --demo)"))?;
+        let catalog = runtime.block_on(load_catalog(source, dataset))?;
+        (catalog, None, manager.resolve()?)
     };
-    config = config.with_worker_threads(2);
+    Ok((catalog, origin, config.with_worker_threads(2)))
+}
+
+/// `chunk-worker schema`: every table of a dataset and its columns, like `DESCRIBE`.
+pub fn schema(args: &SchemaArgs) -> anyhow::Result<ExitCode> {
+    let runtime = cli_runtime()?;
+    let temporary = tempfile::tempdir().context("create a temporary directory")?;
+    let (catalog, _origin, config) = cli_catalog(
+        &runtime,
+        temporary.path(),
+        args.demo,
+        args.catalog.as_deref(),
+        args.dataset.as_deref(),
+        &args.manager,
+    )?;
     let dataset = pick_dataset(&catalog, args.dataset.as_deref())?;
     let schemas = match catalog.schemas(&dataset) {
         known if !known.is_empty() => known,
