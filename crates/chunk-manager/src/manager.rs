@@ -278,12 +278,13 @@ impl ChunkManager {
 
     /// The ids of every ready chunk.
     pub fn list_chunks(&self) -> Vec<ChunkId> {
+        // In this order: a hide the version shows is in the list read after it.
         let index = self.shared.index.load();
-        index.ids(
-            self.shared
-                .visible_version
-                .load(std::sync::atomic::Ordering::Acquire),
-        )
+        let current = self
+            .shared
+            .visible_version
+            .load(std::sync::atomic::Ordering::Acquire);
+        index.ids(current, &self.shared.hides.load())
     }
 
     /// A ready chunk of `dataset_id` whose range contains `block_number`, pinned.
@@ -499,6 +500,63 @@ impl ChunkManager {
         }
     }
 
+    /// The chunk's size in bytes, as a download would reserve it: each file's size declared in
+    /// its [`FileCheck`](crate::FileCheck), else asked of its origin (`HEAD`, or a one-byte
+    /// `GET` where `HEAD` is refused; S3 and other object stores by their metadata). Nothing
+    /// is downloaded. For a caller that must know whether a set of chunks fits the budget
+    /// before fetching them (a query), so it can fail at once rather than wait.
+    ///
+    /// # Errors
+    ///
+    /// The chunk's description is invalid, a file's origin is refused or cannot be reached,
+    /// or a declared size disagrees with the origin's (one attempt, no retries).
+    ///
+    /// ```
+    /// use chunk_manager::{ChunkManager, Config, DataChunk};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let origin = chunk_origin::Origin::start()?;
+    /// # origin.insert("c1/blocks", chunk_origin::content(1, 1000));
+    /// # origin.insert("c1/logs", chunk_origin::content(2, 24));
+    /// let dir = tempfile::tempdir()?;
+    /// let manager = ChunkManager::open(Config::new(dir.path()))?;
+    /// let files = [
+    ///     ("blocks".to_string(), origin.url("c1/blocks")),
+    ///     ("logs".to_string(), origin.url("c1/logs")),
+    /// ];
+    /// let chunk = DataChunk::new([1; 32], [9; 32], 100..200, files.into());
+    /// assert_eq!(manager.probe_size(&chunk).await?, 1024);
+    /// # assert_eq!(origin.get_count("c1/blocks"), 0);
+    /// # manager.shutdown().await;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn probe_size(&self, chunk: &DataChunk) -> Result<u64, Error> {
+        chunk.validate().map_err(|source| Error::InvalidChunk {
+            chunk: *chunk.id(),
+            source,
+        })?;
+        let probes = chunk.files().iter().map(|(name, url)| async move {
+            if let Some(size) = chunk.checks().get(name).and_then(|check| check.size) {
+                return Ok(size);
+            }
+            let context = crate::source::FileContext {
+                chunk: chunk.id(),
+                file: name,
+                url,
+            };
+            let location = self.shared.sources.locate(context)?;
+            let probe = self.shared.sources.probe(context, &location).await?;
+            Ok(probe.size)
+        });
+        let sizes = futures::future::try_join_all(probes).await?;
+        sizes
+            .into_iter()
+            .try_fold(0u64, u64::checked_add)
+            .ok_or(Error::SizeOverflow { chunk: *chunk.id() })
+    }
+
     /// Waits until lookups see every visibility change made so far (or the manager stops).
     async fn until_published(&self) {
         let mut changes = self.shared.watch();
@@ -631,7 +689,7 @@ impl ChunkManager {
     pub fn verify(&self) -> Vec<(ChunkId, Error)> {
         let ready = self.shared.index.load();
         let mut bad = Vec::new();
-        for id in ready.ids(u64::MAX) {
+        for id in ready.visible_ids() {
             let Some(chunk) = self.get_chunk(&id) else {
                 continue;
             };

@@ -45,7 +45,7 @@ use crate::download::DownloadJob;
 use crate::error::Error;
 use crate::event::{Emitter, Event};
 use crate::handle::{Released, Resident};
-use crate::index::{Index, Retire, Retired};
+use crate::index::{Hides, Index, Retire, Retired};
 use crate::table::{
     DownloadOutcome, IndexChange, IndexKey, IoRetry, Outcome, Reservation, Table, Work,
 };
@@ -63,6 +63,8 @@ pub(crate) struct Shared {
     retire: Retire,
     /// The table's visible-set version, for lock-free `list_chunks`.
     pub(crate) visible_version: Arc<AtomicU64>,
+    /// The table's recent hides, for lock-free `list_chunks`.
+    pub(crate) hides: Arc<ArcSwap<Hides>>,
     /// The table's index version the published index reflects.
     published: AtomicU64,
     /// Wakes the reconciler after an API call.
@@ -90,6 +92,7 @@ impl Shared {
     ) -> Self {
         let published = table.index_version();
         let visible_version = table.visible_version();
+        let hides = table.hides();
         Self {
             config,
             layout,
@@ -98,6 +101,7 @@ impl Shared {
             index: ArcSwap::from_pointee(index),
             retire,
             visible_version,
+            hides,
             published: AtomicU64::new(published),
             wake: Notify::new(),
             version: watch::Sender::new(0),

@@ -57,7 +57,7 @@ pub(crate) async fn run(shared: Arc<Shared>, shutdown: CancellationToken) {
         return;
     }
     loop {
-        let ids = shared.index.load().ids(u64::MAX);
+        let ids = shared.index.load().visible_ids();
         for id in ids {
             if shutdown.is_cancelled() {
                 return;

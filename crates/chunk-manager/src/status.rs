@@ -102,6 +102,9 @@ pub struct Totals {
     pub bytes_committed: u64,
     /// Bytes reserved by downloads in flight.
     pub bytes_reserved: u64,
+    /// Of the committed and reserved bytes, those of assigned chunks: never evicted, so the
+    /// budget less these is the most that chunks fetched for queries can hold.
+    pub bytes_assigned: u64,
     /// The disk budget.
     pub disk_budget: u64,
 }

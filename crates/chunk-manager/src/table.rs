@@ -99,12 +99,15 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 
+use arc_swap::ArcSwap;
+
 use tokio_util::sync::CancellationToken;
 
 use crate::chunk::{ChunkId, DataChunk, DatasetId, InvalidChunk};
 use crate::error::Error;
 use crate::event::{Emitter, Event};
 use crate::handle::{ReleaseKind, Released, Releases, Resident};
+use crate::index::Hides;
 use crate::status::{ChunkState, ChunkStatus, Totals};
 
 /// Bytes done and total of one running download, written by the job, read by status calls.
@@ -476,6 +479,11 @@ pub(crate) struct Table {
     /// `index_version`, readable without the lock: a lookup snapshot built at this version
     /// has no chunk hidden since (see `Index::ids`).
     visible_version: Arc<AtomicU64>,
+    /// The chunks hidden since the last published snapshot, readable without the lock, so
+    /// `list_chunks` skips them without reading every resident.
+    hides: Arc<ArcSwap<Hides>>,
+    /// The version the last `take_index_changes` handed to the reconciler to publish.
+    taken_version: u64,
     shutting_down: bool,
     events: Emitter,
     /// Events to send once the reconciler has published the index they describe, so a
@@ -541,6 +549,8 @@ impl Table {
             index_changes: Vec::new(),
             index_version: 0,
             visible_version: Arc::new(AtomicU64::new(0)),
+            hides: Arc::default(),
+            taken_version: 0,
             shutting_down: false,
             events,
             after_publish: Vec::new(),
@@ -1640,8 +1650,11 @@ impl Table {
     }
 
     fn hide(&mut self, key: IndexKey) {
-        self.index_changes.push(IndexChange::Hide(key));
         self.index_version += 1;
+        // Recorded before the version moves: a reader that sees the version finds the hide.
+        self.hides
+            .store(Arc::new(self.hides.load().with(self.index_version, key)));
+        self.index_changes.push(IndexChange::Hide(key));
         self.visible_version
             .store(self.index_version, Ordering::Release);
     }
@@ -1649,6 +1662,11 @@ impl Table {
     /// The visible set's version, shared for lock-free readers.
     pub(crate) fn visible_version(&self) -> Arc<AtomicU64> {
         self.visible_version.clone()
+    }
+
+    /// The chunks hidden since the last published snapshot, shared for lock-free readers.
+    pub(crate) fn hides(&self) -> Arc<ArcSwap<Hides>> {
+        self.hides.clone()
     }
 
     fn storage_used(&self) {
@@ -1662,13 +1680,23 @@ impl Table {
         );
     }
 
-    /// The visibility changes since the last call, and the version they bring the index to.
     /// Events to send after the index changes taken so far are published.
     pub(crate) fn take_after_publish(&mut self) -> Vec<Event> {
         mem::take(&mut self.after_publish)
     }
 
+    /// The visibility changes since the last call, and the version they bring the index to.
+    ///
+    /// The reconciler publishes each batch before it takes the next, so the hides up to the
+    /// previous batch's version are in the published snapshot: `list_chunks` no longer needs
+    /// them, and they are dropped here, keeping the shared list as short as one turn's hides.
     pub(crate) fn take_index_changes(&mut self) -> (Vec<IndexChange>, u64) {
+        let hides = self.hides.load();
+        if hides.since() < self.taken_version {
+            self.hides
+                .store(Arc::new(hides.published(self.taken_version)));
+        }
+        self.taken_version = self.index_version;
         (mem::take(&mut self.index_changes), self.index_version)
     }
 
@@ -1910,6 +1938,15 @@ impl Table {
             ..Totals::default()
         };
         for entry in self.entries.values() {
+            if entry.desire == Desire::Assigned {
+                let reserved = match entry.job {
+                    Some(Running::Download { reserved, .. }) => reserved,
+                    _ => 0,
+                };
+                totals.bytes_assigned = totals
+                    .bytes_assigned
+                    .saturating_add(entry.committed_size().saturating_add(reserved));
+            }
             match self.state_of(entry) {
                 ChunkState::Queued => totals.queued += 1,
                 ChunkState::WaitingForSpace { .. } => totals.waiting_for_space += 1,

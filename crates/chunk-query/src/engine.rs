@@ -96,7 +96,7 @@ use datafusion::sql::parser::Statement as DFStatement;
 use datafusion::sql::sqlparser::ast::Statement as SQLStatement;
 use futures::{Stream, StreamExt, TryStreamExt};
 
-use crate::catalog::{Catalog, Cover};
+use crate::catalog::{Catalog, Cover, CoverPart};
 use crate::checked::{CheckedArithmetic, WidenSums};
 use crate::error::QueryError;
 
@@ -286,6 +286,11 @@ pub struct QueryEngine {
     runtime: Arc<RuntimeEnv>,
     /// The spill files queries make.
     spills: Arc<crate::memory::SpillFiles>,
+    /// The disk budget's room for chunks fetched whole, in [`ROOM_UNIT`]s: a query takes its
+    /// share before it pins or fetches anything (see [`QueryEngine::sources`]).
+    fetch_room: tokio::sync::Semaphore,
+    /// The room's size.
+    fetch_room_units: u32,
 }
 
 /// One chunk a query reads.
@@ -325,8 +330,11 @@ impl QueryEngine {
         config: QueryConfig,
     ) -> Result<Self, QueryError> {
         let (runtime, spills) = crate::memory::runtime_env(&manager, &config)?;
+        let fetch_room_units = room_units(manager.config().disk_budget);
         Ok(Self {
             spills,
+            fetch_room: tokio::sync::Semaphore::new(fetch_room_units as usize),
+            fetch_room_units,
             manager,
             catalog: ArcSwap::from_pointee(catalog),
             config,
@@ -554,65 +562,99 @@ impl QueryEngine {
 
     /// How the query reads each chunk of the cover, and what it reports about each: a chunk
     /// this worker holds is pinned and read locally; one it does not is read remotely (see
-    /// [`QueryConfig::remote_reads`]) or fetched whole and pinned, the fetches concurrent and
-    /// bounded by [`QueryConfig::fetch_timeout`]; a chunk none of whose files the query reads
-    /// is left alone.
+    /// [`QueryConfig::remote_reads`]) or fetched whole and pinned; a chunk none of whose files
+    /// the query reads is left alone.
+    ///
+    /// A query that fetches whole chunks must have room for them all at once in the disk
+    /// budget (the budget less the assigned chunks, which are never evicted): one that cannot
+    /// fails at once ([`QueryError::TooLargeForBudget`]) and downloads nothing. Otherwise it
+    /// waits for its turn in [`QueryEngine`]'s fetch room (first come, first served) holding
+    /// no pin, so no query waiting for room keeps another from finding it; once admitted it
+    /// pins and fetches its chunks, all within [`QueryConfig::fetch_timeout`].
     async fn sources(
         &self,
         cover: &Cover,
         tables: Option<&BTreeSet<String>>,
     ) -> Result<(Vec<ChunkSource>, Vec<ChunkUse>), QueryError> {
-        let mut decided = Vec::with_capacity(cover.parts.len());
-        let mut uses = Vec::with_capacity(cover.parts.len());
-        for part in &cover.parts {
-            let read: Vec<&String> = part
-                .chunk
-                .files()
+        let decided = self.decide(cover, tables);
+        if decided.iter().all(Option::is_some) {
+            return Ok(self.report(cover, decided, Vec::new()));
+        }
+        let admitted = async {
+            let needed = self.room_needed(cover, &decided).await?;
+            // Nothing pinned while waiting for room.
+            drop(decided);
+            let room = self.admit(needed, cover).await?;
+            let decided = self.decide(cover, tables);
+            let fetches = cover
+                .parts
                 .iter()
-                .filter(|(name, _)| reads(name, tables))
-                .map(|(_, url)| url)
-                .collect();
-            let source = if read.is_empty() {
-                Some(ChunkSource::Unread)
-            } else if let Some(pinned) = self.manager.get_chunk(part.chunk.id()) {
-                Some(ChunkSource::Local(pinned))
-            } else if self.config.remote_reads
-                && read.iter().all(|url| remote_origin(url).is_some())
-            {
-                Some(ChunkSource::Remote)
-            } else {
-                None
-            };
-            uses.push(ChunkUse {
+                .zip(&decided)
+                .filter(|(_, source)| source.is_none())
+                .map(|(part, _)| async move {
+                    self.manager
+                        .fetch((*part.chunk).clone())
+                        .await
+                        .map_err(|source| QueryError::Fetch {
+                            chunk: *part.chunk.id(),
+                            source,
+                        })
+                });
+            let fetched = futures::future::try_join_all(fetches).await?;
+            drop(room);
+            Ok::<_, QueryError>((decided, fetched))
+        };
+        let (decided, fetched) = match self.config.fetch_timeout {
+            Some(timeout) => tokio::time::timeout(timeout, admitted)
+                .await
+                .map_err(|_elapsed| QueryError::FetchTimeout { timeout })??,
+            None => admitted.await?,
+        };
+        Ok(self.report(cover, decided, fetched))
+    }
+
+    /// For each part of the cover, how it is read if that is known without fetching: unread,
+    /// local (pinned now), or remote; `None` for a chunk to fetch whole.
+    fn decide(&self, cover: &Cover, tables: Option<&BTreeSet<String>>) -> Vec<Option<ChunkSource>> {
+        cover
+            .parts
+            .iter()
+            .map(|part| {
+                let read = read_urls(part, tables);
+                if read.is_empty() {
+                    Some(ChunkSource::Unread)
+                } else if let Some(pinned) = self.manager.get_chunk(part.chunk.id()) {
+                    Some(ChunkSource::Local(pinned))
+                } else if self.config.remote_reads
+                    && read.iter().all(|url| remote_origin(url).is_some())
+                {
+                    Some(ChunkSource::Remote)
+                } else {
+                    None
+                }
+            })
+            .collect()
+    }
+
+    /// The sources in cover order (each undecided part takes the next fetched chunk) and what
+    /// the query reports of each chunk.
+    fn report(
+        &self,
+        cover: &Cover,
+        decided: Vec<Option<ChunkSource>>,
+        fetched: Vec<ChunkRef>,
+    ) -> (Vec<ChunkSource>, Vec<ChunkUse>) {
+        let uses = cover
+            .parts
+            .iter()
+            .zip(&decided)
+            .map(|(part, source)| ChunkUse {
                 chunk: *part.chunk.id(),
                 blocks: part.blocks.clone(),
                 fetched: source.is_none(),
                 remote: matches!(source, Some(ChunkSource::Remote)),
-            });
-            decided.push(source);
-        }
-        let fetches = cover
-            .parts
-            .iter()
-            .zip(&decided)
-            .filter(|(_, source)| source.is_none())
-            .map(|(part, _)| async move {
-                self.manager
-                    .fetch((*part.chunk).clone())
-                    .await
-                    .map_err(|source| QueryError::Fetch {
-                        chunk: *part.chunk.id(),
-                        source,
-                    })
-            });
-        let all = futures::future::try_join_all(fetches);
-        let fetched = match self.config.fetch_timeout {
-            Some(timeout) => tokio::time::timeout(timeout, all)
-                .await
-                .map_err(|_elapsed| QueryError::FetchTimeout { timeout })??,
-            None => all.await?,
-        };
-        // One fetched chunk per undecided part, in order.
+            })
+            .collect();
         let mut fetched = fetched.into_iter();
         let sources = decided
             .into_iter()
@@ -622,7 +664,74 @@ impl QueryEngine {
                     .unwrap_or(ChunkSource::Unread)
             })
             .collect();
-        Ok((sources, uses))
+        (sources, uses)
+    }
+
+    /// The bytes of the disk budget this query needs at once: every chunk it fetches whole
+    /// and every cached chunk it reads locally (assigned chunks are on disk for good and take
+    /// no room a query could use). Sizes come from the chunks this worker knows, else from
+    /// the catalog's declared sizes or the origins (no download).
+    async fn room_needed(
+        &self,
+        cover: &Cover,
+        decided: &[Option<ChunkSource>],
+    ) -> Result<u64, QueryError> {
+        let mut needed = 0u64;
+        let mut probes = Vec::new();
+        for (part, source) in cover.parts.iter().zip(decided) {
+            let status = self.manager.status(part.chunk.id());
+            if status.as_ref().is_some_and(|status| status.wanted) {
+                continue;
+            }
+            match source {
+                Some(ChunkSource::Local(pinned)) => needed = needed.saturating_add(pinned.size()),
+                Some(_) => {}
+                None => probes.push(async move {
+                    self.manager
+                        .probe_size(&part.chunk)
+                        .await
+                        .map_err(|source| QueryError::Fetch {
+                            chunk: *part.chunk.id(),
+                            source: Arc::new(source),
+                        })
+                }),
+            }
+        }
+        let sizes = futures::stream::iter(probes)
+            .buffer_unordered(PROBES_AT_ONCE)
+            .try_collect::<Vec<u64>>()
+            .await?;
+        Ok(sizes.into_iter().fold(needed, u64::saturating_add))
+    }
+
+    /// Waits for `needed` bytes of the fetch room (and the assigned chunks' bytes, which the
+    /// budget holds anyway), first come, first served; fails at once if the budget, less the
+    /// assigned chunks, can never hold them.
+    async fn admit(
+        &self,
+        needed: u64,
+        cover: &Cover,
+    ) -> Result<tokio::sync::SemaphorePermit<'_>, QueryError> {
+        let totals = self.manager.totals();
+        let room = totals.disk_budget.saturating_sub(totals.bytes_assigned);
+        if needed > room {
+            return Err(QueryError::TooLargeForBudget {
+                needed,
+                room,
+                budget: totals.disk_budget,
+                chunks: cover.parts.len(),
+            });
+        }
+        // The assigned chunks' bytes are taken along: queries admitted together then fit in
+        // the budget beside the assigned chunks, so none waits for room another holds.
+        let units =
+            room_units(needed.saturating_add(totals.bytes_assigned)).min(self.fetch_room_units);
+        self.fetch_room
+            .acquire_many(units)
+            .await
+            .map_err(|_closed| QueryError::FetchTimeout {
+                timeout: Duration::ZERO,
+            })
     }
 
     /// A session for one query: the engine's settings and memory pool, and the rules that make
@@ -805,6 +914,27 @@ enum ChunkSource {
 
 /// Whether the query reads the chunk file `name`: a table file of one of `tables` (of any
 /// table if `None`).
+/// The URLs of the files of a part's chunk that the query reads.
+fn read_urls<'a>(part: &'a CoverPart, tables: Option<&BTreeSet<String>>) -> Vec<&'a String> {
+    part.chunk
+        .files()
+        .iter()
+        .filter(|(name, _)| reads(name, tables))
+        .map(|(_, url)| url)
+        .collect()
+}
+
+/// Origins asked at once for the sizes of the chunks a query fetches whole.
+const PROBES_AT_ONCE: usize = 16;
+
+/// The fetch room counts in MiB, so that a semaphore's permits cover any budget.
+const ROOM_UNIT: u64 = 1 << 20;
+
+/// `bytes` of fetch room in [`ROOM_UNIT`]s, rounded up, at least one.
+fn room_units(bytes: u64) -> u32 {
+    u32::try_from(bytes.div_ceil(ROOM_UNIT).max(1)).unwrap_or(u32::MAX)
+}
+
 fn reads(name: &str, tables: Option<&BTreeSet<String>>) -> bool {
     table_name(name).is_some_and(|table| tables.is_none_or(|tables| tables.contains(table)))
 }

@@ -145,6 +145,25 @@ pub enum QueryError {
         source: Arc<chunk_manager::Error>,
     },
 
+    /// The chunks the query must fetch whole (and the cached chunks it reads) cannot be on
+    /// disk at once: the disk budget, less the assigned chunks, is too small. Nothing was
+    /// downloaded. Narrow the block range, raise the budget, or read remotely.
+    #[error(
+        "the query needs {needed} bytes of chunks on disk at once ({chunks} chunks in its range) \
+         but the disk budget leaves {room} bytes for queries (budget {budget} bytes, the rest \
+         held by assigned chunks); narrow the block range or raise the budget"
+    )]
+    TooLargeForBudget {
+        /// Bytes the query needs on disk at once.
+        needed: u64,
+        /// Bytes of the budget not held by assigned chunks.
+        room: u64,
+        /// The disk budget.
+        budget: u64,
+        /// Chunks covering the query's range.
+        chunks: usize,
+    },
+
     /// The chunks the query needs were not all ready within the fetch timeout.
     #[error("the query's chunks were not ready within {timeout:?}")]
     FetchTimeout {
@@ -182,7 +201,7 @@ pub enum QueryError {
 impl QueryError {
     /// A short, stable name for the kind of error, for logs, metrics and JSON:
     /// `empty_range`, `unknown_dataset`, `no_chunks`, `fetch_failed`, `fetch_timeout`,
-    /// `invalid_sql`, `spill_dir` or `execution`.
+    /// `too_large_for_budget`, `invalid_sql`, `spill_dir` or `execution`.
     pub fn kind(&self) -> &'static str {
         match self {
             QueryError::EmptyRange { .. } => "empty_range",
@@ -190,6 +209,7 @@ impl QueryError {
             QueryError::NoChunks { .. } => "no_chunks",
             QueryError::Fetch { .. } => "fetch_failed",
             QueryError::FetchTimeout { .. } => "fetch_timeout",
+            QueryError::TooLargeForBudget { .. } => "too_large_for_budget",
             QueryError::Sql { .. } => "invalid_sql",
             QueryError::SpillDir { .. } => "spill_dir",
             QueryError::Execution { .. } => "execution",

@@ -785,3 +785,95 @@ async fn issue11_held_chunks_are_read_locally() {
         "nothing more downloaded"
     );
 }
+
+/// A query whose chunks cannot be on disk at once fails at once, saying how much it needs,
+/// and downloads nothing; the budget's room for queries leaves out the assigned chunks.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn issue11_a_query_bigger_than_the_budget_fails_at_once() {
+    let fixture = six();
+    let sizes: Vec<u64> = fixture.chunks.iter().map(|chunk| chunk.size()).collect();
+    let largest = *sizes.iter().max().unwrap();
+    let budget = 4 * largest;
+    // The default fetch timeout (minutes): waiting for room that never comes would hang.
+    let worker = Worker::with(
+        fixture.catalog(),
+        |config| config.with_disk_budget(budget),
+        QueryConfig::default().with_remote_reads(false),
+    );
+    let sql = "SELECT count(*) FROM blocks";
+    let guard = Duration::from_secs(60);
+
+    let all = tokio::time::timeout(guard, worker.engine.query(&DATASET, 0..300, sql))
+        .await
+        .expect("fails at once, not after waiting for room");
+    let Err(QueryError::TooLargeForBudget {
+        needed,
+        room,
+        budget: told,
+        chunks,
+    }) = all
+    else {
+        panic!("{all:?}");
+    };
+    assert_eq!(needed, sizes.iter().sum::<u64>());
+    assert_eq!((room, told, chunks), (budget, budget, 6));
+    assert_eq!(fixture.all_gets(), [0; 6], "nothing downloaded");
+    let message = QueryError::TooLargeForBudget {
+        needed,
+        room,
+        budget,
+        chunks,
+    }
+    .to_string();
+    assert!(message.contains(&needed.to_string()), "{message}");
+
+    // Chunk 0 assigned: the room for queries is the budget less its size.
+    worker
+        .manager
+        .download_chunk(fixture.descriptions[0].clone());
+    worker
+        .manager
+        .wait_ready(fixture.chunks[0].id)
+        .await
+        .unwrap();
+    let four = tokio::time::timeout(guard, worker.engine.query(&DATASET, 50..250, sql))
+        .await
+        .expect("fails at once");
+    assert!(
+        matches!(four, Err(QueryError::TooLargeForBudget { room, .. }) if room == budget - sizes[0]),
+        "{four:?}"
+    );
+    assert_eq!(fixture.all_gets()[1..], [0; 5], "nothing downloaded");
+    // Three chunks fit beside it, and the assigned one is read in place.
+    let answer = tokio::time::timeout(guard, worker.run(0..200, sql))
+        .await
+        .unwrap();
+    assert_eq!(answer, fixture.reference(&(0..200), sql).await);
+}
+
+/// Queries that each fit the budget but not all together take turns: none holds a chunk
+/// while it waits for room, so none waits on another forever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn issue11_queries_competing_for_the_budget_never_deadlock() {
+    let fixture = six();
+    let largest = fixture.chunks.iter().map(|c| c.size()).max().unwrap();
+    // Room for two chunks: each query needs two, three queries run at once.
+    let worker = Worker::with(
+        fixture.catalog(),
+        |config| config.with_disk_budget(2 * largest),
+        QueryConfig::default().with_remote_reads(false),
+    );
+    let sql = "SELECT count(*) AS n, sum(gas_used) AS gas FROM blocks";
+    let ranges = [20..70, 120..170, 220..270];
+    let answers = tokio::time::timeout(
+        Duration::from_secs(120),
+        futures::future::join_all(ranges.iter().map(|range| worker.run(range.clone(), sql))),
+    )
+    .await
+    .expect("every query finishes");
+    for (range, answer) in ranges.iter().zip(answers) {
+        assert_eq!(answer, fixture.reference(range, sql).await, "{range:?}");
+    }
+    let totals = worker.manager.totals();
+    assert!(totals.bytes_committed <= totals.disk_budget);
+}

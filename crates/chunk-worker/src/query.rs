@@ -1024,6 +1024,8 @@ fn query_error(failure: &QueryError) -> Response {
         QueryError::UnknownDataset { .. } | QueryError::NoChunks { .. } => StatusCode::NOT_FOUND,
         QueryError::Fetch { .. } => StatusCode::BAD_GATEWAY,
         QueryError::FetchTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
+        // The worker's disk budget cannot hold the query's chunks: answered at once.
+        QueryError::TooLargeForBudget { .. } => StatusCode::INSUFFICIENT_STORAGE,
         failure if failure.is_bad_request() => StatusCode::BAD_REQUEST,
         failure if bad_chunk_data(failure) => {
             // A chunk file that is not valid Parquet: bad data from the catalog's origin, not
