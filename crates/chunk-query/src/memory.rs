@@ -15,9 +15,10 @@
 //!
 //! An operator that reaches its share writes what it holds to a spill file and goes on:
 //! sorts (`ORDER BY`, and the sorts under windows and sort-merge joins), the partial stage of
-//! hash aggregations, sort-merge joins and repartitions. The final stage of a `GROUP BY` with
-//! very many groups can still fail with "Resources exhausted" under a small limit (seen with
-//! DataFusion 55 at 4 MiB). A hash join does not spill:
+//! hash aggregations (the final stage too: it spills its groups sorted and merges them; a
+//! `GROUP BY` with 60,000 groups succeeds under 8 MiB in one partition and 12 MiB in eight,
+//! but fails with "Resources exhausted" under 4 MiB, where the merge of its spilled runs does
+//! not fit), sort-merge joins and repartitions. A hash join does not spill:
 //! its build side (the smaller input) must fit in memory, or the query fails with "Resources
 //! exhausted". Window functions hold their current partition outside the pool.
 //!

@@ -145,9 +145,7 @@ async fn issue11_queries_bigger_than_the_memory_limit_spill_and_succeed() {
     assert_eq!(worker.engine.spilling().active_files_count, 0);
     assert!(walk(&spill_dir).is_empty(), "spill files go with the query");
 
-    // A window: the same answer as without a limit, having spilled. (Not a group-by: in
-    // DataFusion 55 the final stage of a hash aggregation fails under a small limit rather
-    // than spill.)
+    // A window: the same answer as without a limit, having spilled (GROUP BY: below).
     let reference = unlimited(&data);
     for sql in [WINDOW] {
         let before = worker.engine.spill_files_made();
@@ -284,4 +282,39 @@ async fn issue11_functions_building_huge_values_are_refused() {
         )
         .await;
     assert!(got.contains("| ababab | 007 | ab | 132 |"), "{got}");
+}
+
+/// Issue 11 item 6: a GROUP BY with a group per transaction (about 60,000, more than the
+/// limit holds) spills its hash table, in the final stage too, and answers as without a
+/// limit, with one partition and with several (partial, repartition, final).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn issue11_a_group_by_with_many_groups_spills_and_succeeds() {
+    let data = data();
+    let sql = "SELECT count(*) AS groups, sum(n) AS rows, max(g) AS most \
+               FROM (SELECT \"from\", hash, count(*) AS n, sum(gas) AS g \
+                     FROM transactions GROUP BY \"from\", hash)";
+    let expected = unlimited(&data).run(BLOCKS, sql).await;
+    for (partitions, limit) in [(1, 8 << 20), (2, 16 << 20), (8, 12 << 20)] {
+        let worker = Worker::with(
+            data.catalog.clone(),
+            |config| config,
+            QueryConfig::default()
+                .with_target_partitions(partitions)
+                .with_batch_size(1024)
+                .with_memory_limit(Some(limit))
+                .with_remote_reads(false),
+        );
+        let got = worker.engine.query(&DATASET, BLOCKS, sql).await.unwrap();
+        let got = got.collect().await;
+        let got = got.map(|batches| pretty(&batches));
+        assert_eq!(
+            got.as_ref().ok(),
+            Some(&expected),
+            "{partitions} partitions, {limit} bytes: {got:?}"
+        );
+        assert!(
+            worker.engine.spill_files_made() > 0,
+            "{partitions} partitions spilled"
+        );
+    }
 }
