@@ -103,7 +103,6 @@ impl ChunkManager {
             config.disk_budget,
             config.max_concurrent_downloads,
             config.fetch_slots,
-            events.clone(),
             released_sender,
         );
         for found in found {

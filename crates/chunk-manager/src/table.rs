@@ -9,6 +9,13 @@
 //! their outcomes back. The table does no IO and never awaits, so every transition is a plain
 //! function call that tests can drive directly.
 //!
+//! The table is pure: it touches no channel, no atomic shared with other threads and no job.
+//! Its transitions record what is to be done as [`Effect`]s (send an event, cancel a download,
+//! hide or show a resident, publish the visible version, count a release as folded), in
+//! order, and hand out the jobs to start ([`Table::next_work`]), the index changes to publish
+//! and the disk jobs to retry; the reconciler carries them all out (the effects through
+//! [`crate::reconciler::apply`], when the holder of the lock releases it).
+//!
 //! # States
 //!
 //! Each entry is in one `Phase` (what is on disk, which job runs) and has one `Desire` (what
@@ -129,7 +136,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::chunk::{ChunkId, DataChunk, DatasetId, InvalidChunk};
 use crate::error::Error;
-use crate::event::{Emitter, Event};
+use crate::event::Event;
 use crate::handle::{ReleaseKind, Released, Releases, Resident};
 use crate::status::{ChunkState, ChunkStatus, Totals};
 
@@ -142,6 +149,14 @@ pub(crate) struct Progress {
 }
 
 impl Progress {
+    /// A new download's progress, its total known (0: not yet).
+    fn with_total(total: u64) -> Self {
+        Self {
+            done: AtomicU64::new(0),
+            total: AtomicU64::new(total),
+        }
+    }
+
     pub(crate) fn add(&self, bytes: u64) {
         self.done.fetch_add(bytes, Ordering::Relaxed);
     }
@@ -185,6 +200,38 @@ pub(crate) enum Work {
     /// Record on disk whether a ready chunk is cached (fetched for queries, evictable), so
     /// that it stays so after a restart.
     SetCachedMark { chunk: ChunkId, cached: bool },
+}
+
+/// Something a transition asks its caller to carry out. The table touches no channel, no
+/// atomic shared with other threads and no job: its methods record these, in order, and the
+/// holder of the lock carries them out with [`crate::reconciler::apply`] before releasing it.
+/// (The jobs to start, the index changes to publish, the events to send after publishing and
+/// the disk jobs to retry after a backoff are taken apart by the reconciler, which alone
+/// executes them: [`Table::next_work`], [`Table::take_index_changes`],
+/// [`Table::take_after_publish`], [`Table::take_io_retries`].)
+#[derive(Debug)]
+pub(crate) enum Effect {
+    /// Send the event to subscribers.
+    Emit(Event),
+    /// Cancel a running download.
+    Cancel(CancellationToken),
+    /// Mark a resident hidden (deleted: lookups skip it) or visible again.
+    SetHidden {
+        resident: Arc<Resident>,
+        hidden: bool,
+    },
+    /// Tell a resident whether it is cached (its last unpin then wakes the reconciler).
+    SetCached {
+        resident: Arc<Resident>,
+        cached: bool,
+    },
+    /// A running download's size is granted: its progress shows the total.
+    SetTotal { progress: Arc<Progress>, total: u64 },
+    /// The visible set changed: this is its version, for lock-free readers (a lookup snapshot
+    /// built at this version has no chunk hidden since, see `Index::ids`).
+    VisibleVersion(u64),
+    /// A release was folded into the table: it no longer counts as in flight.
+    ReleaseFolded,
 }
 
 /// How a download job ended.
@@ -364,6 +411,9 @@ impl Stored {
 #[derive(Debug)]
 struct Download {
     cancel: CancellationToken,
+    /// Its cancellation was asked for ([`Effect::Cancel`]): it ends without committing, or
+    /// commits hidden if it was too late.
+    cancelled: bool,
     progress: Arc<Progress>,
     /// Bytes reserved in the budget for it.
     reserved: u64,
@@ -513,10 +563,13 @@ impl Entry {
 
     /// Changes the desire and tells a visible resident whether it is cached (its last unpin
     /// then wakes the reconciler, which may evict it for a waiting download).
-    fn set_desire(&mut self, desire: Desire) {
+    fn set_desire(&mut self, desire: Desire, effects: &mut Vec<Effect>) {
         self.desire = desire;
         if let Some(resident) = self.shown() {
-            resident.set_cached(desire == Desire::Cached);
+            effects.push(Effect::SetCached {
+                resident: resident.clone(),
+                cached: desire == Desire::Cached,
+            });
         }
     }
 }
@@ -579,11 +632,9 @@ pub(crate) struct Table {
     index_changes: Vec<IndexChange>,
     /// Counts index changes; the reconciler publishes up to a version.
     index_version: u64,
-    /// `index_version`, readable without the lock: a lookup snapshot built at this version
-    /// has no chunk hidden since (see `Index::ids`).
-    visible_version: Arc<AtomicU64>,
     shutting_down: bool,
-    events: Emitter,
+    /// What the transitions so far ask the caller to carry out; see [`Effect`].
+    effects: Vec<Effect>,
     /// Events to send once the reconciler has published the index they describe, so a
     /// subscriber told "ready" finds the chunk.
     after_publish: Vec<Event>,
@@ -625,7 +676,6 @@ impl Table {
         budget: u64,
         max_downloads: usize,
         fetch_slots: usize,
-        events: Emitter,
         released: Releases,
     ) -> Self {
         Self {
@@ -646,9 +696,8 @@ impl Table {
             next_generation: 0,
             index_changes: Vec::new(),
             index_version: 0,
-            visible_version: Arc::new(AtomicU64::new(0)),
             shutting_down: false,
-            events,
+            effects: Vec::new(),
             after_publish: Vec::new(),
             io_retries: Vec::new(),
             released,
@@ -671,6 +720,7 @@ impl Table {
         } else {
             Desire::Assigned
         };
+        // A new resident nobody else holds yet: set up here, not an effect.
         resident.set_cached(cached);
         let mut entry = Entry::new(chunk, desire, incarnation);
         entry.size = Some(size);
@@ -718,7 +768,7 @@ impl Table {
                 });
                 entry.rejected = Some(error.clone());
                 emit(
-                    &self.events,
+                    &mut self.effects,
                     Event::Rejected {
                         chunk: id,
                         error: error.clone(),
@@ -764,7 +814,7 @@ impl Table {
             return Some(error);
         }
         let entry = self.entries.get_mut(&id)?;
-        entry.set_desire(Desire::Assigned);
+        entry.set_desire(Desire::Assigned, &mut self.effects);
         if let Some(source) = invalid {
             let error = Arc::new(Error::InvalidChunk { chunk: id, source });
             // Nothing of an invalid description can be on disk or in flight (a different one
@@ -776,7 +826,7 @@ impl Table {
                 };
             }
             emit(
-                &self.events,
+                &mut self.effects,
                 Event::DownloadFailed {
                     chunk: id,
                     error: error.clone(),
@@ -808,7 +858,7 @@ impl Table {
             // disturb a chunk in use, nor leave a failed entry behind.
             let error = Arc::new(Error::InvalidChunk { chunk: id, source });
             emit(
-                &self.events,
+                &mut self.effects,
                 Event::Rejected {
                     chunk: id,
                     error: error.clone(),
@@ -823,7 +873,7 @@ impl Table {
             unreachable!("described above");
         };
         if entry.desire == Desire::Deleted {
-            entry.set_desire(Desire::Cached);
+            entry.set_desire(Desire::Cached, &mut self.effects);
         }
         if let Some(resident) = self.bring_back(id, true) {
             self.touch(id);
@@ -918,8 +968,14 @@ impl Table {
                         ))
                     }
                 };
-                resident.set_hidden(false);
-                resident.set_cached(entry.desire == Desire::Cached);
+                self.effects.push(Effect::SetHidden {
+                    resident: resident.clone(),
+                    hidden: false,
+                });
+                self.effects.push(Effect::SetCached {
+                    resident: resident.clone(),
+                    cached: entry.desire == Desire::Cached,
+                });
                 if why == Hidden::Evicted {
                     self.budget.evicting -= stored.size;
                 }
@@ -928,7 +984,10 @@ impl Table {
                 entry.phase = Phase::Ready { stored, resident };
             }
             Phase::Ready { stored, resident } => {
-                resident.set_cached(entry.desire == Desire::Cached);
+                self.effects.push(Effect::SetCached {
+                    resident: resident.clone(),
+                    cached: entry.desire == Desire::Cached,
+                });
                 visible = Some(resident.clone());
                 entry.phase = Phase::Ready { stored, resident };
             }
@@ -1004,18 +1063,22 @@ impl Table {
         let Some(entry) = self.entries.get_mut(&id) else {
             return;
         };
-        entry.set_desire(Desire::Deleted);
+        entry.set_desire(Desire::Deleted, &mut self.effects);
         entry.urgent = false;
         entry.rejected = None;
         entry.clear_io_failed();
         let mut hide = None;
         entry.phase = match mem::replace(&mut entry.phase, Phase::Absent) {
-            Phase::Downloading(download) => {
-                download.cancel.cancel();
+            Phase::Downloading(mut download) => {
+                download.cancelled = true;
+                self.effects.push(Effect::Cancel(download.cancel.clone()));
                 Phase::Downloading(download)
             }
             Phase::Ready { stored, resident } => {
-                resident.set_hidden(true);
+                self.effects.push(Effect::SetHidden {
+                    resident: resident.clone(),
+                    hidden: true,
+                });
                 hide = Some(index_key(&resident.chunk));
                 Phase::Deleting {
                     stored,
@@ -1041,7 +1104,7 @@ impl Table {
     /// A resident reported its last strong reference gone, or (for a cached chunk) its last
     /// pin dropped.
     pub(crate) fn released(&mut self, released: Released) {
-        self.released.folded();
+        self.effects.push(Effect::ReleaseFolded);
         let Some(entry) = self.entries.get(&released.id) else {
             return;
         };
@@ -1083,13 +1146,14 @@ impl Table {
         };
         let Phase::Downloading(Download {
             reserved,
-            cancel,
+            cancelled,
             progress,
+            ..
         }) = &mut entry.phase
         else {
             return Reservation::Gone;
         };
-        if cancel.is_cancelled() {
+        if *cancelled {
             return Reservation::Gone;
         }
         entry.size = Some(size);
@@ -1116,7 +1180,10 @@ impl Table {
         }
         self.budget.reserved = self.budget.reserved - *reserved + size;
         *reserved = size;
-        progress.total.store(size, Ordering::Relaxed);
+        self.effects.push(Effect::SetTotal {
+            progress: progress.clone(),
+            total: size,
+        });
         self.disk_granted.insert(*id);
         Reservation::Granted
     }
@@ -1236,8 +1303,14 @@ impl Table {
             unreachable!("matched above");
         };
         let size = stored.size;
-        resident.set_hidden(true);
-        resident.set_cached(false);
+        self.effects.push(Effect::SetHidden {
+            resident: resident.clone(),
+            hidden: true,
+        });
+        self.effects.push(Effect::SetCached {
+            resident: resident.clone(),
+            cached: false,
+        });
         let key = index_key(&resident.chunk);
         entry.phase = Phase::Deleting {
             stored,
@@ -1250,7 +1323,7 @@ impl Table {
         self.sync_lru(id);
         self.dirty.push(id);
         emit(
-            &self.events,
+            &mut self.effects,
             Event::Evicted {
                 chunk: id,
                 bytes: size,
@@ -1435,7 +1508,7 @@ impl Table {
                         attempts: 0,
                     };
                     emit(
-                        &self.events,
+                        &mut self.effects,
                         Event::DownloadFailed {
                             chunk: id,
                             error,
@@ -1461,7 +1534,7 @@ impl Table {
                         }
                         if !announced {
                             emit(
-                                &self.events,
+                                &mut self.effects,
                                 Event::BudgetExceeded {
                                     chunk: id,
                                     needed: size,
@@ -1477,17 +1550,17 @@ impl Table {
             };
             queue.pop_front();
             let cancel = CancellationToken::new();
-            let progress = Arc::new(Progress::default());
-            progress.total.store(reserved, Ordering::Relaxed);
+            let progress = Arc::new(Progress::with_total(reserved));
             entry.phase = Phase::Downloading(Download {
                 cancel: cancel.clone(),
+                cancelled: false,
                 progress: progress.clone(),
                 reserved,
             });
             self.budget.reserved += reserved;
             self.downloads_running += 1;
             self.jobs_running += 1;
-            emit(&self.events, Event::DownloadStarted { chunk: id });
+            emit(&mut self.effects, Event::DownloadStarted { chunk: id });
             work.push(Work::Download {
                 chunk: entry.chunk.clone(),
                 cancel,
@@ -1551,7 +1624,7 @@ impl Table {
                         if let Phase::Deleting { resident, .. } = &entry.phase
                             && resident.strong_count() > 0
                         {
-                            emit(&self.events, Event::WaitingForRefs { chunk: id });
+                            emit(&mut self.effects, Event::WaitingForRefs { chunk: id });
                         }
                     }
                 }
@@ -1613,6 +1686,7 @@ impl Table {
                     self.next_generation,
                     self.released.clone(),
                 ));
+                // A new resident nobody else holds yet: set up here, not an effect.
                 resident.set_hidden(!wanted);
                 resident.set_cached(entry.desire == Desire::Cached);
                 let stored = Stored::new(path, size);
@@ -1658,7 +1732,7 @@ impl Table {
                     entry.phase = Phase::Queued { waiting_for_space };
                     if waiting_for_space {
                         emit(
-                            &self.events,
+                            &mut self.effects,
                             Event::BudgetExceeded {
                                 chunk: id,
                                 needed: size,
@@ -1680,7 +1754,7 @@ impl Table {
                     self.disk_waiters.push_back(id);
                     if !mem::replace(&mut entry.disk_wait_announced, true) {
                         emit(
-                            &self.events,
+                            &mut self.effects,
                             Event::BudgetExceeded {
                                 chunk: id,
                                 needed: size,
@@ -1699,7 +1773,7 @@ impl Table {
                         attempts,
                     };
                     emit(
-                        &self.events,
+                        &mut self.effects,
                         Event::DownloadFailed {
                             chunk: id,
                             error,
@@ -1770,7 +1844,7 @@ impl Table {
             }
         }
         emit(
-            &self.events,
+            &mut self.effects,
             Event::IoFailed {
                 chunk: id,
                 error: Arc::new(error),
@@ -1788,7 +1862,7 @@ impl Table {
                 self.admission_dirty = true;
             }
         }
-        emit(&self.events, Event::ChunkDeleted { chunk: id });
+        emit(&mut self.effects, Event::ChunkDeleted { chunk: id });
     }
 
     fn new_resident(&mut self, chunk: Arc<DataChunk>, path: PathBuf, size: u64) -> Arc<Resident> {
@@ -1805,25 +1879,31 @@ impl Table {
     fn show(&mut self, resident: &Arc<Resident>) {
         self.index_changes.push(IndexChange::Show(resident.clone()));
         self.index_version += 1;
-        self.visible_version
-            .store(self.index_version, Ordering::Release);
+        self.effects
+            .push(Effect::VisibleVersion(self.index_version));
     }
 
     fn hide(&mut self, key: IndexKey) {
         self.index_changes.push(IndexChange::Hide(key));
         self.index_version += 1;
-        self.visible_version
-            .store(self.index_version, Ordering::Release);
+        self.effects
+            .push(Effect::VisibleVersion(self.index_version));
     }
 
-    /// The visible set's version, shared for lock-free readers.
-    pub(crate) fn visible_version(&self) -> Arc<AtomicU64> {
-        self.visible_version.clone()
+    /// The effects of the transitions since the last call, in order, for the caller to carry
+    /// out while it still holds the lock (see [`crate::reconciler::apply`]).
+    pub(crate) fn take_effects(&mut self) -> Vec<Effect> {
+        mem::take(&mut self.effects)
     }
 
-    fn storage_used(&self) {
+    /// The releases channel's sender, given to every new resident.
+    pub(crate) fn releases(&self) -> &Releases {
+        &self.released
+    }
+
+    fn storage_used(&mut self) {
         emit(
-            &self.events,
+            &mut self.effects,
             Event::StorageUsed {
                 used: self.budget.committed,
                 reserved: self.budget.reserved,
@@ -1854,8 +1934,9 @@ impl Table {
         self.io_retries.clear();
         for entry in self.entries.values_mut() {
             entry.clear_io_failed();
-            if let Phase::Downloading(download) = &entry.phase {
-                download.cancel.cancel();
+            if let Phase::Downloading(download) = &mut entry.phase {
+                download.cancelled = true;
+                self.effects.push(Effect::Cancel(download.cancel.clone()));
             }
         }
     }
@@ -1918,8 +1999,14 @@ impl Table {
         else {
             unreachable!("matched above");
         };
-        resident.set_hidden(true);
-        resident.set_cached(false);
+        self.effects.push(Effect::SetHidden {
+            resident: resident.clone(),
+            hidden: true,
+        });
+        self.effects.push(Effect::SetCached {
+            resident: resident.clone(),
+            cached: false,
+        });
         let key = index_key(&resident.chunk);
         entry.phase = Phase::Deleting {
             stored,
@@ -2150,8 +2237,8 @@ impl Table {
     }
 }
 
-fn emit(events: &Emitter, event: Event) {
-    events.emit(event);
+fn emit(effects: &mut Vec<Effect>, event: Event) {
+    effects.push(Effect::Emit(event));
 }
 
 #[cfg(test)]
