@@ -2210,6 +2210,12 @@ impl Table {
                 }
                 _ => {}
             }
+            if entry.urgent {
+                assert!(
+                    !matches!(entry.phase, Phase::Ready { .. } | Phase::Deleting { .. }),
+                    "only a chunk on its way to a download is urgent"
+                );
+            }
             if let Some(stored) = entry.stored() {
                 assert!(
                     !(stored.job.is_some() && stored.io_failed),

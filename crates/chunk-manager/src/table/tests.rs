@@ -352,6 +352,35 @@ fn an_invalid_description_fails_the_chunk() {
     assert!(h.work().is_empty());
 }
 
+/// Issue 10 (the Phase enum): an invalid description replacing a queued one fails the chunk
+/// and takes it out of the queue. With separate flags it stayed queued with a failure and its
+/// invalid description was downloaded.
+#[test]
+fn issue10_an_invalid_description_replacing_a_queued_one_is_not_downloaded() {
+    let mut h = Harness::new(100, 4);
+    h.table.request_download(chunk(1), None);
+    assert_eq!(h.state(1), Some("queued"));
+    let without_files = Arc::new(DataChunk::new(
+        [1; 32],
+        [0; 32],
+        100..200,
+        Default::default(),
+    ));
+    let refused = h
+        .table
+        .request_download(without_files, Some(InvalidChunk::NoFiles));
+    assert!(matches!(
+        refused.as_deref(),
+        Some(Error::InvalidChunk { .. })
+    ));
+    assert_eq!(h.state(1), Some("failed"));
+    assert!(
+        h.work().is_empty(),
+        "the invalid description is not downloaded"
+    );
+    assert_eq!(h.state(1), Some("failed"));
+}
+
 #[test]
 fn budget_makes_downloads_wait_until_deletions_free_space() {
     let mut h = Harness::new(2 * SIZE, 4);
