@@ -466,7 +466,8 @@ struct Entry {
     /// The last request was refused (kept for its status until a request is taken).
     rejected: Option<Arc<Error>>,
     /// Its download is for a query: queued and admitted from the urgent queue. Kept while it
-    /// waits, downloads or its old files are removed; cleared once committed or deleted.
+    /// waits, downloads or its old files are removed (a failed removal keeps it for the next
+    /// one), so not a field of one phase; cleared once shown or deleted.
     urgent: bool,
     /// Fetches waiting for the chunk to be ready.
     fetchers: usize,
@@ -979,6 +980,9 @@ impl Table {
                 if why == Hidden::Evicted {
                     self.budget.evicting -= stored.size;
                 }
+                // Shown: no download to hurry (urgent after a failed removal of a chunk
+                // fetched meanwhile).
+                entry.urgent = false;
                 show = Some(resident.clone());
                 visible = Some(resident.clone());
                 entry.phase = Phase::Ready { stored, resident };
@@ -2210,12 +2214,10 @@ impl Table {
                 }
                 _ => {}
             }
-            if entry.urgent {
-                assert!(
-                    !matches!(entry.phase, Phase::Ready { .. } | Phase::Deleting { .. }),
-                    "only a chunk on its way to a download is urgent"
-                );
-            }
+            assert!(
+                !(entry.urgent && matches!(entry.phase, Phase::Ready { .. })),
+                "a ready chunk is not urgent"
+            );
             if let Some(stored) = entry.stored() {
                 assert!(
                     !(stored.job.is_some() && stored.io_failed),
