@@ -89,6 +89,18 @@ pub struct Config {
     /// read again (space freed by another process changes nothing the manager sees). No timer
     /// runs while nothing waits. Default 1 s.
     pub disk_space_poll: Duration,
+    /// The tokio runtime the manager runs its background work on: its reconciler, jobs and
+    /// timers (retry backoffs, the free-space poll, the scrub). `None` (the default): a
+    /// multi-threaded runtime of its own, of [`Config::worker_threads`] threads, on a thread of
+    /// its own, so that the manager works from plain threads and from any runtime.
+    ///
+    /// With a runtime given, its clock drives the manager's timers, so a test on a paused
+    /// clock (`#[tokio::test(start_paused = true)]`) runs the backoffs without waiting. Stop
+    /// such a manager with [`ChunkManager::shutdown`](crate::ChunkManager::shutdown) (awaited):
+    /// [`shutdown_blocking`](crate::ChunkManager::shutdown_blocking) and dropping the manager
+    /// only ask it to stop (waiting could deadlock the runtime that has to do the stopping),
+    /// and the directory's lock is released once its background task has ended.
+    pub runtime: Option<tokio::runtime::Handle>,
 }
 
 impl Config {
@@ -117,7 +129,35 @@ impl Config {
             scrub_interval: Duration::from_secs(3600),
             min_free_bytes: 256 << 20,
             disk_space_poll: Duration::from_secs(1),
+            runtime: None,
         }
+    }
+
+    /// Sets [`Config::runtime`]: the manager runs its background work on `runtime` instead of
+    /// a runtime of its own.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use chunk_manager::{ChunkManager, Config};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let dir = tempfile::tempdir()?;
+    /// // The manager's tasks and timers run on this runtime (in a test, one whose clock may be
+    /// // paused): no thread of its own.
+    /// let config = Config::new(dir.path()).with_runtime(tokio::runtime::Handle::current());
+    /// let manager = ChunkManager::open(config)?;
+    /// assert!(manager.list_chunks().is_empty());
+    /// // Await the shutdown: the runtime it runs on does the stopping.
+    /// manager.shutdown().await;
+    /// assert!(manager.health().is_err());
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn with_runtime(mut self, runtime: tokio::runtime::Handle) -> Self {
+        self.runtime = Some(runtime);
+        self
     }
 
     /// Sets [`Config::scrub_bytes_per_second`] and [`Config::scrub_interval`].

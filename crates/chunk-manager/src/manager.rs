@@ -31,7 +31,9 @@ use crate::{DataManager, ShortId};
 /// a [`ChunkRef`] keeps its files until the ref is dropped.
 ///
 /// Every call returns at once: none does IO or waits. The manager runs its work on its own
-/// background thread, so it is usable from plain threads and from inside any tokio runtime.
+/// background thread, so it is usable from plain threads and from inside any tokio runtime;
+/// or, with [`Config::runtime`], on a runtime the caller gives (whose clock then drives its
+/// timers, which tests can pause).
 ///
 /// # Example
 ///
@@ -103,7 +105,6 @@ impl ChunkManager {
             config.disk_budget,
             config.max_concurrent_downloads,
             config.fetch_slots,
-            events.clone(),
             released_sender,
         );
         for found in found {
@@ -136,8 +137,23 @@ impl ChunkManager {
         ));
 
         let (stopped_sender, stopped) = watch::channel(false);
-        let (started_sender, started) = std::sync::mpsc::channel();
         let background = shared.clone();
+        if let Some(runtime) = background.config.runtime.clone() {
+            // On the caller's runtime: its clock drives the timers (see `Config::runtime`).
+            runtime.spawn(async move {
+                let run = reconciler::run(background.clone(), released, visible, retired);
+                reconciler::supervise_loop(background, run).await;
+                drop(lock);
+                stopped_sender.send_replace(true);
+            });
+            return Ok(Self {
+                shared,
+                thread: Mutex::new(None),
+                stopped,
+                report,
+            });
+        }
+        let (started_sender, started) = std::sync::mpsc::channel();
         let thread = std::thread::Builder::new()
             .name("chunk-manager".to_string())
             .spawn(move || {
@@ -656,7 +672,8 @@ impl ChunkManager {
     }
 
     /// Stops gracefully: running downloads are cancelled, jobs end, the lock is released.
-    /// Refs stay valid. Calling it again, or dropping the manager after it, is fine.
+    /// Refs stay valid. Calling it again, or dropping the manager after it, is fine. With
+    /// [`Config::runtime`], this is the way to wait for the stop.
     pub async fn shutdown(&self) {
         self.shared.shutdown.cancel();
         let mut stopped = self.stopped.clone();
@@ -664,7 +681,8 @@ impl ChunkManager {
         self.join();
     }
 
-    /// [`shutdown`](Self::shutdown) for plain threads.
+    /// [`shutdown`](Self::shutdown) for plain threads. With [`Config::runtime`], it only asks
+    /// the manager to stop (waiting could deadlock the runtime that does the stopping).
     pub fn shutdown_blocking(&self) {
         self.shared.shutdown.cancel();
         self.join();

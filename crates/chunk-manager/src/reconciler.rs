@@ -12,7 +12,9 @@
 //! # Concurrency
 //!
 //! The table lock is a `std::sync::Mutex` held for in-memory steps only; no IO and no await
-//! happens under it. The index is rebuilt outside the lock from the reconciler's own ordered
+//! happens under it. The table is pure: the effects its transitions record (events,
+//! cancellations, residents' flags, the visible version) are carried out here, by [`apply`],
+//! when a [`TableGuard`] is dropped, still under the lock. The index is rebuilt outside the lock from the reconciler's own ordered
 //! map of visible chunks and swapped in atomically.
 //!
 //! # Cancellation
@@ -44,10 +46,10 @@ use crate::disk::Layout;
 use crate::download::DownloadJob;
 use crate::error::Error;
 use crate::event::{Emitter, Event};
-use crate::handle::{Released, Resident};
+use crate::handle::{Released, Releases, Resident};
 use crate::index::{Hides, Index, Retire, Retired};
 use crate::table::{
-    DownloadOutcome, IndexChange, IndexKey, IoRetry, Outcome, Reservation, Table, Work,
+    DownloadOutcome, Effect, IndexChange, IndexKey, IoRetry, Outcome, Reservation, Table, Work,
 };
 
 /// State shared by the API, the reconciler and the jobs. Owned through `Arc`.
@@ -57,14 +59,18 @@ pub(crate) struct Shared {
     /// Where files come from: one pooled HTTP client, one object store client per bucket.
     pub(crate) sources: crate::source::Sources,
     table: Mutex<Table>,
+    /// The releases channel, whose in-flight count [`apply`] lowers.
+    releases: Releases,
     /// The visible chunks, for lock-free lookups.
     pub(crate) index: ArcSwap<Index>,
     /// Where a dropped snapshot sends its contents, to be freed by the reconciler.
     retire: Retire,
-    /// The table's visible-set version, for lock-free `list_chunks`.
-    pub(crate) visible_version: Arc<AtomicU64>,
-    /// The table's recent hides, for lock-free `list_chunks`.
-    pub(crate) hides: Arc<ArcSwap<Hides>>,
+    /// The table's visible-set version, for lock-free `list_chunks` (see
+    /// [`Effect::VisibleVersion`]).
+    pub(crate) visible_version: AtomicU64,
+    /// The chunks hidden since the last published snapshot, for lock-free `list_chunks` (see
+    /// [`Effect::Hidden`]).
+    pub(crate) hides: ArcSwap<Hides>,
     /// The table's index version the published index reflects.
     published: AtomicU64,
     /// Wakes the reconciler after an API call.
@@ -85,23 +91,25 @@ impl Shared {
         config: Config,
         layout: Layout,
         sources: crate::source::Sources,
-        table: Table,
+        mut table: Table,
         index: Index,
         retire: Retire,
         events: Emitter,
     ) -> Self {
         let published = table.index_version();
-        let visible_version = table.visible_version();
-        let hides = table.hides();
+        // The index is built at the table's version: what adopting chunks asked for is done.
+        let _built_with_the_index = table.take_effects();
+        let visible_version = AtomicU64::new(published);
         Self {
             config,
             layout,
             sources,
+            releases: table.releases().clone(),
             table: Mutex::new(table),
             index: ArcSwap::from_pointee(index),
             retire,
             visible_version,
-            hides,
+            hides: ArcSwap::default(),
             published: AtomicU64::new(published),
             wake: Notify::new(),
             version: watch::Sender::new(0),
@@ -119,9 +127,14 @@ impl Shared {
     }
 
     /// Locks the table. A panic under the lock cannot leave it half-changed in a way that
-    /// matters more than stopping would, so a poisoned lock is used as is.
-    pub(crate) fn table(&self) -> MutexGuard<'_, Table> {
-        self.table.lock().unwrap_or_else(PoisonError::into_inner)
+    /// matters more than stopping would, so a poisoned lock is used as is. The effects of the
+    /// transitions made through the guard are carried out when it is dropped, before the lock
+    /// is released (see [`apply`]).
+    pub(crate) fn table(&self) -> TableGuard<'_> {
+        TableGuard {
+            table: self.table.lock().unwrap_or_else(PoisonError::into_inner),
+            shared: self,
+        }
     }
 
     pub(crate) fn emit(&self, event: Event) {
@@ -157,6 +170,78 @@ impl Shared {
         let reservation = self.table().try_reserve_within(id, size, free);
         self.changed();
         reservation
+    }
+}
+
+/// The locked table. Dropping it carries out the effects of the transitions made through it
+/// ([`apply`]), then releases the lock: every caller (the API, the reconciler, the jobs, the
+/// scrub) has its effects carried out in the order the table recorded them, under the lock as
+/// the table's own changes.
+pub(crate) struct TableGuard<'a> {
+    table: MutexGuard<'a, Table>,
+    shared: &'a Shared,
+}
+
+impl std::ops::Deref for TableGuard<'_> {
+    type Target = Table;
+
+    fn deref(&self) -> &Table {
+        &self.table
+    }
+}
+
+impl std::ops::DerefMut for TableGuard<'_> {
+    fn deref_mut(&mut self) -> &mut Table {
+        &mut self.table
+    }
+}
+
+impl Drop for TableGuard<'_> {
+    fn drop(&mut self) {
+        let effects = self.table.take_effects();
+        if !effects.is_empty() {
+            apply(
+                effects,
+                &self.shared.events,
+                &self.shared.visible_version,
+                &self.shared.hides,
+                &self.shared.releases,
+            );
+        }
+    }
+}
+
+/// Carries out the effects of table transitions, in order: the one place that sends the
+/// table's events, cancels downloads, flips residents' flags and publishes the visible
+/// version. Called with the table lock held (by [`TableGuard`]'s drop, and by tests).
+pub(crate) fn apply(
+    effects: Vec<Effect>,
+    events: &Emitter,
+    visible_version: &AtomicU64,
+    hides: &ArcSwap<Hides>,
+    releases: &Releases,
+) {
+    for effect in effects {
+        match effect {
+            Effect::Emit(event) => events.emit(event),
+            Effect::Cancel(cancel) => cancel.cancel(),
+            Effect::SetHidden { resident, hidden } => resident.set_hidden(hidden),
+            Effect::SetCached { resident, cached } => resident.set_cached(cached),
+            Effect::SetTotal { progress, total } => {
+                progress.total.store(total, Ordering::Relaxed);
+            }
+            Effect::VisibleVersion(version) => visible_version.store(version, Ordering::Release),
+            Effect::Hidden { version, key } => {
+                hides.store(Arc::new(hides.load().with(version, key)))
+            }
+            Effect::HidesPublished(version) => {
+                let listed = hides.load();
+                if listed.since() < version {
+                    hides.store(Arc::new(listed.published(version)));
+                }
+            }
+            Effect::ReleaseFolded => releases.folded(),
+        }
     }
 }
 

@@ -9,22 +9,55 @@
 //! their outcomes back. The table does no IO and never awaits, so every transition is a plain
 //! function call that tests can drive directly.
 //!
+//! The table is pure: it touches no channel, no atomic shared with other threads and no job.
+//! Its transitions record what is to be done as [`Effect`]s (send an event, cancel a download,
+//! hide or show a resident, publish the visible version, count a release as folded), in
+//! order, and hand out the jobs to start ([`Table::next_work`]), the index changes to publish
+//! and the disk jobs to retry; the reconciler carries them all out (the effects through
+//! [`crate::reconciler::apply`], when the holder of the lock releases it).
+//!
 //! # States
 //!
+//! Each entry is in one `Phase` (what is on disk, which job runs) and has one `Desire` (what
+//! the last call asked for), kept apart because most phases can be wanted or not.
+//!
 //! ```text
-//!                 download                 admitted                 committed
-//!   (unknown) ──────────────▶ Queued ───────────────▶ Downloading ─────────────▶ Ready
-//!       ▲                      │  ▲ budget full            │  │ failed             │ delete
-//!       │ delete/removed       │  └── WaitingForSpace      │  └────▶ Failed        ▼
-//!       └──────────────────────┴───────────────────────────┘ delete: cancel    Deleting
-//!                                                                    (hidden at once; tombstone
-//!                                                                     while refs hold it; files
-//!                                                                     removed after the last ref)
+//!  Absent ──▶ Queued ──▶ Downloading ──▶ Ready ──▶ Deleting ──▶ Removing ──▶ (forgotten)
+//!               ▲  ▲        │  │  │                  │  ▲          │
+//!               │  └────────┘  │  └─▶ Failed         │  └─ failed ─┘
+//!               │   cancelled, │        │            └─▶ Ready (requested again)
+//!               │   no room    └─▶ WaitingForDisk
+//!               └── Failed (requested again), WaitingForDisk (fits), Removing (wanted)
 //! ```
 //!
-//! A download of a chunk in `Deleting` shows it again without downloading, unless its files are
-//! already being removed, in which case it is downloaded again once they are gone.
+//! | from | on | to |
+//! | --- | --- | --- |
+//! | `Absent` | next turn | `Queued` if wanted, forgotten otherwise |
+//! | `Queued` | admitted (slot and room) | `Downloading` |
+//! | `Queued` | no room, nothing to evict (🚫) | `Queued { waiting_for_space }`, at the front |
+//! | `Queued` | larger than the whole budget | `Failed` |
+//! | `Downloading` | committed | `Ready` (or `Deleting` if deleted meanwhile) |
+//! | `Downloading` | cancelled, or no room in the budget | `Queued`, at the front |
+//! | `Downloading` | no room on the filesystem | `WaitingForDisk` |
+//! | `Downloading` | failed | `Failed` |
+//! | `WaitingForDisk` | [`Table::disk_space`] finds it fits | `Queued`, at the front |
+//! | `Failed` | requested again | `Queued`, at the front |
+//! | `Ready` | deleted, evicted, or found corrupt | `Deleting { why }`, hidden at once |
+//! | `Deleting` | requested again (not corrupt) | `Ready`, without a download |
+//! | `Deleting` | no ref left | `Removing` |
+//! | `Removing` | removed | `Queued` (first) if wanted, forgotten otherwise |
+//! | `Removing` | failed | `Deleting`, retried after a backoff |
 //!
+//! A delete of an `Absent`, `Queued`, `WaitingForDisk` or `Failed` chunk forgets it at once;
+//! of a `Downloading` one cancels the job (the entry stays `Downloading` until it ends). A
+//! request while `Downloading`, `WaitingForDisk` or `Removing` changes only the queue it will
+//! use. `Ready` and `Deleting` also run bookkeeping jobs on their files (`Stored::job`):
+//! writing the tombstone of a pinned deleted chunk, removing it when the chunk is shown again,
+//! writing the cached mark; a failed one waits for its retry (`Stored::io_failed`).
+//! `Deleting { why }`: `Deleted` by a call, `Evicted` for room (its bytes counted as coming
+//! room until removed), or `Corrupt` (found by the scrub: never shown again, downloaded again
+//! after its removal if still wanted).
+
 //! # Desire: assigned, cached, deleted
 //!
 //! What the caller wants for a chunk is one of three [`Desire`]s, and the last call wins:
@@ -99,15 +132,12 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 
-use arc_swap::ArcSwap;
-
 use tokio_util::sync::CancellationToken;
 
 use crate::chunk::{ChunkId, DataChunk, DatasetId, InvalidChunk};
 use crate::error::Error;
-use crate::event::{Emitter, Event};
+use crate::event::Event;
 use crate::handle::{ReleaseKind, Released, Releases, Resident};
-use crate::index::Hides;
 use crate::status::{ChunkState, ChunkStatus, Totals};
 
 /// Bytes done and total of one running download, written by the job, read by status calls.
@@ -119,6 +149,14 @@ pub(crate) struct Progress {
 }
 
 impl Progress {
+    /// A new download's progress, its total known (0: not yet).
+    fn with_total(total: u64) -> Self {
+        Self {
+            done: AtomicU64::new(0),
+            total: AtomicU64::new(total),
+        }
+    }
+
     pub(crate) fn add(&self, bytes: u64) {
         self.done.fetch_add(bytes, Ordering::Relaxed);
     }
@@ -162,6 +200,44 @@ pub(crate) enum Work {
     /// Record on disk whether a ready chunk is cached (fetched for queries, evictable), so
     /// that it stays so after a restart.
     SetCachedMark { chunk: ChunkId, cached: bool },
+}
+
+/// Something a transition asks its caller to carry out. The table touches no channel, no
+/// atomic shared with other threads and no job: its methods record these, in order, and the
+/// holder of the lock carries them out with [`crate::reconciler::apply`] before releasing it.
+/// (The jobs to start, the index changes to publish, the events to send after publishing and
+/// the disk jobs to retry after a backoff are taken apart by the reconciler, which alone
+/// executes them: [`Table::next_work`], [`Table::take_index_changes`],
+/// [`Table::take_after_publish`], [`Table::take_io_retries`].)
+#[derive(Debug)]
+pub(crate) enum Effect {
+    /// Send the event to subscribers.
+    Emit(Event),
+    /// Cancel a running download.
+    Cancel(CancellationToken),
+    /// Mark a resident hidden (deleted: lookups skip it) or visible again.
+    SetHidden {
+        resident: Arc<Resident>,
+        hidden: bool,
+    },
+    /// Tell a resident whether it is cached (its last unpin then wakes the reconciler).
+    SetCached {
+        resident: Arc<Resident>,
+        cached: bool,
+    },
+    /// A running download's size is granted: its progress shows the total.
+    SetTotal { progress: Arc<Progress>, total: u64 },
+    /// The visible set changed: this is its version, for lock-free readers (a lookup snapshot
+    /// built at this version has no chunk hidden since, see `Index::ids`).
+    VisibleVersion(u64),
+    /// A chunk was hidden, bringing the visible set to `version`: list it among the hides
+    /// lock-free readers skip until a snapshot without it is published (see `Index::ids`).
+    Hidden { version: u64, key: IndexKey },
+    /// A snapshot reflecting every change up to this version is published: the hides up to
+    /// it need no longer be listed.
+    HidesPublished(u64),
+    /// A release was folded into the table: it no longer counts as in flight.
+    ReleaseFolded,
 }
 
 /// How a download job ended.
@@ -287,34 +363,100 @@ impl Budget {
     }
 }
 
-#[derive(Debug)]
-enum Residency {
-    /// Wanted and visible.
-    Shown(Arc<Resident>),
-    /// Deleted: hidden, files kept until every strong reference is gone.
-    Hidden(Weak<Resident>),
+/// Why a committed chunk is hidden.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Hidden {
+    /// Deleted by a call (or committed after its deletion).
+    Deleted,
+    /// Evicted for room: its size is counted in `Budget::evicting` until its removal ends.
+    Evicted,
+    /// The scrub found its files damaged: never shown again; removed once no ref holds it,
+    /// then downloaded again if still wanted.
+    Corrupt,
 }
 
-#[derive(Debug)]
-enum Disk {
-    Absent,
-    Committed {
-        path: PathBuf,
-        size: u64,
-        residency: Residency,
-    },
-}
-
-#[derive(Debug)]
-enum Running {
-    Download {
-        cancel: CancellationToken,
-        progress: Arc<Progress>,
-        reserved: u64,
-    },
-    Remove,
+/// A bookkeeping job on a committed chunk's files.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum MarkJob {
+    /// Writes (hidden) or removes (shown) the tombstone.
     Tombstone,
+    /// Writes the cached mark.
     CachedMark,
+}
+
+/// What is durable about a committed chunk, and the bookkeeping job on it.
+#[derive(Debug)]
+struct Stored {
+    path: PathBuf,
+    size: u64,
+    /// Whether a durable deletion record exists for the chunk.
+    tombstone: bool,
+    /// Whether a durable mark says the chunk is cached (see [`Work::SetCachedMark`]).
+    cached_mark: bool,
+    /// The bookkeeping job running on it, if any.
+    job: Option<MarkJob>,
+    /// A removal or bookkeeping job failed; it is retried after a backoff (see
+    /// [`Table::take_io_retries`]) or when the chunk is requested again.
+    io_failed: bool,
+}
+
+impl Stored {
+    fn new(path: PathBuf, size: u64) -> Self {
+        Self {
+            path,
+            size,
+            tombstone: false,
+            cached_mark: false,
+            job: None,
+            io_failed: false,
+        }
+    }
+}
+
+/// A running download.
+#[derive(Debug)]
+struct Download {
+    cancel: CancellationToken,
+    /// Its cancellation was asked for ([`Effect::Cancel`]): it ends without committing, or
+    /// commits hidden if it was too late.
+    cancelled: bool,
+    progress: Arc<Progress>,
+    /// Bytes reserved in the budget for it.
+    reserved: u64,
+}
+
+/// Where one chunk stands: what is on disk and which job works on it. One value per chunk, so
+/// that impossible combinations (a queued chunk with a job, a failed chunk on disk, an
+/// evicting chunk that is visible) cannot be represented. See the module docs' diagram.
+#[derive(Debug)]
+enum Phase {
+    /// Nothing on disk, no job, in no queue: the next turn queues it if wanted, forgets it
+    /// otherwise.
+    Absent,
+    /// In a download queue (see `Entry::urgent` for which). `waiting_for_space`: it found no
+    /// room in the budget (or waited for disk space) and the wait was announced (🚫).
+    Queued { waiting_for_space: bool },
+    /// Out of the queues until the filesystem has room: in `Table::disk_waiters`, queued
+    /// again by [`Table::disk_space`] once it fits.
+    WaitingForDisk,
+    /// A download job runs (cancelled if the chunk was deleted meanwhile).
+    Downloading(Download),
+    /// The last download failed; tried again (first) at the next request.
+    Failed { error: Arc<Error>, attempts: u32 },
+    /// Committed and visible.
+    Ready {
+        stored: Stored,
+        resident: Arc<Resident>,
+    },
+    /// Committed and hidden: its files are kept until every strong reference is gone, then
+    /// removed (a tombstone records the deletion meanwhile).
+    Deleting {
+        stored: Stored,
+        resident: Weak<Resident>,
+        why: Hidden,
+    },
+    /// Hidden, no ref left: the removal job runs.
+    Removing { stored: Stored, why: Hidden },
 }
 
 #[derive(Debug)]
@@ -322,28 +464,16 @@ struct Entry {
     chunk: Arc<DataChunk>,
     /// What the last call asked for.
     desire: Desire,
-    disk: Disk,
-    job: Option<Running>,
-    /// Whether a durable deletion record exists for the chunk.
-    tombstone: bool,
-    /// In the download queue.
-    queued: bool,
+    phase: Phase,
     /// The chunk's size, once an origin has told it.
     size: Option<u64>,
-    waiting_for_space: bool,
-    failure: Option<(Arc<Error>, u32)>,
-    /// A removal or tombstone job failed; it is retried after a backoff (see
-    /// [`Table::take_io_retries`]) or when the chunk is requested again.
-    io_failed: bool,
     /// Disk jobs that failed in a row, for the retry's backoff.
     io_failures: u32,
-    /// Whether a durable mark says the chunk is cached (see [`Work::SetCachedMark`]).
-    cached_mark: bool,
-    /// The scrub found its committed files damaged: hidden, never shown again; removed once no
-    /// ref holds it, then downloaded again if still wanted.
-    corrupt: bool,
+    /// The last request was refused (kept for its status until a request is taken).
     rejected: Option<Arc<Error>>,
-    /// Queued for a query: admitted from the urgent queue.
+    /// Its download is for a query: queued and admitted from the urgent queue. Kept while it
+    /// waits, downloads or its old files are removed (a failed removal keeps it for the next
+    /// one), so not a field of one phase; cleared once shown or deleted.
     urgent: bool,
     /// Fetches waiting for the chunk to be ready.
     fetchers: usize,
@@ -351,12 +481,7 @@ struct Entry {
     incarnation: u64,
     /// The LRU tick of a ready cached chunk, which is then in `Table::lru` under it.
     lru_tick: Option<u64>,
-    /// Evicted, removal pending: its size is counted in `Budget::evicting`.
-    evicting: bool,
-    /// Waiting for free space on the filesystem: out of the queues, in `Table::disk_waiters`,
-    /// queued again by [`Table::disk_space`] once it fits.
-    disk_wait: bool,
-    /// The wait for disk space was announced (🚫) and the chunk has not been committed or
+    /// A wait for disk space was announced (🚫) and the chunk has not been committed or
     /// failed since: a wait that lasts over several checks is announced once.
     disk_wait_announced: bool,
 }
@@ -366,24 +491,14 @@ impl Entry {
         Self {
             chunk,
             desire,
-            disk: Disk::Absent,
-            job: None,
-            tombstone: false,
-            queued: false,
+            phase: Phase::Absent,
             size: None,
-            waiting_for_space: false,
-            failure: None,
-            io_failed: false,
             io_failures: 0,
-            corrupt: false,
-            cached_mark: false,
             rejected: None,
             urgent: false,
             fetchers: 0,
             incarnation,
             lru_tick: None,
-            evicting: false,
-            disk_wait: false,
             disk_wait_announced: false,
         }
     }
@@ -391,7 +506,49 @@ impl Entry {
     /// Whether a different description may replace this one: nothing of the old one is on
     /// disk or in flight.
     fn replaceable(&self) -> bool {
-        matches!(self.disk, Disk::Absent) && self.job.is_none()
+        matches!(
+            self.phase,
+            Phase::Absent | Phase::Queued { .. } | Phase::WaitingForDisk | Phase::Failed { .. }
+        )
+    }
+
+    /// What is committed of the chunk, if anything.
+    fn stored(&self) -> Option<&Stored> {
+        match &self.phase {
+            Phase::Ready { stored, .. }
+            | Phase::Deleting { stored, .. }
+            | Phase::Removing { stored, .. } => Some(stored),
+            _ => None,
+        }
+    }
+
+    fn stored_mut(&mut self) -> Option<&mut Stored> {
+        match &mut self.phase {
+            Phase::Ready { stored, .. }
+            | Phase::Deleting { stored, .. }
+            | Phase::Removing { stored, .. } => Some(stored),
+            _ => None,
+        }
+    }
+
+    /// Whether a job runs for the chunk.
+    fn busy(&self) -> bool {
+        match &self.phase {
+            Phase::Downloading(_) | Phase::Removing { .. } => true,
+            Phase::Ready { stored, .. } | Phase::Deleting { stored, .. } => stored.job.is_some(),
+            _ => false,
+        }
+    }
+
+    /// A disk job failed and waits for its retry.
+    fn io_failed(&self) -> bool {
+        self.stored().is_some_and(|stored| stored.io_failed)
+    }
+
+    fn clear_io_failed(&mut self) {
+        if let Some(stored) = self.stored_mut() {
+            stored.io_failed = false;
+        }
     }
 
     /// Assigned or cached: to be on disk.
@@ -401,30 +558,36 @@ impl Entry {
 
     /// The visible resident, if the chunk is ready.
     fn shown(&self) -> Option<&Arc<Resident>> {
-        match &self.disk {
-            Disk::Committed {
-                residency: Residency::Shown(resident),
-                ..
-            } => Some(resident),
+        match &self.phase {
+            Phase::Ready { resident, .. } => Some(resident),
             _ => None,
         }
     }
 
     fn committed_size(&self) -> u64 {
-        match self.disk {
-            Disk::Committed { size, .. } => size,
-            Disk::Absent => 0,
-        }
+        self.stored().map_or(0, |stored| stored.size)
     }
 
     /// Changes the desire and tells a visible resident whether it is cached (its last unpin
     /// then wakes the reconciler, which may evict it for a waiting download).
-    fn set_desire(&mut self, desire: Desire) {
+    fn set_desire(&mut self, desire: Desire, effects: &mut Vec<Effect>) {
         self.desire = desire;
         if let Some(resident) = self.shown() {
-            resident.set_cached(desire == Desire::Cached);
+            effects.push(Effect::SetCached {
+                resident: resident.clone(),
+                cached: desire == Desire::Cached,
+            });
         }
     }
+}
+
+/// The job that ended, as `Table::job_finished` finds it.
+#[derive(Debug)]
+enum Ended {
+    Download { reserved: u64 },
+    Remove,
+    Tombstone,
+    CachedMark,
 }
 
 /// The two download queues: downloads for queries first, then the background ones.
@@ -476,16 +639,11 @@ pub(crate) struct Table {
     index_changes: Vec<IndexChange>,
     /// Counts index changes; the reconciler publishes up to a version.
     index_version: u64,
-    /// `index_version`, readable without the lock: a lookup snapshot built at this version
-    /// has no chunk hidden since (see `Index::ids`).
-    visible_version: Arc<AtomicU64>,
-    /// The chunks hidden since the last published snapshot, readable without the lock, so
-    /// `list_chunks` skips them without reading every resident.
-    hides: Arc<ArcSwap<Hides>>,
     /// The version the last `take_index_changes` handed to the reconciler to publish.
     taken_version: u64,
     shutting_down: bool,
-    events: Emitter,
+    /// What the transitions so far ask the caller to carry out; see [`Effect`].
+    effects: Vec<Effect>,
     /// Events to send once the reconciler has published the index they describe, so a
     /// subscriber told "ready" finds the chunk.
     after_publish: Vec<Event>,
@@ -493,7 +651,7 @@ pub(crate) struct Table {
     io_retries: Vec<IoRetry>,
     released: Releases,
     /// Chunks waiting for free space on the filesystem, oldest first. May hold stale ids
-    /// (their `disk_wait` is false); [`Table::disk_space`] drops them.
+    /// (no longer `Phase::WaitingForDisk`); [`Table::disk_space`] drops them.
     disk_waiters: VecDeque<ChunkId>,
     /// Running downloads whose reservation passed the free-space check: they may be writing.
     disk_granted: HashSet<ChunkId>,
@@ -527,7 +685,6 @@ impl Table {
         budget: u64,
         max_downloads: usize,
         fetch_slots: usize,
-        events: Emitter,
         released: Releases,
     ) -> Self {
         Self {
@@ -548,11 +705,9 @@ impl Table {
             next_generation: 0,
             index_changes: Vec::new(),
             index_version: 0,
-            visible_version: Arc::new(AtomicU64::new(0)),
-            hides: Arc::default(),
             taken_version: 0,
             shutting_down: false,
-            events,
+            effects: Vec::new(),
             after_publish: Vec::new(),
             io_retries: Vec::new(),
             released,
@@ -575,15 +730,13 @@ impl Table {
         } else {
             Desire::Assigned
         };
+        // A new resident nobody else holds yet: set up here, not an effect.
         resident.set_cached(cached);
         let mut entry = Entry::new(chunk, desire, incarnation);
         entry.size = Some(size);
-        entry.cached_mark = cached;
-        entry.disk = Disk::Committed {
-            path,
-            size,
-            residency: Residency::Shown(resident),
-        };
+        let mut stored = Stored::new(path, size);
+        stored.cached_mark = cached;
+        entry.phase = Phase::Ready { stored, resident };
         self.entries.insert(id, entry);
         self.sync_lru(id);
     }
@@ -625,7 +778,7 @@ impl Table {
                 });
                 entry.rejected = Some(error.clone());
                 emit(
-                    &self.events,
+                    &mut self.effects,
                     Event::Rejected {
                         chunk: id,
                         error: error.clone(),
@@ -637,7 +790,7 @@ impl Table {
             entry.size = None;
         }
         entry.rejected = None;
-        entry.io_failed = false;
+        entry.clear_io_failed();
         Ok(())
     }
 
@@ -648,13 +801,13 @@ impl Table {
         self.entries.get(chunk.id()).is_some_and(|entry| {
             entry.desire == Desire::Assigned
                 && *entry.chunk == *chunk
-                && entry.failure.is_none()
                 && entry.rejected.is_none()
-                && !entry.io_failed
-                && (entry.queued
-                    || entry.disk_wait
-                    || entry.job.is_some()
-                    || entry.shown().is_some())
+                && !entry.io_failed()
+                && (entry.busy()
+                    || matches!(
+                        entry.phase,
+                        Phase::Queued { .. } | Phase::WaitingForDisk | Phase::Ready { .. }
+                    ))
         })
     }
 
@@ -671,12 +824,19 @@ impl Table {
             return Some(error);
         }
         let entry = self.entries.get_mut(&id)?;
-        entry.set_desire(Desire::Assigned);
+        entry.set_desire(Desire::Assigned, &mut self.effects);
         if let Some(source) = invalid {
             let error = Arc::new(Error::InvalidChunk { chunk: id, source });
-            entry.failure = Some((error.clone(), 0));
+            // Nothing of an invalid description can be on disk or in flight (a different one
+            // in use was refused above).
+            if entry.replaceable() {
+                entry.phase = Phase::Failed {
+                    error: error.clone(),
+                    attempts: 0,
+                };
+            }
             emit(
-                &self.events,
+                &mut self.effects,
                 Event::DownloadFailed {
                     chunk: id,
                     error: error.clone(),
@@ -708,7 +868,7 @@ impl Table {
             // disturb a chunk in use, nor leave a failed entry behind.
             let error = Arc::new(Error::InvalidChunk { chunk: id, source });
             emit(
-                &self.events,
+                &mut self.effects,
                 Event::Rejected {
                     chunk: id,
                     error: error.clone(),
@@ -723,7 +883,7 @@ impl Table {
             unreachable!("described above");
         };
         if entry.desire == Desire::Deleted {
-            entry.set_desire(Desire::Cached);
+            entry.set_desire(Desire::Cached, &mut self.effects);
         }
         if let Some(resident) = self.bring_back(id, true) {
             self.touch(id);
@@ -751,7 +911,7 @@ impl Table {
             FetchState::Gone
         } else if let Some(resident) = entry.shown() {
             FetchState::Ready(resident.clone())
-        } else if let (None, Some((error, _))) = (&entry.job, &entry.failure) {
+        } else if let Phase::Failed { error, .. } = &entry.phase {
             FetchState::Failed(error.clone())
         } else if self.shutting_down {
             FetchState::Failed(Arc::new(Error::Shutdown))
@@ -797,61 +957,81 @@ impl Table {
         let entry = self.entries.get_mut(&id)?;
         let mut show = None;
         let mut visible = None;
-        match (&mut entry.disk, &entry.job) {
-            // Its files are going; download again once they are gone (see `removal_finished`).
-            (_, Some(Running::Remove)) => entry.urgent |= urgent,
-            (
-                Disk::Committed {
-                    path,
-                    size,
-                    residency,
-                },
-                _,
-            ) => {
-                if let Residency::Hidden(weak) = residency
-                    && !entry.corrupt
-                {
-                    let resident = match weak.upgrade() {
-                        Some(resident) => resident,
-                        None => {
-                            // Every ref is gone but the files are intact: a new resident over
-                            // them; the stale release of the old one is harmless.
-                            self.next_generation += 1;
-                            Arc::new(Resident::new(
-                                entry.chunk.clone(),
-                                path.clone(),
-                                *size,
-                                self.next_generation,
-                                self.released.clone(),
-                            ))
-                        }
-                    };
-                    resident.set_hidden(false);
-                    show = Some(resident.clone());
-                    *residency = Residency::Shown(resident);
-                    if entry.evicting {
-                        entry.evicting = false;
-                        self.budget.evicting -= *size;
+        match mem::replace(&mut entry.phase, Phase::Absent) {
+            Phase::Deleting {
+                stored,
+                resident: weak,
+                why,
+            } if why != Hidden::Corrupt => {
+                let resident = match weak.upgrade() {
+                    Some(resident) => resident,
+                    None => {
+                        // Every ref is gone but the files are intact: a new resident over
+                        // them; the stale release of the old one is harmless.
+                        self.next_generation += 1;
+                        Arc::new(Resident::new(
+                            entry.chunk.clone(),
+                            stored.path.clone(),
+                            stored.size,
+                            self.next_generation,
+                            self.released.clone(),
+                        ))
                     }
+                };
+                self.effects.push(Effect::SetHidden {
+                    resident: resident.clone(),
+                    hidden: false,
+                });
+                self.effects.push(Effect::SetCached {
+                    resident: resident.clone(),
+                    cached: entry.desire == Desire::Cached,
+                });
+                if why == Hidden::Evicted {
+                    self.budget.evicting -= stored.size;
                 }
-                if let Residency::Shown(resident) = residency {
-                    resident.set_cached(entry.desire == Desire::Cached);
-                    visible = Some(resident.clone());
-                }
+                // Shown: no download to hurry (urgent after a failed removal of a chunk
+                // fetched meanwhile).
+                entry.urgent = false;
+                show = Some(resident.clone());
+                visible = Some(resident.clone());
+                entry.phase = Phase::Ready { stored, resident };
             }
+            Phase::Ready { stored, resident } => {
+                self.effects.push(Effect::SetCached {
+                    resident: resident.clone(),
+                    cached: entry.desire == Desire::Cached,
+                });
+                visible = Some(resident.clone());
+                entry.phase = Phase::Ready { stored, resident };
+            }
+            // Its files are going: downloaded again once they are gone (see
+            // `removal_finished`).
+            phase @ Phase::Removing { .. } => {
+                entry.urgent |= urgent;
+                entry.phase = phase;
+            }
+            // Corrupt: removed once no ref holds it, then downloaded again.
+            phase @ Phase::Deleting { .. } => entry.phase = phase,
             // A cancelled download still running: `download_finished` queues it again.
-            (Disk::Absent, Some(_)) => entry.urgent |= urgent,
             // Waiting for disk space: `disk_space` queues it (in the urgent queue if asked)
             // once it fits; trying now would only fail the same check.
-            (Disk::Absent, None) if entry.disk_wait => entry.urgent |= urgent,
-            (Disk::Absent, None) => {
+            phase @ (Phase::Downloading(_) | Phase::WaitingForDisk) => {
+                entry.urgent |= urgent;
+                entry.phase = phase;
+            }
+            phase @ (Phase::Absent | Phase::Queued { .. } | Phase::Failed { .. }) => {
                 let promote = urgent && !entry.urgent;
                 entry.urgent |= urgent;
-                if !entry.queued || promote {
-                    entry.queued = true;
+                let waiting_for_space = match phase {
+                    Phase::Queued { waiting_for_space } => waiting_for_space,
+                    _ => false,
+                };
+                let queued = matches!(phase, Phase::Queued { .. });
+                entry.phase = Phase::Queued { waiting_for_space };
+                if !queued || promote {
                     // A retry after a failure goes first ("try again now"); a new chunk waits
                     // its turn.
-                    let retry = entry.failure.take().is_some();
+                    let retry = matches!(phase, Phase::Failed { .. });
                     self.queues.push(id, entry.urgent, retry);
                     self.admission_dirty = true;
                 }
@@ -896,21 +1076,31 @@ impl Table {
         let Some(entry) = self.entries.get_mut(&id) else {
             return;
         };
-        entry.set_desire(Desire::Deleted);
+        entry.set_desire(Desire::Deleted, &mut self.effects);
         entry.urgent = false;
         entry.rejected = None;
-        entry.io_failed = false;
-        if let Some(Running::Download { cancel, .. }) = &entry.job {
-            cancel.cancel();
-        }
+        entry.clear_io_failed();
         let mut hide = None;
-        if let Disk::Committed { residency, .. } = &mut entry.disk
-            && let Residency::Shown(resident) = residency
-        {
-            resident.set_hidden(true);
-            hide = Some(index_key(&resident.chunk));
-            *residency = Residency::Hidden(Arc::downgrade(resident));
-        }
+        entry.phase = match mem::replace(&mut entry.phase, Phase::Absent) {
+            Phase::Downloading(mut download) => {
+                download.cancelled = true;
+                self.effects.push(Effect::Cancel(download.cancel.clone()));
+                Phase::Downloading(download)
+            }
+            Phase::Ready { stored, resident } => {
+                self.effects.push(Effect::SetHidden {
+                    resident: resident.clone(),
+                    hidden: true,
+                });
+                hide = Some(index_key(&resident.chunk));
+                Phase::Deleting {
+                    stored,
+                    resident: Arc::downgrade(&resident),
+                    why: Hidden::Deleted,
+                }
+            }
+            phase => phase,
+        };
         let nothing_on_disk = entry.replaceable();
         if let Some(key) = hide {
             self.hide(key);
@@ -927,7 +1117,7 @@ impl Table {
     /// A resident reported its last strong reference gone, or (for a cached chunk) its last
     /// pin dropped.
     pub(crate) fn released(&mut self, released: Released) {
-        self.released.folded();
+        self.effects.push(Effect::ReleaseFolded);
         let Some(entry) = self.entries.get(&released.id) else {
             return;
         };
@@ -967,15 +1157,16 @@ impl Table {
         let Some(entry) = self.entries.get_mut(id) else {
             return Reservation::Gone;
         };
-        let Some(Running::Download {
+        let Phase::Downloading(Download {
             reserved,
-            cancel,
+            cancelled,
             progress,
-        }) = &mut entry.job
+            ..
+        }) = &mut entry.phase
         else {
             return Reservation::Gone;
         };
-        if cancel.is_cancelled() {
+        if *cancelled {
             return Reservation::Gone;
         }
         entry.size = Some(size);
@@ -1002,7 +1193,10 @@ impl Table {
         }
         self.budget.reserved = self.budget.reserved - *reserved + size;
         *reserved = size;
-        progress.total.store(size, Ordering::Relaxed);
+        self.effects.push(Effect::SetTotal {
+            progress: progress.clone(),
+            total: size,
+        });
         self.disk_granted.insert(*id);
         Reservation::Granted
     }
@@ -1013,8 +1207,8 @@ impl Table {
         self.disk_granted
             .iter()
             .filter(|id| Some(*id) != except)
-            .filter_map(|id| match &self.entries.get(id)?.job {
-                Some(Running::Download {
+            .filter_map(|id| match &self.entries.get(id)?.phase {
+                Phase::Downloading(Download {
                     reserved, progress, ..
                 }) => Some(reserved.saturating_sub(progress.done.load(Ordering::Relaxed))),
                 _ => None,
@@ -1041,20 +1235,21 @@ impl Table {
             let Some(entry) = self.entries.get_mut(&id) else {
                 continue;
             };
-            if !entry.disk_wait {
+            if !matches!(entry.phase, Phase::WaitingForDisk) {
                 continue;
             }
-            if !entry.wanted() || entry.job.is_some() || !matches!(entry.disk, Disk::Absent) {
-                // Not waiting any more (defensive: the paths that end a wait clear the flag).
-                entry.disk_wait = false;
+            if !entry.wanted() {
+                // Not waiting any more (defensive: a deletion forgets a waiting chunk).
+                entry.phase = Phase::Absent;
                 self.dirty.push(id);
                 continue;
             }
             let size = entry.size.unwrap_or(0);
             if size <= left {
                 left -= size;
-                entry.disk_wait = false;
-                entry.queued = true;
+                entry.phase = Phase::Queued {
+                    waiting_for_space: true,
+                };
                 fitting.push((id, entry.urgent));
             } else {
                 self.disk_waiters.push_back(id);
@@ -1088,7 +1283,7 @@ impl Table {
             let Some(resident) = entry.shown() else {
                 continue;
             };
-            if entry.fetchers > 0 || entry.job.is_some() || resident.pins() > 0 {
+            if entry.fetchers > 0 || entry.busy() || resident.pins() > 0 {
                 continue;
             }
             coming += entry.committed_size();
@@ -1113,28 +1308,35 @@ impl Table {
             Desire::Cached,
             "only cached chunks are evicted"
         );
-        let Disk::Committed {
-            size, residency, ..
-        } = &mut entry.disk
+        if !matches!(entry.phase, Phase::Ready { .. }) {
+            return;
+        }
+        let Phase::Ready { stored, resident } = mem::replace(&mut entry.phase, Phase::Absent)
         else {
-            return;
+            unreachable!("matched above");
         };
-        let Residency::Shown(resident) = residency else {
-            return;
-        };
-        let size = *size;
-        resident.set_hidden(true);
-        resident.set_cached(false);
+        let size = stored.size;
+        self.effects.push(Effect::SetHidden {
+            resident: resident.clone(),
+            hidden: true,
+        });
+        self.effects.push(Effect::SetCached {
+            resident: resident.clone(),
+            cached: false,
+        });
         let key = index_key(&resident.chunk);
-        *residency = Residency::Hidden(Arc::downgrade(resident));
+        entry.phase = Phase::Deleting {
+            stored,
+            resident: Arc::downgrade(&resident),
+            why: Hidden::Evicted,
+        };
         entry.desire = Desire::Deleted;
-        entry.evicting = true;
         self.budget.evicting += size;
         self.hide(key);
         self.sync_lru(id);
         self.dirty.push(id);
         emit(
-            &self.events,
+            &mut self.effects,
             Event::Evicted {
                 chunk: id,
                 bytes: size,
@@ -1198,50 +1400,53 @@ impl Table {
         let Some(entry) = self.entries.get_mut(&id) else {
             return;
         };
-        if entry.job.is_some() || entry.io_failed {
+        if entry.busy() || entry.io_failed() {
             return;
         }
-        match &entry.disk {
-            Disk::Committed {
-                residency: Residency::Shown(_),
-                ..
-            } => {
-                let cached = entry.desire == Desire::Cached;
-                if entry.tombstone {
-                    entry.job = Some(Running::Tombstone);
+        let cached = entry.desire == Desire::Cached;
+        match &mut entry.phase {
+            Phase::Ready { stored, .. } => {
+                if stored.tombstone {
+                    stored.job = Some(MarkJob::Tombstone);
                     self.jobs_running += 1;
                     work.push(Work::RemoveTombstone { chunk: id });
-                } else if entry.cached_mark != cached {
-                    entry.job = Some(Running::CachedMark);
+                } else if stored.cached_mark != cached {
+                    stored.job = Some(MarkJob::CachedMark);
                     self.jobs_running += 1;
                     work.push(Work::SetCachedMark { chunk: id, cached });
                 }
             }
-            Disk::Committed {
-                residency: Residency::Hidden(weak),
-                path,
-                ..
+            Phase::Deleting {
+                stored, resident, ..
             } => {
-                if weak.strong_count() == 0 {
-                    entry.job = Some(Running::Remove);
+                if resident.strong_count() == 0 {
+                    let Phase::Deleting { stored, why, .. } =
+                        mem::replace(&mut entry.phase, Phase::Absent)
+                    else {
+                        unreachable!("matched above");
+                    };
                     self.jobs_running += 1;
                     work.push(Work::Remove {
                         chunk: id,
-                        path: path.clone(),
-                        tombstone: entry.tombstone,
-                        cached_mark: entry.cached_mark,
+                        path: stored.path.clone(),
+                        tombstone: stored.tombstone,
+                        cached_mark: stored.cached_mark,
                     });
-                } else if !entry.tombstone {
-                    entry.job = Some(Running::Tombstone);
+                    entry.phase = Phase::Removing { stored, why };
+                } else if !stored.tombstone {
+                    stored.job = Some(MarkJob::Tombstone);
                     self.jobs_running += 1;
                     work.push(Work::WriteTombstone { chunk: id });
                 }
             }
-            Disk::Absent => {
+            Phase::Downloading(_) | Phase::Removing { .. } => {}
+            Phase::Absent | Phase::Queued { .. } | Phase::WaitingForDisk | Phase::Failed { .. } => {
                 if !entry.wanted() {
                     self.forget(id);
-                } else if !entry.queued && entry.failure.is_none() && !entry.disk_wait {
-                    entry.queued = true;
+                } else if matches!(entry.phase, Phase::Absent) {
+                    entry.phase = Phase::Queued {
+                        waiting_for_space: false,
+                    };
                     self.queues.push(id, entry.urgent, false);
                     self.admission_dirty = true;
                 }
@@ -1293,9 +1498,13 @@ impl Table {
             };
             // An urgent chunk promoted out of the background queue leaves a stale copy there.
             let promoted_copy = !urgent && entry.urgent;
-            if !entry.queued || entry.job.is_some() || !entry.wanted() || promoted_copy {
+            let Phase::Queued { waiting_for_space } = entry.phase else {
+                queue.pop_front();
+                continue;
+            };
+            if !entry.wanted() || promoted_copy {
                 if !promoted_copy {
-                    entry.queued = entry.queued && entry.job.is_none() && entry.wanted();
+                    entry.phase = Phase::Absent;
                 }
                 queue.pop_front();
                 continue;
@@ -1307,11 +1516,12 @@ impl Table {
                         needed: size,
                         budget: self.budget.limit,
                     });
-                    entry.queued = false;
-                    entry.waiting_for_space = false;
-                    entry.failure = Some((error.clone(), 0));
+                    entry.phase = Phase::Failed {
+                        error: error.clone(),
+                        attempts: 0,
+                    };
                     emit(
-                        &self.events,
+                        &mut self.effects,
                         Event::DownloadFailed {
                             chunk: id,
                             error,
@@ -1327,15 +1537,17 @@ impl Table {
                     if urgent {
                         *claimed += size;
                     }
-                    let announced = entry.waiting_for_space;
+                    let announced = waiting_for_space;
                     if !self.make_room(deficit, &id) {
                         // Nothing to evict: wait until deletions or unpins free room.
                         if let Some(entry) = self.entries.get_mut(&id) {
-                            entry.waiting_for_space = true;
+                            entry.phase = Phase::Queued {
+                                waiting_for_space: true,
+                            };
                         }
                         if !announced {
                             emit(
-                                &self.events,
+                                &mut self.effects,
                                 Event::BudgetExceeded {
                                     chunk: id,
                                     needed: size,
@@ -1350,20 +1562,18 @@ impl Table {
                 None => 0,
             };
             queue.pop_front();
-            entry.queued = false;
-            entry.waiting_for_space = false;
             let cancel = CancellationToken::new();
-            let progress = Arc::new(Progress::default());
-            progress.total.store(reserved, Ordering::Relaxed);
-            entry.job = Some(Running::Download {
+            let progress = Arc::new(Progress::with_total(reserved));
+            entry.phase = Phase::Downloading(Download {
                 cancel: cancel.clone(),
+                cancelled: false,
                 progress: progress.clone(),
                 reserved,
             });
             self.budget.reserved += reserved;
             self.downloads_running += 1;
             self.jobs_running += 1;
-            emit(&self.events, Event::DownloadStarted { chunk: id });
+            emit(&mut self.effects, Event::DownloadStarted { chunk: id });
             work.push(Work::Download {
                 chunk: entry.chunk.clone(),
                 cancel,
@@ -1379,9 +1589,24 @@ impl Table {
             debug_assert!(false, "a job finished for an unknown chunk");
             return;
         };
-        let Some(job) = entry.job.take() else {
-            debug_assert!(false, "a job finished for a chunk without a job");
-            return;
+        let job = match &mut entry.phase {
+            Phase::Downloading(download) => Ended::Download {
+                reserved: download.reserved,
+            },
+            Phase::Removing { .. } => Ended::Remove,
+            Phase::Ready { stored, .. } | Phase::Deleting { stored, .. } => match stored.job.take()
+            {
+                Some(MarkJob::Tombstone) => Ended::Tombstone,
+                Some(MarkJob::CachedMark) => Ended::CachedMark,
+                None => {
+                    debug_assert!(false, "a job finished for a chunk without a job");
+                    return;
+                }
+            },
+            _ => {
+                debug_assert!(false, "a job finished for a chunk without a job");
+                return;
+            }
         };
         if matches!(
             outcome,
@@ -1395,44 +1620,41 @@ impl Table {
         self.jobs_running -= 1;
         self.dirty.push(id);
         match (job, outcome) {
-            (Running::Download { reserved, .. }, Outcome::Download(outcome)) => {
+            (Ended::Download { reserved }, Outcome::Download(outcome)) => {
                 self.disk_granted.remove(&id);
                 self.downloads_running -= 1;
                 self.budget.reserved -= reserved;
                 self.admission_dirty = true;
                 self.download_finished(id, outcome);
             }
-            (Running::Remove, Outcome::Removed(result)) => self.removal_finished(id, result),
-            (Running::Tombstone, Outcome::TombstoneWritten(result)) => {
-                if let Some(entry) = self.entries.get_mut(&id) {
-                    match result {
-                        Ok(()) => {
-                            entry.tombstone = true;
-                            if let Disk::Committed {
-                                residency: Residency::Hidden(weak),
-                                ..
-                            } = &entry.disk
-                                && weak.strong_count() > 0
-                            {
-                                emit(&self.events, Event::WaitingForRefs { chunk: id });
-                            }
-                        }
-                        Err(error) => self.io_failed(id, error),
-                    }
-                }
-            }
-            (Running::CachedMark, Outcome::CachedMarked { cached, result }) => match result {
+            (Ended::Remove, Outcome::Removed(result)) => self.removal_finished(id, result),
+            (Ended::Tombstone, Outcome::TombstoneWritten(result)) => match result {
                 Ok(()) => {
                     if let Some(entry) = self.entries.get_mut(&id) {
-                        entry.cached_mark = cached;
+                        if let Some(stored) = entry.stored_mut() {
+                            stored.tombstone = true;
+                        }
+                        if let Phase::Deleting { resident, .. } = &entry.phase
+                            && resident.strong_count() > 0
+                        {
+                            emit(&mut self.effects, Event::WaitingForRefs { chunk: id });
+                        }
                     }
                 }
                 Err(error) => self.io_failed(id, error),
             },
-            (Running::Tombstone, Outcome::TombstoneRemoved(result)) => match result {
+            (Ended::CachedMark, Outcome::CachedMarked { cached, result }) => match result {
                 Ok(()) => {
-                    if let Some(entry) = self.entries.get_mut(&id) {
-                        entry.tombstone = false;
+                    if let Some(stored) = self.entries.get_mut(&id).and_then(Entry::stored_mut) {
+                        stored.cached_mark = cached;
+                    }
+                }
+                Err(error) => self.io_failed(id, error),
+            },
+            (Ended::Tombstone, Outcome::TombstoneRemoved(result)) => match result {
+                Ok(()) => {
+                    if let Some(stored) = self.entries.get_mut(&id).and_then(Entry::stored_mut) {
+                        stored.tombstone = false;
                     }
                 }
                 Err(error) => self.io_failed(id, error),
@@ -1456,15 +1678,17 @@ impl Table {
         }
     }
 
+    /// A download ended: the entry leaves `Downloading` for the phase its outcome leads to.
     fn download_finished(&mut self, id: ChunkId, outcome: DownloadOutcome) {
         let Some(entry) = self.entries.get_mut(&id) else {
             return;
         };
+        let wanted = entry.wanted();
+        entry.phase = Phase::Absent;
         match outcome {
             DownloadOutcome::Committed { path, size } => {
                 self.budget.committed += size;
                 entry.size = Some(size);
-                entry.failure = None;
                 entry.disk_wait_announced = false;
                 entry.urgent = false;
                 self.next_generation += 1;
@@ -1475,18 +1699,22 @@ impl Table {
                     self.next_generation,
                     self.released.clone(),
                 ));
-                let wanted = entry.wanted();
+                // A new resident nobody else holds yet: set up here, not an effect.
                 resident.set_hidden(!wanted);
                 resident.set_cached(entry.desire == Desire::Cached);
-                entry.disk = Disk::Committed {
-                    path,
-                    size,
-                    residency: if wanted {
-                        Residency::Shown(resident.clone())
-                    } else {
-                        // Deleted while committing: removed as soon as `settle` runs.
-                        Residency::Hidden(Arc::downgrade(&resident))
-                    },
+                let stored = Stored::new(path, size);
+                entry.phase = if wanted {
+                    Phase::Ready {
+                        stored,
+                        resident: resident.clone(),
+                    }
+                } else {
+                    // Deleted while committing: removed as soon as `settle` runs.
+                    Phase::Deleting {
+                        stored,
+                        resident: Arc::downgrade(&resident),
+                        why: Hidden::Deleted,
+                    }
                 };
                 if wanted {
                     self.show(&resident);
@@ -1499,23 +1727,25 @@ impl Table {
                 self.storage_used();
             }
             DownloadOutcome::Cancelled => {
-                if entry.wanted() {
-                    entry.queued = true;
+                if wanted {
+                    entry.phase = Phase::Queued {
+                        waiting_for_space: false,
+                    };
                     self.queues.push(id, entry.urgent, true);
                 }
             }
             DownloadOutcome::NeedsSpace { size } => {
                 entry.size = Some(size);
-                if entry.wanted() {
-                    entry.queued = true;
+                if wanted {
                     self.queues.push(id, entry.urgent, true);
                     let deficit = (self.budget.committed + self.budget.reserved + size)
                         .saturating_sub(self.budget.limit);
                     // Room that evictions are freeing is coming: no need to announce a wait.
-                    if self.budget.evicting < deficit {
-                        entry.waiting_for_space = true;
+                    let waiting_for_space = self.budget.evicting < deficit;
+                    entry.phase = Phase::Queued { waiting_for_space };
+                    if waiting_for_space {
                         emit(
-                            &self.events,
+                            &mut self.effects,
                             Event::BudgetExceeded {
                                 chunk: id,
                                 needed: size,
@@ -1530,15 +1760,14 @@ impl Table {
                     entry.size = Some(size);
                 }
                 self.disk_free = free;
-                if entry.wanted() {
+                if wanted {
                     // Out of the queues until `disk_space` finds room: not a failure, not an
                     // attempt.
-                    entry.disk_wait = true;
-                    entry.waiting_for_space = true;
+                    entry.phase = Phase::WaitingForDisk;
                     self.disk_waiters.push_back(id);
                     if !mem::replace(&mut entry.disk_wait_announced, true) {
                         emit(
-                            &self.events,
+                            &mut self.effects,
                             Event::BudgetExceeded {
                                 chunk: id,
                                 needed: size,
@@ -1550,11 +1779,14 @@ impl Table {
             }
             DownloadOutcome::Failed { error, attempts } => {
                 entry.disk_wait_announced = false;
-                if entry.wanted() {
+                if wanted {
                     let error = Arc::new(error);
-                    entry.failure = Some((error.clone(), attempts));
+                    entry.phase = Phase::Failed {
+                        error: error.clone(),
+                        attempts,
+                    };
                     emit(
-                        &self.events,
+                        &mut self.effects,
                         Event::DownloadFailed {
                             chunk: id,
                             error,
@@ -1566,30 +1798,43 @@ impl Table {
         }
     }
 
+    /// A removal ended: the files are gone (the chunk is downloaded again if wanted, forgotten
+    /// otherwise), or the removal failed and is retried after a backoff.
     fn removal_finished(&mut self, id: ChunkId, result: Result<(), Error>) {
         let Some(entry) = self.entries.get_mut(&id) else {
             return;
         };
+        if !matches!(entry.phase, Phase::Removing { .. }) {
+            return;
+        }
+        let Phase::Removing { stored, why } = mem::replace(&mut entry.phase, Phase::Absent) else {
+            unreachable!("matched above");
+        };
         // Whatever the result, the room this eviction promised is no longer coming from it.
-        if entry.evicting {
-            entry.evicting = false;
-            self.budget.evicting -= entry.committed_size();
+        if why == Hidden::Evicted {
+            self.budget.evicting -= stored.size;
             self.admission_dirty = true;
         }
         if let Err(error) = result {
+            // Every ref was gone: a new resident is made if it is shown again.
+            entry.phase = Phase::Deleting {
+                stored,
+                resident: Weak::new(),
+                why: if why == Hidden::Corrupt {
+                    Hidden::Corrupt
+                } else {
+                    Hidden::Deleted
+                },
+            };
             self.io_failed(id, error);
             return;
         }
-        if let Disk::Committed { size, .. } = entry.disk {
-            self.budget.committed -= size;
-        }
-        entry.disk = Disk::Absent;
-        entry.tombstone = false;
-        entry.corrupt = false;
-        entry.cached_mark = false;
+        self.budget.committed -= stored.size;
         self.admission_dirty = true;
         if entry.wanted() {
-            entry.queued = true;
+            entry.phase = Phase::Queued {
+                waiting_for_space: false,
+            };
             self.queues.push(id, entry.urgent, true);
         } else {
             self.forget(id);
@@ -1599,7 +1844,9 @@ impl Table {
 
     fn io_failed(&mut self, id: ChunkId, error: Error) {
         if let Some(entry) = self.entries.get_mut(&id) {
-            entry.io_failed = true;
+            if let Some(stored) = entry.stored_mut() {
+                stored.io_failed = true;
+            }
             entry.io_failures = entry.io_failures.saturating_add(1);
             if !self.shutting_down {
                 self.io_retries.push(IoRetry {
@@ -1610,7 +1857,7 @@ impl Table {
             }
         }
         emit(
-            &self.events,
+            &mut self.effects,
             Event::IoFailed {
                 chunk: id,
                 error: Arc::new(error),
@@ -1624,11 +1871,11 @@ impl Table {
             debug_assert!(entry.lru_tick.is_none(), "a forgotten chunk was in the LRU");
             // It may have held the front of its queue (waiting for room): the chunks behind
             // it may start now.
-            if entry.queued {
+            if matches!(entry.phase, Phase::Queued { .. }) {
                 self.admission_dirty = true;
             }
         }
-        emit(&self.events, Event::ChunkDeleted { chunk: id });
+        emit(&mut self.effects, Event::ChunkDeleted { chunk: id });
     }
 
     fn new_resident(&mut self, chunk: Arc<DataChunk>, path: PathBuf, size: u64) -> Arc<Resident> {
@@ -1645,33 +1892,36 @@ impl Table {
     fn show(&mut self, resident: &Arc<Resident>) {
         self.index_changes.push(IndexChange::Show(resident.clone()));
         self.index_version += 1;
-        self.visible_version
-            .store(self.index_version, Ordering::Release);
+        self.effects
+            .push(Effect::VisibleVersion(self.index_version));
     }
 
     fn hide(&mut self, key: IndexKey) {
         self.index_version += 1;
-        // Recorded before the version moves: a reader that sees the version finds the hide.
-        self.hides
-            .store(Arc::new(self.hides.load().with(self.index_version, key)));
         self.index_changes.push(IndexChange::Hide(key));
-        self.visible_version
-            .store(self.index_version, Ordering::Release);
+        // Listed before the version moves: a reader that sees the version finds the hide.
+        self.effects.push(Effect::Hidden {
+            version: self.index_version,
+            key,
+        });
+        self.effects
+            .push(Effect::VisibleVersion(self.index_version));
     }
 
-    /// The visible set's version, shared for lock-free readers.
-    pub(crate) fn visible_version(&self) -> Arc<AtomicU64> {
-        self.visible_version.clone()
+    /// The effects of the transitions since the last call, in order, for the caller to carry
+    /// out while it still holds the lock (see [`crate::reconciler::apply`]).
+    pub(crate) fn take_effects(&mut self) -> Vec<Effect> {
+        mem::take(&mut self.effects)
     }
 
-    /// The chunks hidden since the last published snapshot, shared for lock-free readers.
-    pub(crate) fn hides(&self) -> Arc<ArcSwap<Hides>> {
-        self.hides.clone()
+    /// The releases channel's sender, given to every new resident.
+    pub(crate) fn releases(&self) -> &Releases {
+        &self.released
     }
 
-    fn storage_used(&self) {
+    fn storage_used(&mut self) {
         emit(
-            &self.events,
+            &mut self.effects,
             Event::StorageUsed {
                 used: self.budget.committed,
                 reserved: self.budget.reserved,
@@ -1691,11 +1941,8 @@ impl Table {
     /// previous batch's version are in the published snapshot: `list_chunks` no longer needs
     /// them, and they are dropped here, keeping the shared list as short as one turn's hides.
     pub(crate) fn take_index_changes(&mut self) -> (Vec<IndexChange>, u64) {
-        let hides = self.hides.load();
-        if hides.since() < self.taken_version {
-            self.hides
-                .store(Arc::new(hides.published(self.taken_version)));
-        }
+        self.effects
+            .push(Effect::HidesPublished(self.taken_version));
         self.taken_version = self.index_version;
         (mem::take(&mut self.index_changes), self.index_version)
     }
@@ -1711,9 +1958,10 @@ impl Table {
         self.shutting_down = true;
         self.io_retries.clear();
         for entry in self.entries.values_mut() {
-            entry.io_failed = false;
-            if let Some(Running::Download { cancel, .. }) = &entry.job {
-                cancel.cancel();
+            entry.clear_io_failed();
+            if let Phase::Downloading(download) = &mut entry.phase {
+                download.cancelled = true;
+                self.effects.push(Effect::Cancel(download.cancel.clone()));
             }
         }
     }
@@ -1726,27 +1974,30 @@ impl Table {
         debug_assert!(self.shutting_down);
         let mut work = Vec::new();
         for (id, entry) in &mut self.entries {
-            if entry.job.is_some() || entry.io_failed || entry.wanted() {
+            if entry.busy() || entry.io_failed() || entry.wanted() {
                 continue;
             }
-            let Disk::Committed {
-                residency: Residency::Hidden(weak),
-                path,
-                ..
-            } = &entry.disk
+            let Phase::Deleting {
+                stored, resident, ..
+            } = &mut entry.phase
             else {
                 continue;
             };
-            if weak.strong_count() == 0 {
-                entry.job = Some(Running::Remove);
+            if resident.strong_count() == 0 {
+                let Phase::Deleting { stored, why, .. } =
+                    mem::replace(&mut entry.phase, Phase::Absent)
+                else {
+                    unreachable!("matched above");
+                };
                 work.push(Work::Remove {
                     chunk: *id,
-                    path: path.clone(),
-                    tombstone: entry.tombstone,
-                    cached_mark: entry.cached_mark,
+                    path: stored.path.clone(),
+                    tombstone: stored.tombstone,
+                    cached_mark: stored.cached_mark,
                 });
-            } else if !entry.tombstone {
-                entry.job = Some(Running::Tombstone);
+                entry.phase = Phase::Removing { stored, why };
+            } else if !stored.tombstone {
+                stored.job = Some(MarkJob::Tombstone);
                 work.push(Work::WriteTombstone { chunk: *id });
             } else {
                 continue;
@@ -1763,20 +2014,30 @@ impl Table {
         let Some(entry) = self.entries.get_mut(&id) else {
             return false;
         };
-        let Disk::Committed { residency, .. } = &mut entry.disk else {
-            return false;
-        };
-        let Residency::Shown(resident) = residency else {
+        let Phase::Ready { resident, .. } = &entry.phase else {
             return false;
         };
         if resident.generation != generation {
             return false;
         }
-        resident.set_hidden(true);
-        resident.set_cached(false);
+        let Phase::Ready { stored, resident } = mem::replace(&mut entry.phase, Phase::Absent)
+        else {
+            unreachable!("matched above");
+        };
+        self.effects.push(Effect::SetHidden {
+            resident: resident.clone(),
+            hidden: true,
+        });
+        self.effects.push(Effect::SetCached {
+            resident: resident.clone(),
+            cached: false,
+        });
         let key = index_key(&resident.chunk);
-        *residency = Residency::Hidden(Arc::downgrade(resident));
-        entry.corrupt = true;
+        entry.phase = Phase::Deleting {
+            stored,
+            resident: Arc::downgrade(&resident),
+            why: Hidden::Corrupt,
+        };
         self.hide(key);
         self.sync_lru(id);
         self.dirty.push(id);
@@ -1793,9 +2054,9 @@ impl Table {
     pub(crate) fn retry_io(&mut self, retry: IoRetry) {
         if let Some(entry) = self.entries.get_mut(&retry.chunk)
             && entry.incarnation == retry.incarnation
-            && entry.io_failed
+            && entry.io_failed()
         {
-            entry.io_failed = false;
+            entry.clear_io_failed();
             self.dirty.push(retry.chunk);
         }
     }
@@ -1810,13 +2071,13 @@ impl Table {
         }
         // A running job may still commit (a cancelled download racing its rename) or is
         // removing the files: not settled until it ends.
-        if entry.job.is_some() {
+        if entry.busy() {
             return Deletion::Pending;
         }
-        match entry.disk {
-            Disk::Absent => Deletion::Durable,
-            Disk::Committed { .. } if entry.tombstone => Deletion::Durable,
-            Disk::Committed { .. } => Deletion::Pending,
+        match entry.stored() {
+            None => Deletion::Durable,
+            Some(stored) if stored.tombstone => Deletion::Durable,
+            Some(_) => Deletion::Pending,
         }
     }
 
@@ -1832,13 +2093,7 @@ impl Table {
 
     /// The visible chunk `id`, if it is ready.
     pub(crate) fn shown(&self, id: &ChunkId) -> Option<Arc<Resident>> {
-        match &self.entries.get(id)?.disk {
-            Disk::Committed {
-                residency: Residency::Shown(resident),
-                ..
-            } => Some(resident.clone()),
-            _ => None,
-        }
+        self.entries.get(id)?.shown().cloned()
     }
 
     /// Where a chunk stands, for waiters.
@@ -1849,17 +2104,10 @@ impl Table {
         if !entry.wanted() {
             return Settled::NotWanted;
         }
-        if let Disk::Committed {
-            residency: Residency::Shown(resident),
-            ..
-        } = &entry.disk
-        {
-            return Settled::Ready(resident.clone());
-        }
-        if entry.job.is_none()
-            && let Some((error, _)) = &entry.failure
-        {
-            return Settled::Failed(error.clone());
+        match &entry.phase {
+            Phase::Ready { resident, .. } => return Settled::Ready(resident.clone()),
+            Phase::Failed { error, .. } => return Settled::Failed(error.clone()),
+            _ => {}
         }
         if self.shutting_down {
             return Settled::Failed(Arc::new(Error::Shutdown));
@@ -1889,44 +2137,34 @@ impl Table {
     }
 
     fn state_of(&self, entry: &Entry) -> ChunkState {
-        if let Some(Running::Download { progress, .. }) = &entry.job {
-            let total = progress.total.load(Ordering::Relaxed);
-            return ChunkState::Downloading {
-                bytes_done: progress.done.load(Ordering::Relaxed),
-                bytes_total: (total > 0).then_some(total),
-            };
-        }
-        match &entry.disk {
-            Disk::Committed {
-                residency: Residency::Shown(_),
-                ..
-            } => ChunkState::Ready,
-            Disk::Committed {
-                residency: Residency::Hidden(weak),
-                ..
-            } => ChunkState::Deleting {
-                pinned: weak.strong_count() > 0,
-            },
-            Disk::Absent => {
-                if let Some((error, attempts)) = &entry.failure {
-                    ChunkState::Failed {
-                        error: error.clone(),
-                        attempts: *attempts,
-                    }
-                } else if entry.waiting_for_space {
-                    let budget = self.budget.available();
-                    ChunkState::WaitingForSpace {
-                        needed: entry.size.unwrap_or(0),
-                        available: if entry.disk_wait {
-                            budget.min(self.disk_free)
-                        } else {
-                            budget
-                        },
-                    }
-                } else {
-                    ChunkState::Queued
+        match &entry.phase {
+            Phase::Downloading(Download { progress, .. }) => {
+                let total = progress.total.load(Ordering::Relaxed);
+                ChunkState::Downloading {
+                    bytes_done: progress.done.load(Ordering::Relaxed),
+                    bytes_total: (total > 0).then_some(total),
                 }
             }
+            Phase::Ready { .. } => ChunkState::Ready,
+            Phase::Deleting { resident, .. } => ChunkState::Deleting {
+                pinned: resident.strong_count() > 0,
+            },
+            Phase::Removing { .. } => ChunkState::Deleting { pinned: false },
+            Phase::Failed { error, attempts } => ChunkState::Failed {
+                error: error.clone(),
+                attempts: *attempts,
+            },
+            Phase::Queued {
+                waiting_for_space: true,
+            } => ChunkState::WaitingForSpace {
+                needed: entry.size.unwrap_or(0),
+                available: self.budget.available(),
+            },
+            Phase::WaitingForDisk => ChunkState::WaitingForSpace {
+                needed: entry.size.unwrap_or(0),
+                available: self.budget.available().min(self.disk_free),
+            },
+            Phase::Absent | Phase::Queued { .. } => ChunkState::Queued,
         }
     }
 
@@ -1939,8 +2177,8 @@ impl Table {
         };
         for entry in self.entries.values() {
             if entry.desire == Desire::Assigned {
-                let reserved = match entry.job {
-                    Some(Running::Download { reserved, .. }) => reserved,
+                let reserved = match &entry.phase {
+                    Phase::Downloading(download) => download.reserved,
                     _ => 0,
                 };
                 totals.bytes_assigned = totals
@@ -1982,41 +2220,45 @@ impl Table {
                 assert_eq!(resident.is_cached(), entry.desire == Desire::Cached);
             }
             committed += entry.committed_size();
-            if let Some(Running::Download { reserved: r, .. }) = &entry.job {
-                reserved += r;
-            }
-            if entry.evicting {
-                // Deleted, or wanted again while its removal runs.
-                assert!(entry.shown().is_none(), "an evicting chunk is hidden");
-                evicting += entry.committed_size();
-            }
-            if entry.disk_wait {
-                assert!(
-                    !entry.queued,
-                    "a chunk waiting for disk space is out of the queues"
-                );
-                assert!(
-                    entry.job.is_none(),
-                    "a chunk waiting for disk space has no job"
-                );
-                assert!(
+            match &entry.phase {
+                Phase::Downloading(Download { reserved: r, .. }) => reserved += r,
+                Phase::Deleting {
+                    why: Hidden::Evicted,
+                    ..
+                }
+                | Phase::Removing {
+                    why: Hidden::Evicted,
+                    ..
+                } => evicting += entry.committed_size(),
+                Phase::WaitingForDisk => assert!(
                     self.disk_waiters.contains(id),
                     "a chunk waiting for disk space is in the waiters"
+                ),
+                Phase::Queued { .. } if entry.wanted() => {
+                    let queue = if entry.urgent {
+                        &self.queues.urgent
+                    } else {
+                        &self.queues.background
+                    };
+                    assert!(queue.contains(id), "a queued chunk is in its queue");
+                }
+                _ => {}
+            }
+            assert!(
+                !(entry.urgent && matches!(entry.phase, Phase::Ready { .. })),
+                "a ready chunk is not urgent"
+            );
+            if let Some(stored) = entry.stored() {
+                assert!(
+                    !(stored.job.is_some() && stored.io_failed),
+                    "a failed disk job waits for its retry before it runs again"
                 );
             }
             if self.disk_granted.contains(id) {
                 assert!(
-                    matches!(entry.job, Some(Running::Download { .. })),
+                    matches!(entry.phase, Phase::Downloading(_)),
                     "a granted download is running"
                 );
-            }
-            if entry.queued && entry.job.is_none() && entry.wanted() {
-                let queue = if entry.urgent {
-                    &self.queues.urgent
-                } else {
-                    &self.queues.background
-                };
-                assert!(queue.contains(id), "a queued chunk is in its queue");
             }
         }
         assert_eq!(
@@ -2033,8 +2275,8 @@ impl Table {
     }
 }
 
-fn emit(events: &Emitter, event: Event) {
-    events.emit(event);
+fn emit(effects: &mut Vec<Effect>, event: Event) {
+    effects.push(Effect::Emit(event));
 }
 
 #[cfg(test)]

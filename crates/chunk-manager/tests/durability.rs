@@ -335,6 +335,71 @@ fn issue10_a_failed_removal_is_retried_and_the_budget_follows() {
     manager.shutdown_blocking();
 }
 
+/// Issue 10 (an injectable runtime): on a runtime whose clock is paused, the retries of a
+/// failed removal follow the configured backoff exactly in virtual time (a minute of backoff
+/// passes in no real time), and nothing is retried before it.
+#[test]
+fn issue10_a_failed_removal_retries_after_its_backoff_on_a_paused_clock() {
+    let catalog = Catalog::new();
+    let dir = tempfile::tempdir().unwrap();
+    {
+        // The chunk comes from the origin over real time; the paused part adopts it.
+        let manager = ChunkManager::open(config(dir.path())).unwrap();
+        manager.download_chunk(catalog.simple(1, 1000));
+        manager.wait_ready_blocking([1; 32]).unwrap();
+        manager.shutdown_blocking();
+    }
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .start_paused(true)
+        .build()
+        .unwrap();
+    let real = std::time::Instant::now();
+    runtime.block_on(async {
+        let base = Duration::from_secs(20);
+        let config = config(dir.path())
+            .with_retry_delays(base, Duration::from_secs(60))
+            .with_runtime(tokio::runtime::Handle::current());
+        let manager = ChunkManager::open(config).unwrap();
+        let path = manager.get_chunk(&[1; 32]).unwrap().path().to_path_buf();
+        // Removal renames into trash/ first: make that impossible for a while.
+        let trash = dir.path().join("trash");
+        std::fs::remove_dir(&trash).unwrap();
+        std::fs::write(&trash, b"not a directory").unwrap();
+        let mut events = manager.subscribe();
+        let io_failed = |event: &Event| matches!(event, Event::IoFailed { .. });
+        let start = tokio::time::Instant::now();
+        manager.delete_chunk([1; 32]);
+        let mut failures = Vec::new();
+        while failures.len() < 3 {
+            if io_failed(&events.recv().await.unwrap()) {
+                failures.push(start.elapsed());
+            }
+        }
+        // The n-th retry waits base * 2^(n-1), capped, jittered into its upper half.
+        assert!(failures[0] < Duration::from_secs(1), "{failures:?}");
+        let first = failures[1] - failures[0];
+        assert!(first >= base / 2 && first <= base, "{failures:?}");
+        let second = failures[2] - failures[1];
+        assert!(second >= base && second <= base * 2, "{failures:?}");
+        assert!(path.exists(), "not removed while the removal fails");
+
+        std::fs::remove_file(&trash).unwrap();
+        std::fs::create_dir(&trash).unwrap();
+        manager.wait_deleted([1; 32]).await.unwrap();
+        // The third retry's backoff is capped at the max delay (60 s, not 80 s).
+        let third = start.elapsed() - failures[2];
+        assert!(third >= base * 3 / 2 && third <= base * 3, "{third:?}");
+        assert!(!path.exists());
+        manager.shutdown().await;
+    });
+    assert!(
+        real.elapsed() < Duration::from_secs(20),
+        "the backoffs passed in virtual time: {:?}",
+        real.elapsed()
+    );
+}
+
 #[test]
 fn issue10_removing_the_lock_file_does_not_let_a_second_manager_in() {
     let dir = tempfile::tempdir().unwrap();

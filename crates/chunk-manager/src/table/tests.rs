@@ -8,6 +8,7 @@ use std::sync::Arc;
 use proptest::prelude::*;
 use tokio::sync::{broadcast, mpsc};
 
+use crate::event::Emitter;
 use crate::handle::{ChunkRef, Releases};
 
 use super::*;
@@ -18,6 +19,11 @@ struct Harness {
     table: Table,
     released: mpsc::UnboundedReceiver<Released>,
     events: broadcast::Receiver<Event>,
+    /// Where the table's effects are carried out, as the reconciler does.
+    emitter: Emitter,
+    visible_version: AtomicU64,
+    hides: arc_swap::ArcSwap<crate::index::Hides>,
+    releases: Releases,
 }
 
 impl Harness {
@@ -30,10 +36,31 @@ impl Harness {
         let receiver = events.subscribe();
         let (sender, released) = Releases::channel();
         Self {
-            table: Table::new(budget, slots, fetch_slots, events, sender),
+            table: Table::new(budget, slots, fetch_slots, sender.clone()),
             released,
             events: receiver,
+            emitter: events,
+            visible_version: AtomicU64::new(0),
+            hides: Default::default(),
+            releases: sender,
         }
+    }
+
+    /// Carries out the table's effects so far, as the manager does when it releases the lock.
+    fn apply(&mut self) {
+        crate::reconciler::apply(
+            self.table.take_effects(),
+            &self.emitter,
+            &self.visible_version,
+            &self.hides,
+            &self.releases,
+        );
+    }
+
+    /// The events sent so far.
+    fn drain(&mut self) -> Vec<Event> {
+        self.apply();
+        drain(&mut self.events)
     }
 
     /// One reconciler turn: fold in releases, take the jobs, publish (here: drop) the
@@ -43,6 +70,7 @@ impl Harness {
     fn work(&mut self) -> Vec<Work> {
         let mut work = Vec::new();
         loop {
+            self.apply();
             while let Ok(release) = self.released.try_recv() {
                 self.table.released(release);
             }
@@ -59,6 +87,7 @@ impl Harness {
                 }
             }
             self.table.take_index_changes();
+            self.apply();
             self.table.check_invariants();
             if !self.table.needs_turn() {
                 return work;
@@ -67,8 +96,9 @@ impl Harness {
     }
 
     fn events(&mut self) -> Vec<String> {
+        self.apply();
         for event in self.table.take_after_publish() {
-            self.table.events.emit(event);
+            self.emitter.emit(event);
         }
         let mut seen = Vec::new();
         while let Ok(event) = self.events.try_recv() {
@@ -148,8 +178,24 @@ fn delete_while_downloading_cancels_and_forgets_after_cleanup() {
         panic!("a download")
     };
     h.table.request_delete([1; 32]);
-    assert!(cancel.is_cancelled());
+    assert!(
+        !cancel.is_cancelled(),
+        "the table asks for the cancellation, it does not cancel"
+    );
     assert!(h.table.try_reserve(&[1; 32], SIZE) == Reservation::Gone);
+    let effects = h.table.take_effects();
+    assert!(
+        matches!(effects.as_slice(), [Effect::Cancel(_)]),
+        "{effects:?}"
+    );
+    crate::reconciler::apply(
+        effects,
+        &h.emitter,
+        &h.visible_version,
+        &h.hides,
+        &h.releases,
+    );
+    assert!(cancel.is_cancelled());
     h.table
         .job_finished([1; 32], Outcome::Download(DownloadOutcome::Cancelled));
     assert!(h.work().is_empty());
@@ -180,6 +226,7 @@ fn delete_while_pinned_hides_records_and_removes_after_the_last_ref() {
     let pinned = h.table.shown(&[1; 32]).expect("ready");
 
     h.table.request_delete([1; 32]);
+    h.apply();
     assert!(pinned.is_hidden(), "hidden at once");
     assert!(h.table.shown(&[1; 32]).is_none());
     assert!(matches!(
@@ -215,6 +262,7 @@ fn download_while_waiting_for_refs_shows_again_without_downloading() {
     h.table.request_delete([1; 32]);
     let _tombstone = single(h.work());
     h.table.request_download(chunk(1), None);
+    h.apply();
     assert!(!pinned.is_hidden());
     assert_eq!(h.state(1), Some("ready"));
     h.table
@@ -311,6 +359,35 @@ fn an_invalid_description_fails_the_chunk() {
     ));
     assert_eq!(h.state(1), Some("failed"));
     assert!(h.work().is_empty());
+}
+
+/// Issue 10 (the Phase enum): an invalid description replacing a queued one fails the chunk
+/// and takes it out of the queue. With separate flags it stayed queued with a failure and its
+/// invalid description was downloaded.
+#[test]
+fn issue10_an_invalid_description_replacing_a_queued_one_is_not_downloaded() {
+    let mut h = Harness::new(100, 4);
+    h.table.request_download(chunk(1), None);
+    assert_eq!(h.state(1), Some("queued"));
+    let without_files = Arc::new(DataChunk::new(
+        [1; 32],
+        [0; 32],
+        100..200,
+        Default::default(),
+    ));
+    let refused = h
+        .table
+        .request_download(without_files, Some(InvalidChunk::NoFiles));
+    assert!(matches!(
+        refused.as_deref(),
+        Some(Error::InvalidChunk { .. })
+    ));
+    assert_eq!(h.state(1), Some("failed"));
+    assert!(
+        h.work().is_empty(),
+        "the invalid description is not downloaded"
+    );
+    assert_eq!(h.state(1), Some("failed"));
 }
 
 #[test]
@@ -906,6 +983,7 @@ proptest! {
                 }
                 Op::Delete(id) => {
                     h.table.request_delete([id; 32]);
+                    h.apply();
                     wishes.insert(id, Wish::Deleted);
                     for (ticket, deleted) in &mut tickets {
                         *deleted |= ticket.chunk == [id; 32];
@@ -962,7 +1040,7 @@ proptest! {
                 }
             }
             running.extend(h.work());
-            for event in drain(&mut h.events) {
+            for event in h.drain() {
                 if let Event::Evicted { chunk, .. } = event {
                     let id = chunk[0];
                     prop_assert_eq!(wishes.get(&id), Some(&Wish::Cached), "evicted chunk {} was not cached", id);
@@ -987,7 +1065,7 @@ proptest! {
             let Some(work) = running.pop() else { break };
             finish(&mut h, work, &refs);
         }
-        for event in drain(&mut h.events) {
+        for event in h.drain() {
             if let Event::Evicted { chunk, .. } = event {
                 prop_assert_eq!(wishes.get(&chunk[0]), Some(&Wish::Cached));
                 wishes.insert(chunk[0], Wish::Deleted);
@@ -1299,4 +1377,70 @@ fn issue10_a_full_disk_evicts_cached_chunks() {
     );
     assert!(h.table.shown(&[1; 32]).is_none(), "evicted");
     assert!(h.events().iter().any(|e| e.starts_with("🧹")));
+}
+
+/// Issue 10: the table is pure. Deleting a ready pinned chunk asks, as effects, to hide it
+/// (flag, index, version) and starts no removal until its last ref is released; the table
+/// itself has touched neither the resident nor the index.
+#[test]
+fn issue10_delete_of_a_pinned_ready_chunk_yields_hide_and_no_removal_until_release() {
+    let mut h = Harness::new(100, 4);
+    h.table.request_download(chunk(1), None);
+    let _job = single(h.work());
+    h.table.job_finished([1; 32], committed(1));
+    h.work();
+    let pinned = ChunkRef::new(h.table.shown(&[1; 32]).expect("ready"));
+    let version = h.table.index_version();
+
+    h.table.request_delete([1; 32]);
+    assert!(
+        !pinned.resident().is_hidden(),
+        "effects are not carried out by the table"
+    );
+    let effects = h.table.take_effects();
+    assert!(
+        effects.iter().any(|effect| matches!(
+            effect,
+            Effect::SetHidden { resident, hidden: true } if Arc::ptr_eq(resident, pinned.resident())
+        )),
+        "{effects:?}"
+    );
+    assert!(
+        matches!(effects.last(), Some(Effect::VisibleVersion(v)) if *v == version + 1),
+        "{effects:?}"
+    );
+    assert!(
+        !effects
+            .iter()
+            .any(|effect| matches!(effect, Effect::Emit(_) | Effect::Cancel(_))),
+        "{effects:?}"
+    );
+    let (changes, published) = h.table.take_index_changes();
+    assert!(
+        matches!(changes.as_slice(), [IndexChange::Hide(key)] if key.2 == [1; 32]),
+        "{changes:?}"
+    );
+    assert_eq!(published, version + 1);
+    crate::reconciler::apply(
+        effects,
+        &h.emitter,
+        &h.visible_version,
+        &h.hides,
+        &h.releases,
+    );
+    assert!(pinned.resident().is_hidden());
+
+    // Pinned: a tombstone, no removal.
+    assert!(matches!(single(h.work()), Work::WriteTombstone { .. }));
+    h.table
+        .job_finished([1; 32], Outcome::TombstoneWritten(Ok(())));
+    assert!(h.work().is_empty(), "no removal while a ref holds it");
+    drop(pinned);
+    assert!(matches!(
+        single(h.work()),
+        Work::Remove {
+            tombstone: true,
+            ..
+        }
+    ));
 }
