@@ -57,7 +57,7 @@
 //! `Deleting { why }`: `Deleted` by a call, `Evicted` for room (its bytes counted as coming
 //! room until removed), or `Corrupt` (found by the scrub: never shown again, downloaded again
 //! after its removal if still wanted).
-
+//!
 //! # Desire: assigned, cached, deleted
 //!
 //! What the caller wants for a chunk is one of three [`Desire`]s, and the last call wins:
@@ -117,9 +117,9 @@
 //!
 //! where a granted download still has to write its reservation minus the bytes it has written
 //! (its [`Progress`]; bytes count as written once handed to the file's writer, so the margin
-//! also absorbs the writers' buffers, at most 2 MiB per file in flight). Otherwise the download ends and the chunk waits for disk space (🚫,
-//! `WaitingForSpace`) out of the queues; cached chunks are evicted for it as for the budget.
-//! A download that meets a full disk anyway (`ENOSPC`, `EDQUOT`: another process wrote
+//! also absorbs the writers' buffers, at most 2 MiB per file in flight). Otherwise the
+//! download ends and the chunk waits for disk space (🚫, `WaitingForDisk`) out of the
+//! queues; cached chunks are evicted for it as for the budget. A download that meets a full disk anyway (`ENOSPC`, `EDQUOT`: another process wrote
 //! meanwhile) ends the same way, its partial files removed (they hold the space the disk
 //! lacks). Neither counts as a failed attempt. While chunks wait for disk space the reconciler
 //! reads the free space every [`Config::disk_space_poll`](crate::Config::disk_space_poll) and
