@@ -568,6 +568,37 @@ impl Entry {
         self.stored().map_or(0, |stored| stored.size)
     }
 
+    /// Takes a ready chunk out of sight: `Deleting { why }`, its resident flagged hidden and
+    /// not cached (as effects). Returns its index key, for the caller to hide, and its size;
+    /// `None`, changing nothing, if the chunk is not ready.
+    fn take_out_of_sight(
+        &mut self,
+        why: Hidden,
+        effects: &mut Vec<Effect>,
+    ) -> Option<(IndexKey, u64)> {
+        if !matches!(self.phase, Phase::Ready { .. }) {
+            return None;
+        }
+        let Phase::Ready { stored, resident } = mem::replace(&mut self.phase, Phase::Absent) else {
+            unreachable!("matched above");
+        };
+        effects.push(Effect::SetHidden {
+            resident: resident.clone(),
+            hidden: true,
+        });
+        effects.push(Effect::SetCached {
+            resident: resident.clone(),
+            cached: false,
+        });
+        let found = (index_key(&resident.chunk), stored.size);
+        self.phase = Phase::Deleting {
+            stored,
+            resident: Arc::downgrade(&resident),
+            why,
+        };
+        Some(found)
+    }
+
     /// Changes the desire and tells a visible resident whether it is cached (its last unpin
     /// then wakes the reconciler, which may evict it for a waiting download).
     fn set_desire(&mut self, desire: Desire, effects: &mut Vec<Effect>) {
@@ -1080,29 +1111,13 @@ impl Table {
         entry.urgent = false;
         entry.rejected = None;
         entry.clear_io_failed();
-        let mut hide = None;
-        entry.phase = match mem::replace(&mut entry.phase, Phase::Absent) {
-            Phase::Downloading(mut download) => {
-                download.cancelled = true;
-                self.effects.push(Effect::Cancel(download.cancel.clone()));
-                Phase::Downloading(download)
-            }
-            Phase::Ready { stored, resident } => {
-                self.effects.push(Effect::SetHidden {
-                    resident: resident.clone(),
-                    hidden: true,
-                });
-                hide = Some(index_key(&resident.chunk));
-                Phase::Deleting {
-                    stored,
-                    resident: Arc::downgrade(&resident),
-                    why: Hidden::Deleted,
-                }
-            }
-            phase => phase,
-        };
+        let hide = entry.take_out_of_sight(Hidden::Deleted, &mut self.effects);
+        if let Phase::Downloading(download) = &mut entry.phase {
+            download.cancelled = true;
+            self.effects.push(Effect::Cancel(download.cancel.clone()));
+        }
         let nothing_on_disk = entry.replaceable();
-        if let Some(key) = hide {
+        if let Some((key, _)) = hide {
             self.hide(key);
         }
         self.sync_lru(id);
@@ -1308,27 +1323,8 @@ impl Table {
             Desire::Cached,
             "only cached chunks are evicted"
         );
-        if !matches!(entry.phase, Phase::Ready { .. }) {
+        let Some((key, size)) = entry.take_out_of_sight(Hidden::Evicted, &mut self.effects) else {
             return;
-        }
-        let Phase::Ready { stored, resident } = mem::replace(&mut entry.phase, Phase::Absent)
-        else {
-            unreachable!("matched above");
-        };
-        let size = stored.size;
-        self.effects.push(Effect::SetHidden {
-            resident: resident.clone(),
-            hidden: true,
-        });
-        self.effects.push(Effect::SetCached {
-            resident: resident.clone(),
-            cached: false,
-        });
-        let key = index_key(&resident.chunk);
-        entry.phase = Phase::Deleting {
-            stored,
-            resident: Arc::downgrade(&resident),
-            why: Hidden::Evicted,
         };
         entry.desire = Desire::Deleted;
         self.budget.evicting += size;
@@ -2020,23 +2016,8 @@ impl Table {
         if resident.generation != generation {
             return false;
         }
-        let Phase::Ready { stored, resident } = mem::replace(&mut entry.phase, Phase::Absent)
-        else {
-            unreachable!("matched above");
-        };
-        self.effects.push(Effect::SetHidden {
-            resident: resident.clone(),
-            hidden: true,
-        });
-        self.effects.push(Effect::SetCached {
-            resident: resident.clone(),
-            cached: false,
-        });
-        let key = index_key(&resident.chunk);
-        entry.phase = Phase::Deleting {
-            stored,
-            resident: Arc::downgrade(&resident),
-            why: Hidden::Corrupt,
+        let Some((key, _)) = entry.take_out_of_sight(Hidden::Corrupt, &mut self.effects) else {
+            unreachable!("ready, matched above");
         };
         self.hide(key);
         self.sync_lru(id);
