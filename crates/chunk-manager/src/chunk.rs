@@ -55,6 +55,14 @@ pub fn redact_url(url: &str) -> String {
         }
         return shown;
     }
+    redact_as_text(url)
+}
+
+/// [`redact_url`] on the text itself, for what does not parse as a URL (and for URLs inside
+/// free text, which must stay as written): cut at the first `?` (marked) or `#`, and without
+/// anything before an `@` in the authority.
+fn redact_as_text(url: &str) -> String {
+    const REDACTED: &str = "?<redacted>";
     let (base, cut) = match url.find(['?', '#']) {
         Some(at) => (&url[..at], url[at..].starts_with('?')),
         None => (url, false),
@@ -72,6 +80,44 @@ pub fn redact_url(url: &str) -> String {
         shown.push_str(REDACTED);
     }
     shown
+}
+
+/// Every URL in a text (an error message, an event) redacted as [`redact_url`] does, the
+/// rest of the text as written: a URL is a scheme (letters, digits, `+`, `-`, `.`), `://`,
+/// and what follows up to a space, a control character, a quote or an angle bracket.
+///
+/// ```
+/// use chunk_manager::redact_urls;
+/// assert_eq!(
+///     redact_urls(r#"GET "https://u:p@h/b?X-Amz-Signature=s" answered 403; see s3://b/k"#),
+///     r#"GET "https://h/b?<redacted>" answered 403; see s3://b/k"#
+/// );
+/// ```
+pub fn redact_urls(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(found) = rest.find("://") {
+        let scheme_start = rest[..found]
+            .rfind(|c: char| !(c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.')))
+            .map_or(0, |at| at + 1);
+        let after = found + 3;
+        let end = rest[after..]
+            .find(|c: char| {
+                c.is_whitespace() || c.is_control() || matches!(c, '"' | '\'' | '<' | '>' | '`')
+            })
+            .map_or(rest.len(), |at| after + at);
+        if scheme_start == found {
+            // No scheme: not a URL.
+            out.push_str(&rest[..after]);
+            rest = &rest[after..];
+            continue;
+        }
+        out.push_str(&rest[..scheme_start]);
+        out.push_str(&redact_as_text(&rest[scheme_start..end]));
+        rest = &rest[end..];
+    }
+    out.push_str(rest);
+    out
 }
 
 /// Formats an id as lowercase hex, the form used in directory names, logs and JSON.

@@ -70,7 +70,7 @@ use std::path::{Path, PathBuf};
 
 pub use chunk::{
     ChunkId, DataChunk, DatasetId, InvalidChunk, InvalidId, MAX_FILE_NAME_LEN, MAX_FILES, ShortId,
-    id_from_hex, id_to_hex, redact_url,
+    id_from_hex, id_to_hex, redact_url, redact_urls,
 };
 pub use config::{AzureConfig, Config, GcsConfig, S3Config, TIB};
 pub use disk::StartupReport;

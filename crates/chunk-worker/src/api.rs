@@ -52,7 +52,7 @@ use axum::routing::{get, put};
 use axum::{Json, Router};
 use chunk_manager::{
     ChunkId, ChunkManager, ChunkRef, ChunkState, ChunkStatus, DataChunk, Event, id_from_hex,
-    id_to_hex,
+    id_to_hex, redact_urls,
 };
 use futures::{Stream, StreamExt};
 use metrics_exporter_prometheus::PrometheusHandle;
@@ -765,48 +765,6 @@ fn error_text(error: &impl std::fmt::Display, access: Access, summary: &str) -> 
     }
 }
 
-/// Strips credentials (`user:password@`), query strings and fragments from every URL in
-/// `text`: presigned URLs carry their signature in the query.
-fn redact_urls(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    let mut rest = text;
-    while let Some(found) = rest.find("://") {
-        // The scheme: the letters, digits, `+`, `-`, `.` just before "://".
-        let scheme_start = rest[..found]
-            .rfind(|c: char| !(c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.')))
-            .map_or(0, |at| at + 1);
-        let after = found + 3;
-        let end = rest[after..]
-            .find(|c: char| {
-                c.is_whitespace() || c.is_control() || matches!(c, '"' | '\'' | '<' | '>' | '`')
-            })
-            .map_or(rest.len(), |at| after + at);
-        if scheme_start == found {
-            // No scheme: not a URL.
-            out.push_str(&rest[..after]);
-            rest = &rest[after..];
-            continue;
-        }
-        out.push_str(&rest[..after]);
-        let mut remainder = &rest[after..end];
-        let authority_end = remainder.find(['/', '?', '#']).unwrap_or(remainder.len());
-        if let Some(at) = remainder[..authority_end].rfind('@') {
-            out.push_str("<redacted>@");
-            remainder = &remainder[at + 1..];
-        }
-        match remainder.find(['?', '#']) {
-            Some(cut) => {
-                out.push_str(&remainder[..cut]);
-                out.push_str("?<redacted>");
-            }
-            None => out.push_str(remainder),
-        }
-        rest = &rest[end..];
-    }
-    out.push_str(rest);
-    out
-}
-
 fn event_kind(event: &Event) -> &'static str {
     match event {
         Event::DownloadStarted { .. } => "download_started",
@@ -938,7 +896,7 @@ mod tests {
                 "file \"a\": https://user:pw@host.example/b/c?X-Amz-Signature=abc#frag answered \
                  HTTP 403; see s3://bucket/key?token=t and http://h/x"
             ),
-            "file \"a\": https://<redacted>@host.example/b/c?<redacted> answered HTTP 403; \
+            "file \"a\": https://host.example/b/c?<redacted> answered HTTP 403; \
              see s3://bucket/key?<redacted> and http://h/x"
         );
         assert_eq!(
