@@ -8,10 +8,10 @@ mod common;
 use std::collections::HashMap;
 
 use bytes::Bytes;
-use chunk_manager::{AzureConfig, ChunkManager, Config, DataChunk, Error, Event};
+use chunk_manager::{AzureConfig, ChunkManager, Config, DataChunk};
 use chunk_origin::azurite::{ACCOUNT, ACCOUNT_KEY, Azurite};
 use chunk_origin::content;
-use common::{config, wait_event};
+use common::{assert_denied_without, assert_missing_fails_at_once, config};
 use object_store::azure::{MicrosoftAzure, MicrosoftAzureBuilder};
 use object_store::path::Path as StorePath;
 use object_store::{ObjectStoreExt, PutPayload};
@@ -104,24 +104,8 @@ fn issue12_a_missing_blob_fails_at_once_naming_it() {
     let azurite = shared_azurite();
     let dir = tempfile::tempdir().unwrap();
     let manager = ChunkManager::open(azure_config(dir.path(), azurite, ACCOUNT_KEY)).unwrap();
-    let mut events = manager.subscribe();
-    manager.download_chunk(az_chunk(1, "az", &["missing/1/blocks"]));
-    let error = manager.wait_ready_blocking([1; 32]).unwrap_err();
-    assert!(
-        matches!(*error, Error::HttpStatus { status: 404, .. }),
-        "{error:?}"
-    );
-    assert!(
-        error.to_string().contains("az://chunks/missing/1/blocks"),
-        "{error}"
-    );
-    let failed = wait_event(&mut events, |event| {
-        matches!(event, Event::DownloadFailed { .. } | Event::Retrying { .. })
-    });
-    assert!(
-        matches!(failed, Event::DownloadFailed { attempts: 1, .. }),
-        "not retried: {failed}"
-    );
+    let chunk = az_chunk(1, "az", &["missing/1/blocks"]);
+    assert_missing_fails_at_once(&manager, chunk, "az://chunks/missing/1/blocks");
 }
 
 #[test]
@@ -134,14 +118,5 @@ fn issue12_a_wrong_account_key_fails_with_access_denied_without_showing_it() {
     let manager = ChunkManager::open(azure_config(dir.path(), azurite, wrong)).unwrap();
     manager.download_chunk(az_chunk(1, "az", &["denied/1/blocks"]));
     let error = manager.wait_ready_blocking([1; 32]).unwrap_err();
-    assert!(
-        matches!(
-            *error,
-            Error::AccessDenied { .. } | Error::HttpStatus { status: 403, .. }
-        ),
-        "{error:?}"
-    );
-    assert!(!error.is_retryable(), "{error:?}");
-    let shown = error.with_causes();
-    assert!(!shown.contains(wrong), "{shown}");
+    assert_denied_without(&error, wrong);
 }

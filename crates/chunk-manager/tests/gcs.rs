@@ -10,7 +10,7 @@ use std::collections::HashMap;
 
 use chunk_manager::{ChunkManager, Config, DataChunk, Error, GcsConfig};
 use chunk_origin::{Fault, Origin, content};
-use common::config;
+use common::{assert_denied_without, assert_missing_fails_at_once, config};
 
 /// A service account key that object_store accepts without signing anything
 /// (`disable_oauth`), with a private key that must never show in an error.
@@ -50,15 +50,11 @@ fn issue12_a_missing_gs_object_fails_at_once_naming_it() {
     let manager = ChunkManager::open(gcs_config(dir.path(), &origin, &dummy_key(&secret))).unwrap();
     let chunk = gs_chunk(1, "gs://bucket/missingblocks");
     chunk.validate().unwrap();
-    manager.download_chunk(chunk);
-    let error = manager.wait_ready_blocking([1; 32]).unwrap_err();
-    assert!(
-        matches!(*error, Error::HttpStatus { status: 404, .. }),
-        "{error:?}"
-    );
-    assert!(!error.is_retryable());
-    let shown = error.with_causes();
-    assert!(shown.contains("gs://bucket/missingblocks"), "{shown}");
+    assert_missing_fails_at_once(&manager, chunk, "gs://bucket/missingblocks");
+    let shown = manager
+        .wait_ready_blocking([1; 32])
+        .unwrap_err()
+        .with_causes();
     assert!(!shown.contains(&secret), "{shown}");
     // The request went to the bucket's object, through the base URL override (object
     // names are sent percent-encoded whole, so these tests use alphanumeric names).
@@ -75,16 +71,7 @@ fn issue12_a_refused_gs_request_is_access_denied_without_the_key() {
     let manager = ChunkManager::open(gcs_config(dir.path(), &origin, &dummy_key(&secret))).unwrap();
     manager.download_chunk(gs_chunk(1, "gs://bucket/deniedblocks"));
     let error = manager.wait_ready_blocking([1; 32]).unwrap_err();
-    assert!(
-        matches!(
-            *error,
-            Error::AccessDenied { .. } | Error::HttpStatus { status: 403, .. }
-        ),
-        "{error:?}"
-    );
-    assert!(!error.is_retryable(), "{error:?}");
-    let shown = error.with_causes();
-    assert!(!shown.contains(&secret), "{shown}");
+    assert_denied_without(&error, &secret);
 }
 
 #[test]

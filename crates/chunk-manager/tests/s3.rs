@@ -16,7 +16,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use chunk_manager::{Checksum, ChunkManager, Config, DataChunk, Error, Event, FileCheck, S3Config};
 use chunk_origin::{Gate, content};
-use common::{config, temporary_entries, wait_event};
+use common::{assert_missing_fails_at_once, config, temporary_entries, wait_event};
 use object_store::aws::{AmazonS3, AmazonS3Builder};
 use object_store::path::Path as StorePath;
 use object_store::{ObjectStoreExt, PutPayload};
@@ -439,24 +439,8 @@ fn a_missing_object_fails_at_once_naming_it() {
     let moto = shared_moto();
     let dir = tempfile::tempdir().unwrap();
     let manager = ChunkManager::open(s3_config(dir.path(), moto.endpoint())).unwrap();
-    let mut events = manager.subscribe();
-    manager.download_chunk(s3_chunk(1, &["missing/1/blocks"]));
-    let error = manager.wait_ready_blocking([1; 32]).unwrap_err();
-    assert!(
-        matches!(*error, Error::HttpStatus { status: 404, .. }),
-        "{error:?}"
-    );
-    assert!(
-        error.to_string().contains("s3://chunks/missing/1/blocks"),
-        "{error}"
-    );
-    let failed = wait_event(&mut events, |event| {
-        matches!(event, Event::DownloadFailed { .. } | Event::Retrying { .. })
-    });
-    assert!(
-        matches!(failed, Event::DownloadFailed { attempts: 1, .. }),
-        "not retried: {failed}"
-    );
+    let chunk = s3_chunk(1, &["missing/1/blocks"]);
+    assert_missing_fails_at_once(&manager, chunk, "s3://chunks/missing/1/blocks");
 }
 
 #[test]

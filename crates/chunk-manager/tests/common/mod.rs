@@ -8,7 +8,7 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use bytes::Bytes;
-use chunk_manager::{ChunkId, ChunkRef, Config, DataChunk, Event};
+use chunk_manager::{ChunkId, ChunkManager, ChunkRef, Config, DataChunk, Error, Event};
 use chunk_origin::{Origin, content};
 
 /// An origin plus the bytes of every file it serves.
@@ -119,4 +119,41 @@ pub fn temporary_entries(dir: &Path) -> Vec<String> {
                 .collect()
         })
         .unwrap_or_default()
+}
+
+/// Downloads `chunk`, whose one file `url` is missing at its object store, and checks that it
+/// fails at once (one attempt, not retryable) with a 404 whose message names the file.
+pub fn assert_missing_fails_at_once(manager: &ChunkManager, chunk: DataChunk, url: &str) {
+    let id = *chunk.id();
+    let mut events = manager.subscribe();
+    manager.download_chunk(chunk);
+    let error = manager.wait_ready_blocking(id).unwrap_err();
+    assert!(
+        matches!(*error, Error::HttpStatus { status: 404, .. }),
+        "{error:?}"
+    );
+    assert!(!error.is_retryable(), "{error:?}");
+    assert!(error.to_string().contains(url), "{error}");
+    let failed = wait_event(&mut events, |event| {
+        matches!(event, Event::DownloadFailed { .. } | Event::Retrying { .. })
+    });
+    assert!(
+        matches!(failed, Event::DownloadFailed { attempts: 1, .. }),
+        "not retried: {failed}"
+    );
+}
+
+/// Checks that a refused request is access denied (or a bare 403), not retried, and that
+/// `secret` shows nowhere in the error and its causes.
+pub fn assert_denied_without(error: &Error, secret: &str) {
+    assert!(
+        matches!(
+            error,
+            Error::AccessDenied { .. } | Error::HttpStatus { status: 403, .. }
+        ),
+        "{error:?}"
+    );
+    assert!(!error.is_retryable(), "{error:?}");
+    let shown = error.with_causes();
+    assert!(!shown.contains(secret), "{shown}");
 }
