@@ -766,6 +766,8 @@ enum Progress {
         /// Chunks read remotely, with range requests.
         remote: usize,
         missing: String,
+        /// Workers of the fleet found down and left out while the query was retried.
+        lost: String,
     },
     /// A batch of the result.
     Batch(chunk_query::arrow::record_batch::RecordBatch),
@@ -780,6 +782,9 @@ enum Progress {
 enum Failure {
     Query(QueryError),
     Timeout(Duration),
+    /// Workers of the fleet stopped answering during a distributed query: the client may run
+    /// it again (the message says why).
+    WorkerLost(String),
 }
 
 impl Failure {
@@ -787,6 +792,7 @@ impl Failure {
         match self {
             Failure::Query(failure) => failure.kind(),
             Failure::Timeout(_) => "query_timeout",
+            Failure::WorkerLost(_) => "worker_lost",
         }
     }
 
@@ -796,13 +802,14 @@ impl Failure {
             Failure::Timeout(timeout) => {
                 format!("the query ran longer than {timeout:?} and was stopped (--query-timeout)")
             }
+            Failure::WorkerLost(message) => message.clone(),
         }
     }
 
     fn response(&self) -> Response {
         match self {
             Failure::Query(failure) => query_error(failure),
-            Failure::Timeout(_) => error(
+            Failure::Timeout(_) | Failure::WorkerLost(_) => error(
                 StatusCode::SERVICE_UNAVAILABLE,
                 self.code(),
                 &self.message(),
@@ -855,6 +862,7 @@ async fn execute(
             .map(|range| format!("{}..{}", range.start, range.end))
             .collect::<Vec<_>>()
             .join(","),
+        lost: String::new(),
     };
     if sender.send(started).await.is_err() {
         return Ok(());
@@ -882,7 +890,7 @@ async fn execute_distributed(
     let distributed = fleet
         .query(&dataset, blocks, &sql)
         .await
-        .map_err(|error| Failure::Query(distributed_error(error)))?;
+        .map_err(distributed_failure)?;
     let started = Progress::Started {
         schema: distributed.stream.schema(),
         chunks: distributed.chunks.len(),
@@ -900,6 +908,7 @@ async fn execute_distributed(
             .map(|range| format!("{}..{}", range.start, range.end))
             .collect::<Vec<_>>()
             .join(","),
+        lost: distributed.lost.join(","),
     };
     if sender.send(started).await.is_err() {
         return Ok(());
@@ -907,9 +916,20 @@ async fn execute_distributed(
     let mut stream = distributed.stream;
     while let Some(batch) = stream.next().await {
         let batch = batch.map_err(|error| {
-            Failure::Query(QueryError::Execution {
-                source: Box::new(error),
-            })
+            if chunk_distributed::is_worker_lost(&error) {
+                let message = match error.find_root() {
+                    // The DistributedError's own message, without "External error: ".
+                    chunk_query::datafusion::error::DataFusionError::External(lost) => {
+                        lost.to_string()
+                    }
+                    root => root.to_string(),
+                };
+                Failure::WorkerLost(message)
+            } else {
+                Failure::Query(QueryError::Execution {
+                    source: Box::new(error),
+                })
+            }
         })?;
         if sender.send(Progress::Batch(batch)).await.is_err() {
             return Ok(());
@@ -917,6 +937,14 @@ async fn execute_distributed(
     }
     let _ = sender.send(Progress::Done).await;
     Ok(())
+}
+
+/// A distributed query's failure: workers lost, or as the single-node engine's error kinds.
+fn distributed_failure(error: chunk_distributed::DistributedError) -> Failure {
+    if error.is_worker_lost() {
+        return Failure::WorkerLost(error.to_string());
+    }
+    Failure::Query(distributed_error(error))
 }
 
 /// A distributed query's failure as the single-node engine's error kinds.
@@ -1139,14 +1167,15 @@ pub async fn post_query(
             "the query stopped unexpectedly",
         )
     };
-    let (schema, chunks, downloaded, remote, missing) = match progress.recv().await {
+    let (schema, chunks, downloaded, remote, missing, lost) = match progress.recv().await {
         Some(Progress::Started {
             schema,
             chunks,
             downloaded,
             remote,
             missing,
-        }) => (schema, chunks, downloaded, remote, missing),
+            lost,
+        }) => (schema, chunks, downloaded, remote, missing, lost),
         Some(Progress::Failed(failure)) => return failure.response(),
         _ => return stopped(),
     };
@@ -1217,6 +1246,11 @@ pub async fn post_query(
         && !missing.is_empty()
     {
         headers.insert("x-blocks-missing", missing);
+    }
+    if let Ok(lost) = HeaderValue::from_str(&lost)
+        && !lost.is_empty()
+    {
+        headers.insert("x-workers-lost", lost);
     }
     response
 }
