@@ -48,12 +48,14 @@ use datafusion::logical_expr::LogicalPlan;
 use datafusion::optimizer::analyzer::type_coercion::TypeCoercion;
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::prelude::{SQLOptions, SessionConfig, SessionContext};
+use datafusion_distributed::GetWorkerInfoRequest;
+use datafusion_distributed::grpc::{BoxCloneSyncChannel, create_worker_client};
 use datafusion_distributed::{
     DistributedExt, SessionStateBuilderExt, WorkerResolver, display_plan_ascii,
 };
 use futures::StreamExt;
-use http::HeaderMap;
-use url::{Host, Url};
+use http::{HeaderMap, HeaderValue};
+use url::Url;
 
 use crate::flight::{TOKEN_HEADER, bearer};
 use crate::scan::{ChunkScanCodec, ChunkTable, ScanPart};
@@ -352,29 +354,35 @@ impl Health {
     }
 }
 
-/// Whether a TCP connection to the Flight URL's address opens within [`PROBE_TIMEOUT`].
-async fn reachable(url: &Url) -> bool {
-    let Some(port) = url.port_or_known_default() else {
-        return false;
-    };
-    let connect = async {
-        match url.host() {
-            Some(Host::Ipv4(ip)) => tokio::net::TcpStream::connect((ip, port)).await,
-            Some(Host::Ipv6(ip)) => tokio::net::TcpStream::connect((ip, port)).await,
-            Some(Host::Domain(name)) => tokio::net::TcpStream::connect((name, port)).await,
-            None => Err(std::io::Error::other("no host")),
-        }
+/// Whether the worker's Flight service answers a `GetWorkerInfo` call, on a connection of
+/// its own, within [`PROBE_TIMEOUT`]. (A TCP connect alone is not enough: a process being
+/// killed may still accept connections for a moment after its streams broke.)
+async fn answers(url: &Url, token: Option<&HeaderValue>) -> bool {
+    let token = token.cloned();
+    let probe = async move {
+        let endpoint = tonic::transport::Endpoint::from_shared(url.to_string()).ok()?;
+        let channel = endpoint.connect().await.ok()?;
+        let service = tower::ServiceBuilder::new()
+            .map_request(move |mut request: http::Request<tonic::body::Body>| {
+                if let Some(token) = &token {
+                    request.headers_mut().insert(TOKEN_HEADER, token.clone());
+                }
+                request
+            })
+            .service(channel);
+        let mut client = create_worker_client(BoxCloneSyncChannel::new(service));
+        client.get_worker_info(GetWorkerInfoRequest {}).await.ok()
     };
     matches!(
-        tokio::time::timeout(PROBE_TIMEOUT, connect).await,
-        Ok(Ok(_))
+        tokio::time::timeout(PROBE_TIMEOUT, probe).await,
+        Ok(Some(_))
     )
 }
 
-/// The workers of `view` whose Flight port does not answer, probed at once.
-async fn unreachable(view: &FleetView) -> Vec<FleetWorker> {
+/// The workers of `view` whose Flight service does not answer, probed at once.
+async fn unreachable(view: &FleetView, token: Option<&HeaderValue>) -> Vec<FleetWorker> {
     let probes = view.workers.iter().map(|worker| async move {
-        (!reachable(&worker.flight_url).await).then(|| worker.clone())
+        (!answers(&worker.flight_url, token).await).then(|| worker.clone())
     });
     futures::future::join_all(probes)
         .await
@@ -464,6 +472,7 @@ impl Coordinator {
         blocks: Range<u64>,
         sql: &str,
     ) -> Result<DistributedStream, DistributedError> {
+        let token = self.token.as_deref().map(bearer).transpose()?;
         let mut view = fleet.without(&self.health.down())?;
         let mut lost: Vec<FleetWorker> = Vec::new();
         let mut retries = 0;
@@ -472,7 +481,7 @@ impl Coordinator {
                 Ok(mut started) => match started.stream.next().await {
                     Some(Err(error)) => DistributedError::Execution(error),
                     first => {
-                        started.stream = self.rest(first, started.stream, view);
+                        started.stream = self.rest(first, started.stream, view, token);
                         started.lost = lost.iter().map(|worker| worker.id.clone()).collect();
                         return Ok(started);
                     }
@@ -480,7 +489,7 @@ impl Coordinator {
                 Err(error @ DistributedError::Execution(_)) => error,
                 Err(error) => return Err(error),
             };
-            let down = unreachable(&view).await;
+            let down = unreachable(&view, token.as_ref()).await;
             if down.is_empty() {
                 return Err(failure);
             }
@@ -514,6 +523,7 @@ impl Coordinator {
         first: Option<Result<datafusion::arrow::record_batch::RecordBatch, DataFusionError>>,
         rest: SendableRecordBatchStream,
         view: FleetView,
+        token: Option<HeaderValue>,
     ) -> SendableRecordBatchStream {
         let schema = rest.schema();
         let health = Arc::clone(&self.health);
@@ -521,12 +531,13 @@ impl Coordinator {
         let rest = rest.then(move |item| {
             let health = Arc::clone(&health);
             let view = Arc::clone(&view);
+            let token = token.clone();
             async move {
                 let error = match item {
                     Ok(batch) => return Ok(batch),
                     Err(error) => error,
                 };
-                let down = unreachable(&view).await;
+                let down = unreachable(&view, token.as_ref()).await;
                 if down.is_empty() {
                     return Err(error);
                 }
