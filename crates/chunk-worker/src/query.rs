@@ -79,6 +79,19 @@ pub struct QueryArgs {
     /// the query needs with range requests. Better for repeated queries on the same chunks.
     #[arg(long)]
     pub whole_chunks: bool,
+    /// Send the query to a worker of a fleet, which plans it across the fleet, instead of
+    /// running it here: the fleet's cluster store (file:///..., s3://...; a live member is
+    /// asked) or a worker's HTTP URL (http://host:port).
+    #[arg(long, value_name = "URL", conflicts_with_all = ["demo", "whole_chunks"])]
+    pub cluster: Option<String>,
+    /// With --cluster: the worker's API token, if it has one.
+    #[arg(
+        long,
+        env = "CHUNK_WORKER_TOKEN",
+        value_name = "TOKEN",
+        hide_env_values = true
+    )]
+    pub token: Option<String>,
     /// The SQL: tables are the chunks' Parquet file names (blocks, transactions, logs, ...),
     /// holding only the rows of the blocks asked for.
     #[arg(value_name = "SQL")]
@@ -136,6 +149,9 @@ fn parse_format(text: &str) -> Result<Format, String> {
 
 /// `chunk-worker query`.
 pub fn run(args: &QueryArgs) -> anyhow::Result<ExitCode> {
+    if let Some(cluster) = &args.cluster {
+        return crate::remote::run(args, cluster);
+    }
     if args.format == Format::ArrowIpc && std::io::stdout().is_terminal() {
         bail!("--format arrow writes binary data: redirect it to a file or a pipe");
     }
@@ -408,7 +424,7 @@ async fn load_catalog(source: &str, dataset: Option<&str>) -> anyhow::Result<Cat
 }
 
 /// The dataset named by a full id or a unique prefix, or the catalog's only one.
-fn pick_dataset(catalog: &Catalog, given: Option<&str>) -> anyhow::Result<DatasetId> {
+pub(crate) fn pick_dataset(catalog: &Catalog, given: Option<&str>) -> anyhow::Result<DatasetId> {
     let known: Vec<DatasetId> = catalog.datasets().copied().collect();
     let Some(text) = given else {
         return match known.as_slice() {

@@ -734,3 +734,75 @@ async fn issue13_explain_shows_the_stages_and_which_worker_reads_which_chunks() 
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn issue13_query_command_sends_the_query_to_the_fleet() {
+    let fleet = Fleet::start(4, 6, 6, false).await;
+    let queries: &[(std::ops::Range<u64>, &str)] = &[(
+        50..550,
+        "SELECT count(*) AS n, min(block_number) AS lo, max(block_number) AS hi FROM transactions",
+    )];
+    let expected = fleet.expected(queries).await;
+    let gets_before = fleet.gets();
+    let store_url = format!("file://{}", fleet.dir.path().join("store").display());
+    let worker_url = fleet.workers[1].url.clone();
+    // Through the cluster store (the dataset is the fleet catalog's only one), and through
+    // one worker's URL (the dataset in full).
+    let runs: [Vec<String>; 2] = [
+        vec!["--cluster".into(), store_url],
+        vec![
+            "--cluster".into(),
+            worker_url,
+            "--dataset".into(),
+            id_to_hex(&DATASET),
+        ],
+    ];
+    for run in runs {
+        let output = tokio::task::spawn_blocking(move || {
+            Command::new(binary())
+                .arg("query")
+                .args(&run)
+                .args(["--blocks", "50..550", "--format", "json"])
+                .arg(queries[0].1)
+                .env("RUST_LOG", "warn")
+                .env_remove("CHUNK_WORKER_TOKEN")
+                .env_remove("CHUNK_WORKER_CATALOG")
+                .output()
+                .unwrap()
+        })
+        .await
+        .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(output.status.success(), "{stderr}");
+        let answer: Value = serde_json::from_slice(&output.stdout).unwrap();
+        assert_eq!(answer, expected[0], "{stderr}");
+        assert!(stderr.contains("6 chunk(s) read, 0 downloaded"), "{stderr}");
+    }
+    // As a table (the worker sends Arrow).
+    let output = Command::new(binary())
+        .args(["query", "--cluster", &fleet.workers[2].url, "--dataset"])
+        .arg(id_to_hex(&DATASET))
+        .args(["--blocks", "50..550", "--format", "table"])
+        .arg(queries[0].1)
+        .env_remove("CHUNK_WORKER_TOKEN")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    let table = String::from_utf8_lossy(&output.stdout);
+    let n = expected[0][0]["n"].to_string();
+    assert!(table.contains("| n ") && table.contains(&n), "{table}");
+    assert!(stderr.contains("1 row(s)"), "{stderr}");
+    assert_eq!(fleet.gets(), gets_before);
+    // A refused query: its error, and a non-zero exit.
+    let output = Command::new(binary())
+        .args(["query", "--cluster", &fleet.workers[0].url, "--dataset"])
+        .arg(id_to_hex(&DATASET))
+        .args(["--blocks", "0..100", "SELECT nope FROM blocks"])
+        .env_remove("CHUNK_WORKER_TOKEN")
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("400"), "{stderr}");
+}
