@@ -10,7 +10,9 @@
 //! - A worker in a fleet answers `POST /query` by planning distributed: the live members'
 //!   Flight URLs and the current assignment come from the cluster store at each query, each
 //!   chunk's scan is routed to its first live holder in the placement's rank order, and the
-//!   scans run on the workers with their own catalog and `ChunkManager`.
+//!   scans run on the workers with their own catalog and `ChunkManager`. Workers found down
+//!   are left out for a cooldown and the query is planned again (see `chunk_distributed`);
+//!   the coordinator, and so that memory, lives as long as the daemon.
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::ops::Range;

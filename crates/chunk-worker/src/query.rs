@@ -6,7 +6,8 @@
 //! - `chunk-worker query` opens the data directory (like the other operator commands, so it
 //!   refuses while a daemon holds it: use `POST /query` then), loads the catalog, runs one
 //!   query and prints the result as a table, JSON, NDJSON or Arrow IPC. `--demo` runs it over
-//!   generated chunks served by an in-process origin instead.
+//!   generated chunks served by an in-process origin instead; `--cluster URL` sends it to a
+//!   worker of a fleet ([`crate::remote`]).
 //! - `chunk-worker synth` writes generated chunks and a `catalog.json` to a directory, and with
 //!   `--serve` serves them on 127.0.0.1 until interrupted, so the other commands have an origin
 //!   to download from.
