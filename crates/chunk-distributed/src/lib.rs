@@ -698,3 +698,95 @@ impl Coordinator {
         Ok(SessionContext::new_with_state(builder.build()))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    fn worker(id: &str, port: u16, chunks: &[ChunkId]) -> FleetWorker {
+        FleetWorker {
+            id: id.to_string(),
+            capacity: 1 << 30,
+            flight_url: Url::parse(&format!("http://127.0.0.1:{port}")).unwrap(),
+            chunks: chunks.iter().copied().collect(),
+        }
+    }
+
+    #[test]
+    fn issue13_failover_order_is_the_rank_order_then_the_first_live_worker() {
+        let chunk: ChunkId = [3; 32];
+        let ids = ["a", "b", "c", "d"];
+        let all: Vec<FleetWorker> = ids
+            .iter()
+            .enumerate()
+            .map(|(index, id)| worker(id, 9000 + index as u16, &[]))
+            .collect();
+        let rank: Vec<String> = FleetView::new(all.clone())
+            .unwrap()
+            .ranker
+            .rank(&chunk)
+            .into_iter()
+            .map(String::from)
+            .collect();
+        // The chunk on the first two of its rank (R = 2).
+        let workers: Vec<FleetWorker> = all
+            .into_iter()
+            .map(|mut worker| {
+                if rank[..2].contains(&worker.id) {
+                    worker.chunks.insert(chunk);
+                }
+                worker
+            })
+            .collect();
+        let url = |id: &str| {
+            workers
+                .iter()
+                .find(|worker| worker.id == id)
+                .unwrap()
+                .flight_url
+                .clone()
+        };
+        let view = FleetView::new(workers.clone()).unwrap();
+        let holders: Vec<&str> = view.holders(&chunk).iter().map(|w| w.id.as_str()).collect();
+        assert_eq!(holders, [rank[0].as_str(), rank[1].as_str()]);
+        // The first holder down: the second reads it.
+        let first_down = view.without(&HashSet::from([url(&rank[0])])).unwrap();
+        let holders: Vec<&str> = first_down
+            .holders(&chunk)
+            .iter()
+            .map(|w| w.id.as_str())
+            .collect();
+        assert_eq!(holders, [rank[1].as_str()]);
+        // Both down: no holder; the first live worker of its rank downloads it.
+        let both_down = view
+            .without(&HashSet::from([url(&rank[0]), url(&rank[1])]))
+            .unwrap();
+        assert!(both_down.holders(&chunk).is_empty());
+        assert_eq!(both_down.fallback(&chunk).unwrap().id, rank[2]);
+        // All down: no plan.
+        let every: HashSet<Url> = workers.iter().map(|w| w.flight_url.clone()).collect();
+        assert!(matches!(
+            view.without(&every),
+            Err(DistributedError::NoWorkers)
+        ));
+    }
+
+    #[test]
+    fn issue13_a_worker_found_down_is_left_out_for_the_cooldown() {
+        let down = [worker("a", 9000, &[])];
+        let long = Health {
+            cooldown: Duration::from_secs(3600),
+            down: Mutex::new(HashMap::new()),
+        };
+        long.mark(&down);
+        assert!(long.down().contains(&down[0].flight_url));
+        let over = Health {
+            cooldown: Duration::ZERO,
+            down: Mutex::new(HashMap::new()),
+        };
+        over.mark(&down);
+        assert!(over.down().is_empty());
+    }
+}

@@ -44,6 +44,10 @@ pub struct DistributedArgs {
         hide_env_values = true
     )]
     pub cluster_token: Option<String>,
+    /// How long a worker found down during a query is left out of the query plans this
+    /// worker makes [default: 30s].
+    #[arg(long, env = "CHUNK_WORKER_WORKER_COOLDOWN", value_name = "DURATION", value_parser = crate::settings::parse_duration)]
+    pub worker_cooldown: Option<Duration>,
 }
 
 /// How long a member may be silent and still get query tasks, unless `--member-timeout` says.
@@ -77,7 +81,10 @@ pub fn start(
     let fleet = match &cluster.cluster {
         None => None,
         Some(url) => Some(FleetQueries {
-            coordinator: Coordinator::new(engine, args.cluster_token.clone()),
+            coordinator: Coordinator::new(engine, args.cluster_token.clone()).with_cooldown(
+                args.worker_cooldown
+                    .unwrap_or(chunk_distributed::DEFAULT_COOLDOWN),
+            ),
             store: ClusterStore::open(url)
                 .with_context(|| format!("open the cluster store {url}"))?,
             live_within: cluster.member_timeout.unwrap_or(DEFAULT_LIVE_WITHIN),
