@@ -2,7 +2,10 @@
 //! joined through a `file://` cluster store, each serving Arrow Flight with a cluster token,
 //! placed by `schedule --once`, synthetic chunks from the in-process origin. Answers through
 //! one worker's `POST /query` must equal a single-node `QueryEngine`'s, with no chunk
-//! downloaded for them (each scan ran where its chunk is held).
+//! downloaded for them (each scan ran where its chunk is held). The failover tests kill
+//! workers with SIGKILL (one; both holders of a chunk; one mid-query, stalled by the origin on
+//! a chunk it downloads; one after the first batch) and check the rows, the origin's request
+//! counts and `x-workers-lost`; others check `EXPLAIN` and `chunk-worker query --cluster`.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::io::{BufRead, BufReader};
