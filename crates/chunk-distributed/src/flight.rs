@@ -7,14 +7,17 @@ use std::sync::Arc;
 use chunk_query::QueryEngine;
 use datafusion::error::DataFusionError;
 use datafusion::execution::SessionState;
-use datafusion_distributed::{DistributedExt, Worker, WorkerQueryContext};
+use datafusion_distributed::{
+    DistributedExt, Worker, WorkerPlanRewriteEvent, WorkerPlanRewriteEventResponse,
+    WorkerQueryContext,
+};
 use http::{HeaderMap, HeaderValue};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::DistributedError;
-use crate::scan::ChunkScanCodec;
+use crate::scan::{ChunkScanCodec, check_worker_plan};
 
 /// The gRPC metadata key that carries the cluster token.
 pub const TOKEN_HEADER: &str = "authorization";
@@ -118,15 +121,22 @@ impl FlightService {
 }
 
 /// The session a plan fragment runs in on this worker: the chunk scan codec (bound to this
-/// worker's engine) and the token forwarded on the fragment's own calls to other workers.
+/// worker's engine), the check that refuses a fragment whose leaves are not chunk scans of
+/// this worker's catalog, and the token forwarded on the fragment's own calls to other
+/// workers.
 fn worker_session(
     context: WorkerQueryContext,
     engine: Arc<QueryEngine>,
     token: Option<HeaderValue>,
 ) -> Result<SessionState, DataFusionError> {
+    let checked = Arc::clone(&engine);
     let mut builder = context
         .builder
-        .with_distributed_user_codec(ChunkScanCodec::new(Some(engine)));
+        .with_distributed_user_codec(ChunkScanCodec::new(Some(engine)))
+        .with_distributed_worker_plan_rewrite_handler(move |event: WorkerPlanRewriteEvent<'_>| {
+            check_worker_plan(&checked, &event.plan)?;
+            Ok(WorkerPlanRewriteEventResponse::new(event.plan))
+        });
     if let Some(token) = token {
         let mut headers = HeaderMap::new();
         headers.insert(TOKEN_HEADER, token);
@@ -138,4 +148,165 @@ fn worker_session(
 /// Compares without returning early on the first difference.
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use chunk_manager::{ChunkManager, Config};
+    use chunk_query::{Catalog, synth};
+    use datafusion::execution::SessionStateBuilder;
+    use datafusion::physical_plan::ExecutionPlan;
+    use datafusion::physical_plan::metrics::ExecutionPlanMetricsSet;
+    use datafusion::prelude::{ParquetReadOptions, SessionContext};
+    use datafusion_distributed::grpc::DefaultChannelResolver;
+    use datafusion_distributed::{ChannelResolver, MaybeEncoded, SetPlanRequest, TaskKey};
+    use futures::StreamExt;
+    use url::Url;
+
+    use super::*;
+    use crate::scan::{ChunkScanExec, ScanPart, ScanSpec};
+
+    const TOKEN: &str = "fleet-secret";
+    const DATASET: [u8; 32] = [7; 32];
+
+    /// Sends `plan` to the worker at `url` as datafusion-distributed's coordinator does (the
+    /// right token, the plan encoded with the chunk scan codec); the worker's refusal, if any.
+    async fn set_plan(url: &Url, plan: Arc<dyn ExecutionPlan>, query: u128) -> Result<(), String> {
+        let state = SessionStateBuilder::new()
+            .with_default_features()
+            .with_distributed_user_codec(ChunkScanCodec::new(None))
+            .build();
+        let context = state.task_ctx();
+        let mut client = DefaultChannelResolver::default()
+            .get_worker_client_for_url(url)
+            .await
+            .unwrap();
+        let mut headers = HeaderMap::new();
+        headers.insert(TOKEN_HEADER, bearer(TOKEN).unwrap());
+        let request = SetPlanRequest {
+            task_key: TaskKey {
+                query_id: uuid::Uuid::from_u128(query),
+                stage_id: 1,
+                task_number: 0,
+            },
+            task_count: 1,
+            plan: MaybeEncoded::Decoded(plan),
+            work_unit_feed_declarations: Vec::new(),
+            target_worker_url: url.clone(),
+            query_start_time_ns: 0,
+        };
+        client
+            .coordinator_channel(
+                headers,
+                request,
+                // The end of the query right after its plan: the worker has decoded and
+                // checked the plan by the time it answers, and lets the task go at once.
+                futures::stream::empty().boxed(),
+                ExecutionPlanMetricsSet::new(),
+                &context,
+            )
+            .await
+            .map(drop)
+            .map_err(|error| error.to_string())
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn issue13_plan_with_a_non_chunk_leaf_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        // A worker whose catalog has one chunk; a Parquet file of the same data on its disk.
+        let chunk = synth::Synth::new(synth::SynthConfig::small())
+            .chunk(&DATASET, 0..100)
+            .unwrap();
+        let described = chunk.describe(&DATASET, |path| format!("http://127.0.0.1:9/{path}"));
+        let local = dir.path().join("blocks.parquet");
+        let (_, bytes) = chunk
+            .files
+            .iter()
+            .find(|(name, _)| name == "blocks.parquet")
+            .unwrap();
+        std::fs::write(&local, bytes).unwrap();
+        let manager = Arc::new(ChunkManager::open(Config::new(dir.path().join("data"))).unwrap());
+        let catalog = Catalog::new(vec![described.clone()])
+            .unwrap()
+            .with_schemas(DATASET, synth::schemas());
+        let engine = Arc::new(QueryEngine::new(manager, catalog).unwrap());
+        let service = FlightService::start(
+            "127.0.0.1:0".parse().unwrap(),
+            engine,
+            Some(TOKEN.to_string()),
+        )
+        .await
+        .unwrap();
+        let url = Url::parse(&service.url()).unwrap();
+
+        let schema = synth::schemas()
+            .into_iter()
+            .find(|(name, _)| name == "blocks")
+            .unwrap()
+            .1;
+        let scan = |chunk: chunk_manager::ChunkId| -> Arc<dyn ExecutionPlan> {
+            Arc::new(
+                ChunkScanExec::new(
+                    ScanSpec {
+                        table: "blocks".to_string(),
+                        table_schema: schema.clone(),
+                        projection: None,
+                        block_column: "block_number".to_string(),
+                    },
+                    vec![ScanPart {
+                        chunk,
+                        blocks: 0..100,
+                        holders: Vec::new(),
+                        worker: None,
+                        download: false,
+                    }],
+                    1,
+                    None,
+                    None,
+                )
+                .unwrap(),
+            )
+        };
+        // A chunk scan of its catalog is accepted.
+        set_plan(&url, scan(*described.id()), 1)
+            .await
+            .expect("a chunk scan of the catalog runs");
+        // A chunk it does not know is refused.
+        let refused = set_plan(&url, scan([9; 32]), 2).await.unwrap_err();
+        assert!(
+            refused.contains("not in this worker's catalog"),
+            "{refused}"
+        );
+        // A Parquet scan of a path on the worker is refused.
+        let context = SessionContext::new();
+        let parquet = context
+            .read_parquet(local.display().to_string(), ParquetReadOptions::default())
+            .await
+            .unwrap()
+            .create_physical_plan()
+            .await
+            .unwrap();
+        let refused = set_plan(&url, parquet, 3).await.unwrap_err();
+        assert!(refused.contains("plan refused"), "{refused}");
+        assert!(refused.contains("DataSourceExec"), "{refused}");
+        // So is inline data (a memory table).
+        let batches = context
+            .read_parquet(local.display().to_string(), ParquetReadOptions::default())
+            .await
+            .unwrap()
+            .collect()
+            .await
+            .unwrap();
+        let memory = datafusion::datasource::memory::MemorySourceConfig::try_new_exec(
+            std::slice::from_ref(&batches),
+            batches[0].schema(),
+            None,
+        )
+        .unwrap();
+        let refused = set_plan(&url, memory, 4).await.unwrap_err();
+        assert!(refused.contains("plan refused"), "{refused}");
+        service.shutdown().await;
+    }
 }

@@ -14,20 +14,27 @@
 //!   chunks by id in its own catalog (nothing in a plan names a path or a URL) and pins each
 //!   with `ChunkManager::fetch`: a local read when held, an on-demand download otherwise.
 //!
-//! Not yet: retry on a worker failing mid-query, `EXPLAIN` naming workers, refusing
-//! non-chunk leaves on the worker (its codec decodes only chunk scans, but DataFusion's own
-//! nodes still decode), integer arithmetic (`+ - *` checked by `chunk_query::checked`) inside
-//! a stage sent to a worker.
+//! - **Failover:** datafusion-distributed has no task retry. When a query fails before its
+//!   first batch is returned, the coordinator probes the workers of its plan; those that do
+//!   not answer are marked down for a cooldown and the query is planned again without them
+//!   (each chunk then goes to its next live holder in rank order, or, with none left, to the
+//!   first live worker of its rank, which downloads it), at most [`MAX_RETRIES`] times. A
+//!   worker lost after the first batch ends the stream with [`DistributedError::WorkerLost`]
+//!   (see [`is_worker_lost`]): the query is read-only over immutable chunks, so the client can
+//!   simply run it again.
+//!
+//! Not yet: integer arithmetic (`+ - *` checked by `chunk_query::checked`) inside a stage
+//! sent to a worker.
 #![deny(missing_docs)]
 
 pub mod flight;
 pub mod scan;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::net::SocketAddr;
 use std::ops::Range;
-use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use chunk_fleet::placement::{Ranker, WorkerCapacity};
 use chunk_fleet::store::{ClusterStore, StoreError};
@@ -37,10 +44,17 @@ use chunk_query::{QueryEngine, QueryError};
 use datafusion::common::TableReference;
 use datafusion::error::DataFusionError;
 use datafusion::execution::{SendableRecordBatchStream, SessionStateBuilder};
+use datafusion::logical_expr::LogicalPlan;
 use datafusion::optimizer::analyzer::type_coercion::TypeCoercion;
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::prelude::{SQLOptions, SessionConfig, SessionContext};
-use datafusion_distributed::{DistributedExt, SessionStateBuilderExt, WorkerResolver};
-use http::HeaderMap;
+use datafusion_distributed::GetWorkerInfoRequest;
+use datafusion_distributed::grpc::{BoxCloneSyncChannel, create_worker_client};
+use datafusion_distributed::{
+    DistributedExt, SessionStateBuilderExt, WorkerResolver, display_plan_ascii,
+};
+use futures::StreamExt;
+use http::{HeaderMap, HeaderValue};
 use url::Url;
 
 use crate::flight::{TOKEN_HEADER, bearer};
@@ -82,6 +96,29 @@ pub enum DistributedError {
     /// The distributed plan cannot be built or run.
     #[error("distributed query: {0}")]
     Execution(#[from] DataFusionError),
+    /// Workers stopped answering during the query (before its first batch, even after
+    /// [`MAX_RETRIES`] retries; or after it). The query is read-only: run it again.
+    #[error(
+        "worker(s) {workers} of the fleet stopped answering during the query; they are skipped for a while, so running the query again is safe and should succeed ({source})"
+    )]
+    WorkerLost {
+        /// The workers found down, comma-separated.
+        workers: String,
+        /// The failure the query saw.
+        #[source]
+        source: Box<DataFusionError>,
+    },
+}
+
+/// Whether a query's stream failed because a worker was lost after its first batch (the
+/// error [`Coordinator::query`]'s stream yields then wraps a [`DistributedError::WorkerLost`]).
+pub fn is_worker_lost(error: &DataFusionError) -> bool {
+    match error.find_root() {
+        DataFusionError::External(source) => source
+            .downcast_ref::<DistributedError>()
+            .is_some_and(|error| matches!(error, DistributedError::WorkerLost { .. })),
+        _ => false,
+    }
 }
 
 impl DistributedError {
@@ -89,6 +126,15 @@ impl DistributedError {
     pub fn is_bad_request(&self) -> bool {
         match self {
             Self::Query(error) => error.is_bad_request(),
+            _ => false,
+        }
+    }
+
+    /// Whether workers were lost: the query may be run again.
+    pub fn is_worker_lost(&self) -> bool {
+        match self {
+            Self::WorkerLost { .. } => true,
+            Self::Execution(error) => is_worker_lost(error),
             _ => false,
         }
     }
@@ -187,6 +233,37 @@ impl FleetView {
             .collect()
     }
 
+    /// The live workers.
+    pub fn workers(&self) -> &[FleetWorker] {
+        &self.workers
+    }
+
+    /// The view without the workers whose Flight URL is in `down`.
+    ///
+    /// # Errors
+    ///
+    /// [`DistributedError::NoWorkers`] if none is left.
+    pub fn without(&self, down: &HashSet<Url>) -> Result<Self, DistributedError> {
+        if down.is_empty() {
+            return Ok(self.clone());
+        }
+        Self::new(
+            self.workers
+                .iter()
+                .filter(|worker| !down.contains(&worker.flight_url))
+                .cloned()
+                .collect(),
+        )
+    }
+
+    /// The live worker a chunk no live worker holds is read on (downloaded there, cached):
+    /// the first live worker of its rank, so every scan of the chunk in a query goes to the
+    /// same one.
+    pub fn fallback(&self, chunk: &ChunkId) -> Option<&FleetWorker> {
+        let first = self.ranker.rank(chunk).into_iter().next()?;
+        self.workers.iter().find(|worker| worker.id == first)
+    }
+
     /// The live workers assigned `chunk`, in its rank order (the failover order).
     pub fn holders(&self, chunk: &ChunkId) -> Vec<&FleetWorker> {
         let by_id: BTreeMap<&str, &FleetWorker> = self
@@ -219,41 +296,266 @@ pub struct PlannedChunk {
     pub chunk: ChunkId,
     /// The blocks read from it.
     pub blocks: Range<u64>,
-    /// The worker the plan routes it to (its first live holder), if any holds it.
+    /// Its first live holder, if any: the worker the plan routes it to.
     pub holder: Option<String>,
+    /// The worker that reads it: its first live holder, else the first live worker of its
+    /// rank, which downloads it.
+    pub worker: Option<String>,
 }
 
 /// A distributed query's results.
 pub struct DistributedStream {
-    /// The rows, as Arrow record batches.
+    /// The rows, as Arrow record batches. The first was already received when
+    /// [`Coordinator::query`] returned; a worker lost after it ends the stream with an error
+    /// for which [`is_worker_lost`] holds.
     pub stream: SendableRecordBatchStream,
     /// Every chunk read, and where.
     pub chunks: Vec<PlannedChunk>,
     /// Blocks of the range no chunk covers.
     pub missing: Vec<Range<u64>>,
+    /// The workers found down and left out while the query was retried (empty when the
+    /// first plan ran through).
+    pub lost: Vec<String>,
+}
+
+/// How many times a query is planned again after losing workers before its first batch.
+pub const MAX_RETRIES: usize = 2;
+
+/// How long a worker found down is left out of the plans, unless
+/// [`Coordinator::with_cooldown`] says otherwise.
+pub const DEFAULT_COOLDOWN: Duration = Duration::from_secs(30);
+
+/// How long a probe of a worker's Flight port may take.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Workers found down, with when they may be tried again.
+#[derive(Debug)]
+struct Health {
+    cooldown: Duration,
+    down: Mutex<HashMap<Url, Instant>>,
+}
+
+impl Health {
+    /// The Flight URLs still in their cooldown.
+    fn down(&self) -> HashSet<Url> {
+        let now = Instant::now();
+        let mut down = self.down.lock().unwrap_or_else(PoisonError::into_inner);
+        down.retain(|_, until| *until > now);
+        down.keys().cloned().collect()
+    }
+
+    fn mark(&self, workers: &[FleetWorker]) {
+        let until = Instant::now() + self.cooldown;
+        let mut down = self.down.lock().unwrap_or_else(PoisonError::into_inner);
+        for worker in workers {
+            tracing::warn!(worker = %worker.id, url = %worker.flight_url, cooldown = ?self.cooldown, "worker down: left out of query plans for the cooldown");
+            down.insert(worker.flight_url.clone(), until);
+        }
+    }
+}
+
+/// Whether the worker's Flight service answers a `GetWorkerInfo` call, on a connection of
+/// its own, within [`PROBE_TIMEOUT`]. (A TCP connect alone is not enough: a process being
+/// killed may still accept connections for a moment after its streams broke.)
+async fn answers(url: &Url, token: Option<&HeaderValue>) -> bool {
+    let token = token.cloned();
+    let probe = async move {
+        let endpoint = tonic::transport::Endpoint::from_shared(url.to_string()).ok()?;
+        let channel = endpoint.connect().await.ok()?;
+        let service = tower::ServiceBuilder::new()
+            .map_request(move |mut request: http::Request<tonic::body::Body>| {
+                if let Some(token) = &token {
+                    request.headers_mut().insert(TOKEN_HEADER, token.clone());
+                }
+                request
+            })
+            .service(channel);
+        let mut client = create_worker_client(BoxCloneSyncChannel::new(service));
+        client.get_worker_info(GetWorkerInfoRequest {}).await.ok()
+    };
+    matches!(
+        tokio::time::timeout(PROBE_TIMEOUT, probe).await,
+        Ok(Some(_))
+    )
+}
+
+/// The workers of `view` whose Flight service does not answer, probed at once.
+async fn unreachable(view: &FleetView, token: Option<&HeaderValue>) -> Vec<FleetWorker> {
+    let probes = view.workers.iter().map(|worker| async move {
+        (!answers(&worker.flight_url, token).await).then(|| worker.clone())
+    });
+    futures::future::join_all(probes)
+        .await
+        .into_iter()
+        .flatten()
+        .collect()
+}
+
+fn names(workers: &[FleetWorker]) -> String {
+    workers
+        .iter()
+        .map(|worker| worker.id.as_str())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The rows of an `EXPLAIN`: `plan_type` and `plan`, as DataFusion's.
+fn explain_stream(rows: &[(&str, &str)]) -> Result<SendableRecordBatchStream, DistributedError> {
+    use datafusion::arrow::array::StringArray;
+    use datafusion::arrow::datatypes::{DataType, Field, Schema};
+    use datafusion::arrow::record_batch::RecordBatch;
+
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("plan_type", DataType::Utf8, false),
+        Field::new("plan", DataType::Utf8, false),
+    ]));
+    let batch = RecordBatch::try_new(
+        Arc::clone(&schema),
+        vec![
+            Arc::new(StringArray::from_iter_values(rows.iter().map(|row| row.0))),
+            Arc::new(StringArray::from_iter_values(rows.iter().map(|row| row.1))),
+        ],
+    )
+    .map_err(|error| DistributedError::Execution(error.into()))?;
+    Ok(Box::pin(RecordBatchStreamAdapter::new(
+        schema,
+        futures::stream::iter([Ok(batch)]),
+    )))
 }
 
 /// Plans and runs queries across the fleet; see the crate docs.
 pub struct Coordinator {
     engine: Arc<QueryEngine>,
     token: Option<String>,
+    health: Arc<Health>,
 }
 
 impl Coordinator {
     /// A coordinator that plans with `engine`'s catalog and settings (and reads with its
     /// manager the scans that run here), sending `token` to workers.
     pub fn new(engine: Arc<QueryEngine>, token: Option<String>) -> Self {
-        Self { engine, token }
+        Self {
+            engine,
+            token,
+            health: Arc::new(Health {
+                cooldown: DEFAULT_COOLDOWN,
+                down: Mutex::new(HashMap::new()),
+            }),
+        }
+    }
+
+    /// Leaves a worker found down out of the plans for `cooldown` (default
+    /// [`DEFAULT_COOLDOWN`]).
+    pub fn with_cooldown(mut self, cooldown: Duration) -> Self {
+        self.health = Arc::new(Health {
+            cooldown,
+            down: Mutex::new(HashMap::new()),
+        });
+        self
     }
 
     /// Runs `sql` over `blocks` of `dataset` across `fleet`: the answer a single
-    /// [`QueryEngine`] with every chunk would give. Only read-only SQL is allowed.
+    /// [`QueryEngine`] with every chunk would give. Only read-only SQL is allowed. Returns
+    /// once the first batch (or the end) has arrived. A failure before it that leaves a
+    /// worker of the plan unreachable marks that worker down and plans again (see the crate
+    /// docs).
     ///
     /// # Errors
     ///
     /// [`DistributedError::Query`] as [`QueryEngine::query`] refuses, [`DistributedError::Execution`]
-    /// if the plan fails, [`DistributedError::Token`].
+    /// if the plan fails, [`DistributedError::WorkerLost`] if workers were still lost after
+    /// [`MAX_RETRIES`] retries, [`DistributedError::NoWorkers`], [`DistributedError::Token`].
     pub async fn query(
+        &self,
+        fleet: &FleetView,
+        dataset: &DatasetId,
+        blocks: Range<u64>,
+        sql: &str,
+    ) -> Result<DistributedStream, DistributedError> {
+        let token = self.token.as_deref().map(bearer).transpose()?;
+        let mut view = fleet.without(&self.health.down())?;
+        let mut lost: Vec<FleetWorker> = Vec::new();
+        let mut retries = 0;
+        loop {
+            let failure = match self.start(&view, dataset, blocks.clone(), sql).await {
+                Ok(mut started) => match started.stream.next().await {
+                    Some(Err(error)) => DistributedError::Execution(error),
+                    first => {
+                        started.stream = self.rest(first, started.stream, view, token);
+                        started.lost = lost.iter().map(|worker| worker.id.clone()).collect();
+                        return Ok(started);
+                    }
+                },
+                Err(error @ DistributedError::Execution(_)) => error,
+                Err(error) => return Err(error),
+            };
+            let down = unreachable(&view, token.as_ref()).await;
+            if down.is_empty() {
+                return Err(failure);
+            }
+            self.health.mark(&down);
+            lost.extend(down.iter().cloned());
+            if retries == MAX_RETRIES {
+                let DistributedError::Execution(source) = failure else {
+                    return Err(failure);
+                };
+                return Err(DistributedError::WorkerLost {
+                    workers: names(&lost),
+                    source: Box::new(source),
+                });
+            }
+            retries += 1;
+            tracing::warn!(
+                down = %names(&down),
+                retry = retries,
+                error = %failure,
+                "query failed before its first batch with workers down; planning it again without them"
+            );
+            let urls: HashSet<Url> = down.into_iter().map(|worker| worker.flight_url).collect();
+            view = view.without(&urls)?;
+        }
+    }
+
+    /// The stream after its first item: a failure with a worker of the plan unreachable marks
+    /// it down and becomes [`DistributedError::WorkerLost`].
+    fn rest(
+        &self,
+        first: Option<Result<datafusion::arrow::record_batch::RecordBatch, DataFusionError>>,
+        rest: SendableRecordBatchStream,
+        view: FleetView,
+        token: Option<HeaderValue>,
+    ) -> SendableRecordBatchStream {
+        let schema = rest.schema();
+        let health = Arc::clone(&self.health);
+        let view = Arc::new(view);
+        let rest = rest.then(move |item| {
+            let health = Arc::clone(&health);
+            let view = Arc::clone(&view);
+            let token = token.clone();
+            async move {
+                let error = match item {
+                    Ok(batch) => return Ok(batch),
+                    Err(error) => error,
+                };
+                let down = unreachable(&view, token.as_ref()).await;
+                if down.is_empty() {
+                    return Err(error);
+                }
+                health.mark(&down);
+                Err(DataFusionError::External(Box::new(
+                    DistributedError::WorkerLost {
+                        workers: names(&down),
+                        source: Box::new(error),
+                    },
+                )))
+            }
+        });
+        let stream = futures::stream::iter(first).chain(rest);
+        Box::pin(RecordBatchStreamAdapter::new(schema, stream))
+    }
+
+    /// Plans `sql` on `fleet` and starts it.
+    async fn start(
         &self,
         fleet: &FleetView,
         dataset: &DatasetId,
@@ -275,19 +577,29 @@ impl Coordinator {
             .parts
             .iter()
             .map(|part| {
-                let holders = fleet.holders(part.chunk.id());
+                let id = part.chunk.id();
+                let holders = fleet.holders(id);
+                let worker = holders.first().copied().or_else(|| fleet.fallback(id));
                 chunks.push(PlannedChunk {
-                    chunk: *part.chunk.id(),
+                    chunk: *id,
                     blocks: part.blocks.clone(),
                     holder: holders.first().map(|worker| worker.id.clone()),
+                    worker: worker.map(|worker| worker.id.clone()),
                 });
+                let mut route: Vec<Url> = holders
+                    .iter()
+                    .map(|worker| worker.flight_url.clone())
+                    .collect();
+                if route.is_empty() {
+                    // No live holder: read (downloaded) on the chunk's first live worker.
+                    route.extend(worker.map(|worker| worker.flight_url.clone()));
+                }
                 ScanPart {
-                    chunk: *part.chunk.id(),
+                    chunk: *id,
                     blocks: part.blocks.clone(),
-                    holders: holders
-                        .iter()
-                        .map(|worker| worker.flight_url.clone())
-                        .collect(),
+                    holders: route,
+                    worker: worker.map(|worker| worker.id.clone()),
+                    download: holders.is_empty(),
                 }
             })
             .collect();
@@ -318,11 +630,41 @@ impl Coordinator {
                 }),
                 _ => DistributedError::Execution(error),
             })?;
+        match frame.logical_plan() {
+            LogicalPlan::Explain(explain) => {
+                // DataFusion's EXPLAIN plans its input without the distributed planner: plan it
+                // here, and show the stages with the workers each chunk scan variant runs on.
+                let physical = context.state().create_physical_plan(&explain.plan).await?;
+                let text = display_plan_ascii(physical.as_ref(), false);
+                let logical = explain.plan.display_indent().to_string();
+                return Ok(DistributedStream {
+                    stream: explain_stream(&[
+                        ("logical_plan", &logical),
+                        ("distributed_plan", &text),
+                    ])?,
+                    // Nothing is read.
+                    chunks: Vec::new(),
+                    missing: cover.missing,
+                    lost: Vec::new(),
+                });
+            }
+            LogicalPlan::Analyze(_) => {
+                return Err(QueryError::Sql {
+                    source: Box::new(DataFusionError::NotImplemented(
+                        "EXPLAIN ANALYZE is not supported across the fleet; use EXPLAIN"
+                            .to_string(),
+                    )),
+                }
+                .into());
+            }
+            _ => {}
+        }
         let stream = frame.execute_stream().await?;
         Ok(DistributedStream {
             stream,
             chunks,
             missing: cover.missing,
+            lost: Vec::new(),
         })
     }
 
@@ -354,5 +696,97 @@ impl Coordinator {
             builder = builder.with_distributed_passthrough_headers(headers)?;
         }
         Ok(SessionContext::new_with_state(builder.build()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    fn worker(id: &str, port: u16, chunks: &[ChunkId]) -> FleetWorker {
+        FleetWorker {
+            id: id.to_string(),
+            capacity: 1 << 30,
+            flight_url: Url::parse(&format!("http://127.0.0.1:{port}")).unwrap(),
+            chunks: chunks.iter().copied().collect(),
+        }
+    }
+
+    #[test]
+    fn issue13_failover_order_is_the_rank_order_then_the_first_live_worker() {
+        let chunk: ChunkId = [3; 32];
+        let ids = ["a", "b", "c", "d"];
+        let all: Vec<FleetWorker> = ids
+            .iter()
+            .enumerate()
+            .map(|(index, id)| worker(id, 9000 + index as u16, &[]))
+            .collect();
+        let rank: Vec<String> = FleetView::new(all.clone())
+            .unwrap()
+            .ranker
+            .rank(&chunk)
+            .into_iter()
+            .map(String::from)
+            .collect();
+        // The chunk on the first two of its rank (R = 2).
+        let workers: Vec<FleetWorker> = all
+            .into_iter()
+            .map(|mut worker| {
+                if rank[..2].contains(&worker.id) {
+                    worker.chunks.insert(chunk);
+                }
+                worker
+            })
+            .collect();
+        let url = |id: &str| {
+            workers
+                .iter()
+                .find(|worker| worker.id == id)
+                .unwrap()
+                .flight_url
+                .clone()
+        };
+        let view = FleetView::new(workers.clone()).unwrap();
+        let holders: Vec<&str> = view.holders(&chunk).iter().map(|w| w.id.as_str()).collect();
+        assert_eq!(holders, [rank[0].as_str(), rank[1].as_str()]);
+        // The first holder down: the second reads it.
+        let first_down = view.without(&HashSet::from([url(&rank[0])])).unwrap();
+        let holders: Vec<&str> = first_down
+            .holders(&chunk)
+            .iter()
+            .map(|w| w.id.as_str())
+            .collect();
+        assert_eq!(holders, [rank[1].as_str()]);
+        // Both down: no holder; the first live worker of its rank downloads it.
+        let both_down = view
+            .without(&HashSet::from([url(&rank[0]), url(&rank[1])]))
+            .unwrap();
+        assert!(both_down.holders(&chunk).is_empty());
+        assert_eq!(both_down.fallback(&chunk).unwrap().id, rank[2]);
+        // All down: no plan.
+        let every: HashSet<Url> = workers.iter().map(|w| w.flight_url.clone()).collect();
+        assert!(matches!(
+            view.without(&every),
+            Err(DistributedError::NoWorkers)
+        ));
+    }
+
+    #[test]
+    fn issue13_a_worker_found_down_is_left_out_for_the_cooldown() {
+        let down = [worker("a", 9000, &[])];
+        let long = Health {
+            cooldown: Duration::from_secs(3600),
+            down: Mutex::new(HashMap::new()),
+        };
+        long.mark(&down);
+        assert!(long.down().contains(&down[0].flight_url));
+        let over = Health {
+            cooldown: Duration::ZERO,
+            down: Mutex::new(HashMap::new()),
+        };
+        over.mark(&down);
+        assert!(over.down().is_empty());
     }
 }

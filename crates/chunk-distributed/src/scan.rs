@@ -18,13 +18,15 @@ use datafusion::datasource::TableType;
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::logical_expr::Expr;
 use datafusion::physical_expr::{EquivalenceProperties, Partitioning, PhysicalExpr};
+use datafusion::physical_plan::empty::EmptyExec;
 use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
+use datafusion::physical_plan::placeholder_row::PlaceholderRowExec;
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::{DisplayAs, DisplayFormatType, ExecutionPlan, PlanProperties};
 use datafusion::prelude::{ParquetReadOptions, SessionConfig, SessionContext, col, lit};
 use datafusion_distributed::{
-    DesiredTaskCountEvent, DesiredTaskCountEventResponse, DistributedLeafExec, RouteTasksEvent,
-    RouteTasksEventResponse, ScaleUpLeafNodeEvent, ScaleUpLeafNodeEventResponse,
+    DesiredTaskCountEvent, DesiredTaskCountEventResponse, DistributedLeafExec, NetworkBoundaryExt,
+    RouteTasksEvent, RouteTasksEventResponse, ScaleUpLeafNodeEvent, ScaleUpLeafNodeEventResponse,
     get_distributed_worker_resolver,
 };
 use datafusion_proto::physical_plan::{PhysicalExtensionCodec, PhysicalProtoConverterExtension};
@@ -40,9 +42,14 @@ pub struct ScanPart {
     pub chunk: ChunkId,
     /// The blocks read from it.
     pub blocks: Range<u64>,
-    /// The Flight URLs of its live holders, in the placement's rank order (coordinator only;
-    /// not sent to workers).
+    /// Where it can be read, in order (coordinator only; not sent to workers): the Flight
+    /// URLs of its live holders in the placement's rank order, or, when none is live, of the
+    /// worker that downloads it.
     pub holders: Vec<Url>,
+    /// The id of the worker planned to read it (coordinator only, for `EXPLAIN`).
+    pub worker: Option<String>,
+    /// Whether that worker has to download it: no live worker holds it (coordinator only).
+    pub download: bool,
 }
 
 /// The table `name` of a query: the file `name.parquet` of each covering chunk.
@@ -90,10 +97,10 @@ impl TableProvider for ChunkTable {
 /// What a scan reads of each chunk, the same in every variant.
 #[derive(Debug, Clone)]
 pub(crate) struct ScanSpec {
-    table: String,
-    table_schema: SchemaRef,
-    projection: Option<Vec<usize>>,
-    block_column: String,
+    pub(crate) table: String,
+    pub(crate) table_schema: SchemaRef,
+    pub(crate) projection: Option<Vec<usize>>,
+    pub(crate) block_column: String,
 }
 
 /// Reads one table's file from some chunks: partition `i` is chunk `i` (partitions past the
@@ -181,6 +188,12 @@ impl DisplayAs for ChunkScanExec {
                 part.blocks.start,
                 part.blocks.end
             )?;
+            if let Some(worker) = &part.worker {
+                write!(f, "@{worker}")?;
+                if part.download {
+                    write!(f, "(download)")?;
+                }
+            }
         }
         write!(f, "]")?;
         if let Some(route) = &self.route {
@@ -385,6 +398,8 @@ impl PhysicalExtensionCodec for ChunkScanCodec {
                     chunk,
                     blocks: start..end,
                     holders: Vec::new(),
+                    worker: None,
+                    download: false,
                 })
             })
             .collect::<Result<Vec<_>>>()?;
@@ -431,6 +446,45 @@ impl PhysicalExtensionCodec for ChunkScanCodec {
         serde_json::to_writer(buf, &wire)
             .map_err(|error| DataFusionError::Internal(format!("encoding a chunk scan: {error}")))
     }
+}
+
+/// Checks a plan fragment a worker received before it runs: every leaf must be a chunk scan
+/// of chunks in `engine`'s catalog, a network boundary (data from another worker of the
+/// query) or a constant (`EmptyExec`, `PlaceholderRowExec`); nothing may write. So no plan
+/// reads a file path, another table provider or inline data on the worker.
+pub(crate) fn check_worker_plan(engine: &QueryEngine, plan: &Arc<dyn ExecutionPlan>) -> Result<()> {
+    let catalog = engine.catalog();
+    plan.apply(|node| {
+        if let Some(scan) = node.downcast_ref::<ChunkScanExec>() {
+            if let Some(part) = scan
+                .parts
+                .iter()
+                .find(|part| catalog.get(&part.chunk).is_none())
+            {
+                return plan_err!(
+                    "plan refused: chunk {} is not in this worker's catalog",
+                    id_to_hex(&part.chunk)
+                );
+            }
+            return Ok(TreeNodeRecursion::Continue);
+        }
+        if node.name() == "DataSinkExec" {
+            return plan_err!("plan refused: a worker does not write (DataSinkExec)");
+        }
+        let allowed = !node.children().is_empty()
+            || node.as_ref().is_network_boundary()
+            || node.downcast_ref::<EmptyExec>().is_some()
+            || node.downcast_ref::<PlaceholderRowExec>().is_some();
+        if allowed {
+            Ok(TreeNodeRecursion::Continue)
+        } else {
+            plan_err!(
+                "plan refused: a worker reads only chunk scans of its catalog, not {}",
+                node.name()
+            )
+        }
+    })?;
+    Ok(())
 }
 
 /// The first live holder of a part, if any.

@@ -19,7 +19,9 @@
 //! cluster store, content-addressed (`catalogs/<sha256>.json.gz`, the sha256 being the
 //! assignment's `catalog` identity), and the worker reads the descriptions from there. So a
 //! worker needs no catalog of its own, and the worker and the scheduler cannot disagree on a
-//! chunk's files: what is applied is exactly what was placed.
+//! chunk's files: what is applied is exactly what was placed. A worker started without
+//! `--catalog` also queries with that catalog (chunk descriptions and tables' schemas):
+//! each new one replaces its query engine's catalog, as `PUT /catalog` does.
 //!
 //! # Grace period
 //!
@@ -201,6 +203,7 @@ impl ClusterView {
 pub fn start(
     args: &ClusterArgs,
     manager: Arc<ChunkManager>,
+    queries: Option<Arc<chunk_query::QueryEngine>>,
     runtime: &tokio::runtime::Runtime,
     shutdown: CancellationToken,
     bound: oneshot::Receiver<SocketAddr>,
@@ -246,7 +249,14 @@ pub fn start(
         bound,
         shutdown.clone(),
     ));
-    runtime.spawn(poll_loop(store, view.clone(), manager, settings, shutdown));
+    runtime.spawn(poll_loop(
+        store,
+        view.clone(),
+        manager,
+        queries,
+        settings,
+        shutdown,
+    ));
     Ok(Some(view))
 }
 
@@ -329,10 +339,14 @@ async fn poll_loop(
     store: ClusterStore,
     view: ClusterView,
     manager: Arc<ChunkManager>,
+    queries: Option<Arc<chunk_query::QueryEngine>>,
     settings: Settings,
     shutdown: CancellationToken,
 ) {
-    let mut catalogs = CatalogCache::default();
+    let mut catalogs = CatalogCache {
+        queries,
+        ..CatalogCache::default()
+    };
     let mut ticks = tokio::time::interval(settings.poll_interval);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -357,6 +371,8 @@ async fn poll_loop(
 struct CatalogCache {
     identity: String,
     catalog: Option<chunk_query::Catalog>,
+    /// The query engine that takes each new catalog (a worker without `--catalog`).
+    queries: Option<Arc<chunk_query::QueryEngine>>,
 }
 
 /// Reads the members and the state; on a new assignment, reads it and its catalog and makes it
@@ -393,6 +409,14 @@ async fn poll_once(
         let catalog =
             chunk_query::Catalog::from_json(&bytes, &format!("catalog {}", assignment.catalog))
                 .with_context(|| format!("parse the catalog of assignment {}", state.assignment))?;
+        if let Some(engine) = &catalogs.queries {
+            tracing::info!(
+                catalog = %assignment.catalog,
+                chunks = catalog.len(),
+                "querying with the catalog of the fleet's assignment"
+            );
+            engine.set_catalog(catalog.clone());
+        }
         catalogs.identity = assignment.catalog.clone();
         catalogs.catalog = Some(catalog);
     }

@@ -10,7 +10,9 @@
 //! - A worker in a fleet answers `POST /query` by planning distributed: the live members'
 //!   Flight URLs and the current assignment come from the cluster store at each query, each
 //!   chunk's scan is routed to its first live holder in the placement's rank order, and the
-//!   scans run on the workers with their own catalog and `ChunkManager`.
+//!   scans run on the workers with their own catalog and `ChunkManager`. Workers found down
+//!   are left out for a cooldown and the query is planned again (see `chunk_distributed`);
+//!   the coordinator, and so that memory, lives as long as the daemon.
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::ops::Range;
@@ -42,6 +44,10 @@ pub struct DistributedArgs {
         hide_env_values = true
     )]
     pub cluster_token: Option<String>,
+    /// How long a worker found down during a query is left out of the query plans this
+    /// worker makes [default: 30s].
+    #[arg(long, env = "CHUNK_WORKER_WORKER_COOLDOWN", value_name = "DURATION", value_parser = crate::settings::parse_duration)]
+    pub worker_cooldown: Option<Duration>,
 }
 
 /// How long a member may be silent and still get query tasks, unless `--member-timeout` says.
@@ -75,7 +81,10 @@ pub fn start(
     let fleet = match &cluster.cluster {
         None => None,
         Some(url) => Some(FleetQueries {
-            coordinator: Coordinator::new(engine, args.cluster_token.clone()),
+            coordinator: Coordinator::new(engine, args.cluster_token.clone()).with_cooldown(
+                args.worker_cooldown
+                    .unwrap_or(chunk_distributed::DEFAULT_COOLDOWN),
+            ),
             store: ClusterStore::open(url)
                 .with_context(|| format!("open the cluster store {url}"))?,
             live_within: cluster.member_timeout.unwrap_or(DEFAULT_LIVE_WITHIN),

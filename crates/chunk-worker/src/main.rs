@@ -8,6 +8,7 @@ mod distributed;
 mod download;
 mod offline;
 mod query;
+mod remote;
 mod schedule;
 mod serve;
 mod settings;

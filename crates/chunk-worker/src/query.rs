@@ -6,7 +6,8 @@
 //! - `chunk-worker query` opens the data directory (like the other operator commands, so it
 //!   refuses while a daemon holds it: use `POST /query` then), loads the catalog, runs one
 //!   query and prints the result as a table, JSON, NDJSON or Arrow IPC. `--demo` runs it over
-//!   generated chunks served by an in-process origin instead.
+//!   generated chunks served by an in-process origin instead; `--cluster URL` sends it to a
+//!   worker of a fleet ([`crate::remote`]).
 //! - `chunk-worker synth` writes generated chunks and a `catalog.json` to a directory, and with
 //!   `--serve` serves them on 127.0.0.1 until interrupted, so the other commands have an origin
 //!   to download from.
@@ -79,6 +80,19 @@ pub struct QueryArgs {
     /// the query needs with range requests. Better for repeated queries on the same chunks.
     #[arg(long)]
     pub whole_chunks: bool,
+    /// Send the query to a worker of a fleet, which plans it across the fleet, instead of
+    /// running it here: the fleet's cluster store (file:///..., s3://...; a live member is
+    /// asked) or a worker's HTTP URL (http://host:port).
+    #[arg(long, value_name = "URL", conflicts_with_all = ["demo", "whole_chunks"])]
+    pub cluster: Option<String>,
+    /// With --cluster: the worker's API token, if it has one.
+    #[arg(
+        long,
+        env = "CHUNK_WORKER_TOKEN",
+        value_name = "TOKEN",
+        hide_env_values = true
+    )]
+    pub token: Option<String>,
     /// The SQL: tables are the chunks' Parquet file names (blocks, transactions, logs, ...),
     /// holding only the rows of the blocks asked for.
     #[arg(value_name = "SQL")]
@@ -136,6 +150,9 @@ fn parse_format(text: &str) -> Result<Format, String> {
 
 /// `chunk-worker query`.
 pub fn run(args: &QueryArgs) -> anyhow::Result<ExitCode> {
+    if let Some(cluster) = &args.cluster {
+        return crate::remote::run(args, cluster);
+    }
     if args.format == Format::ArrowIpc && std::io::stdout().is_terminal() {
         bail!("--format arrow writes binary data: redirect it to a file or a pipe");
     }
@@ -408,7 +425,7 @@ async fn load_catalog(source: &str, dataset: Option<&str>) -> anyhow::Result<Cat
 }
 
 /// The dataset named by a full id or a unique prefix, or the catalog's only one.
-fn pick_dataset(catalog: &Catalog, given: Option<&str>) -> anyhow::Result<DatasetId> {
+pub(crate) fn pick_dataset(catalog: &Catalog, given: Option<&str>) -> anyhow::Result<DatasetId> {
     let known: Vec<DatasetId> = catalog.datasets().copied().collect();
     let Some(text) = given else {
         return match known.as_slice() {
@@ -766,6 +783,8 @@ enum Progress {
         /// Chunks read remotely, with range requests.
         remote: usize,
         missing: String,
+        /// Workers of the fleet found down and left out while the query was retried.
+        lost: String,
     },
     /// A batch of the result.
     Batch(chunk_query::arrow::record_batch::RecordBatch),
@@ -780,6 +799,9 @@ enum Progress {
 enum Failure {
     Query(QueryError),
     Timeout(Duration),
+    /// Workers of the fleet stopped answering during a distributed query: the client may run
+    /// it again (the message says why).
+    WorkerLost(String),
 }
 
 impl Failure {
@@ -787,6 +809,7 @@ impl Failure {
         match self {
             Failure::Query(failure) => failure.kind(),
             Failure::Timeout(_) => "query_timeout",
+            Failure::WorkerLost(_) => "worker_lost",
         }
     }
 
@@ -796,13 +819,14 @@ impl Failure {
             Failure::Timeout(timeout) => {
                 format!("the query ran longer than {timeout:?} and was stopped (--query-timeout)")
             }
+            Failure::WorkerLost(message) => message.clone(),
         }
     }
 
     fn response(&self) -> Response {
         match self {
             Failure::Query(failure) => query_error(failure),
-            Failure::Timeout(_) => error(
+            Failure::Timeout(_) | Failure::WorkerLost(_) => error(
                 StatusCode::SERVICE_UNAVAILABLE,
                 self.code(),
                 &self.message(),
@@ -855,6 +879,7 @@ async fn execute(
             .map(|range| format!("{}..{}", range.start, range.end))
             .collect::<Vec<_>>()
             .join(","),
+        lost: String::new(),
     };
     if sender.send(started).await.is_err() {
         return Ok(());
@@ -882,7 +907,7 @@ async fn execute_distributed(
     let distributed = fleet
         .query(&dataset, blocks, &sql)
         .await
-        .map_err(|error| Failure::Query(distributed_error(error)))?;
+        .map_err(distributed_failure)?;
     let started = Progress::Started {
         schema: distributed.stream.schema(),
         chunks: distributed.chunks.len(),
@@ -900,6 +925,7 @@ async fn execute_distributed(
             .map(|range| format!("{}..{}", range.start, range.end))
             .collect::<Vec<_>>()
             .join(","),
+        lost: distributed.lost.join(","),
     };
     if sender.send(started).await.is_err() {
         return Ok(());
@@ -907,9 +933,20 @@ async fn execute_distributed(
     let mut stream = distributed.stream;
     while let Some(batch) = stream.next().await {
         let batch = batch.map_err(|error| {
-            Failure::Query(QueryError::Execution {
-                source: Box::new(error),
-            })
+            if chunk_distributed::is_worker_lost(&error) {
+                let message = match error.find_root() {
+                    // The DistributedError's own message, without "External error: ".
+                    chunk_query::datafusion::error::DataFusionError::External(lost) => {
+                        lost.to_string()
+                    }
+                    root => root.to_string(),
+                };
+                Failure::WorkerLost(message)
+            } else {
+                Failure::Query(QueryError::Execution {
+                    source: Box::new(error),
+                })
+            }
         })?;
         if sender.send(Progress::Batch(batch)).await.is_err() {
             return Ok(());
@@ -917,6 +954,14 @@ async fn execute_distributed(
     }
     let _ = sender.send(Progress::Done).await;
     Ok(())
+}
+
+/// A distributed query's failure: workers lost, or as the single-node engine's error kinds.
+fn distributed_failure(error: chunk_distributed::DistributedError) -> Failure {
+    if error.is_worker_lost() {
+        return Failure::WorkerLost(error.to_string());
+    }
+    Failure::Query(distributed_error(error))
 }
 
 /// A distributed query's failure as the single-node engine's error kinds.
@@ -1141,14 +1186,15 @@ pub async fn post_query(
             "the query stopped unexpectedly",
         )
     };
-    let (schema, chunks, downloaded, remote, missing) = match progress.recv().await {
+    let (schema, chunks, downloaded, remote, missing, lost) = match progress.recv().await {
         Some(Progress::Started {
             schema,
             chunks,
             downloaded,
             remote,
             missing,
-        }) => (schema, chunks, downloaded, remote, missing),
+            lost,
+        }) => (schema, chunks, downloaded, remote, missing, lost),
         Some(Progress::Failed(failure)) => return failure.response(),
         _ => return stopped(),
     };
@@ -1219,6 +1265,11 @@ pub async fn post_query(
         && !missing.is_empty()
     {
         headers.insert("x-blocks-missing", missing);
+    }
+    if let Ok(lost) = HeaderValue::from_str(&lost)
+        && !lost.is_empty()
+    {
+        headers.insert("x-workers-lost", lost);
     }
     response
 }

@@ -134,7 +134,9 @@ async fn load_snapshot(
         .await
         .with_context(|| format!("load the catalog {source}"))?;
     let chunks = all_chunks(&catalog);
-    let json = serde_json::to_vec(&chunks).context("encode the catalog")?;
+    // The whole catalog, tables' schemas included: a worker in the fleet queries with it
+    // (it may hold none of a table's chunks, and still plans).
+    let json = catalog.to_json().context("encode the catalog")?;
     let identity = store
         .put_catalog(&json)
         .await

@@ -70,9 +70,12 @@ pub fn run(args: &ServeArgs) -> anyhow::Result<ExitCode> {
         .context("start the API runtime")?;
     let shutdown = CancellationToken::new();
     let (bound, bound_receiver) = tokio::sync::oneshot::channel();
+    // Without a catalog of its own, a worker in a fleet queries with the fleet's.
+    let fleet_catalog = args.catalog.is_none().then(|| Arc::clone(query.engine()));
     let cluster = crate::cluster::start(
         &args.cluster,
         Arc::clone(&manager),
+        fleet_catalog,
         &runtime,
         shutdown.clone(),
         bound_receiver,
