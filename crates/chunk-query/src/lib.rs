@@ -68,3 +68,5 @@ pub use error::{CatalogError, QueryError, SynthError};
 pub use arrow;
 /// The DataFusion crate the engine runs on.
 pub use datafusion;
+/// The Parquet crate this one writes with (for [`synth::SynthConfig::compression`]).
+pub use parquet;

@@ -18,8 +18,10 @@
 //! schema. Hashes and addresses are `0x`-prefixed hex strings. Senders are spread over 100,000
 //! accounts, receivers and log emitters skewed towards a few hundred popular contracts, event
 //! signatures towards `Transfer`; about a third of transactions are plain transfers with no
-//! calldata and no logs. Files are sorted by block, compressed with ZSTD and carry page
-//! statistics, so a block-range filter skips row groups and pages.
+//! calldata and no logs. Files are sorted by block, compressed with ZSTD (by default) and carry
+//! page statistics for the numeric columns, so a block-range filter skips row groups and pages;
+//! text columns (hashes, addresses) have row-group statistics only, as per-page ranges of
+//! random hashes prune nothing and would only make the page index a remote query reads bigger.
 //!
 //! ```
 //! use chunk_query::synth::{Synth, SynthConfig};
@@ -52,6 +54,7 @@ use chunk_manager::{ChunkId, DataChunk, DatasetId, id_to_hex};
 use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
+use parquet::schema::types::ColumnPath;
 
 use crate::error::SynthError;
 
@@ -74,6 +77,8 @@ pub struct SynthConfig {
     /// Rows per Parquet data page, the unit a filter can skip inside a row group. Default
     /// 2,048.
     pub page_rows: usize,
+    /// How data pages are compressed. Default ZSTD (level 3), as chain data archives are.
+    pub compression: Compression,
     /// The first block's timestamp, in seconds since the epoch. Default 2024-01-01.
     pub genesis_timestamp: i64,
     /// Seconds between blocks. Default 12.
@@ -88,6 +93,7 @@ impl Default for SynthConfig {
             logs_per_call: 3,
             row_group_rows: 16 * 1024,
             page_rows: 2048,
+            compression: Compression::ZSTD(ZstdLevel::default()),
             genesis_timestamp: 1_704_067_200,
             block_time: 12,
         }
@@ -122,6 +128,12 @@ impl SynthConfig {
     /// Sets [`SynthConfig::logs_per_call`].
     pub fn with_logs_per_call(mut self, logs: u32) -> Self {
         self.logs_per_call = logs;
+        self
+    }
+
+    /// Sets [`SynthConfig::compression`].
+    pub fn with_compression(mut self, compression: Compression) -> Self {
+        self.compression = compression;
         self
     }
 
@@ -286,13 +298,27 @@ impl Synth {
     ///
     /// [`SynthError::Parquet`] if it cannot be encoded (a bug).
     pub fn parquet(&self, batch: &RecordBatch) -> Result<Bytes, SynthError> {
-        let properties = WriterProperties::builder()
-            .set_compression(Compression::ZSTD(ZstdLevel::default()))
+        let mut properties = WriterProperties::builder()
+            .set_compression(self.config.compression)
             .set_max_row_group_row_count(Some(self.config.row_group_rows.max(1)))
             .set_data_page_row_count_limit(self.config.page_rows.max(1))
             .set_write_batch_size(self.config.page_rows.clamp(1, 1024))
-            .set_statistics_enabled(EnabledStatistics::Page)
-            .build();
+            .set_statistics_enabled(EnabledStatistics::Page);
+        // Page statistics (the page index) only where pages differ in range: a page's
+        // min/max of random hashes prunes nothing, and for text columns they made most of
+        // the page index a remote query reads.
+        for field in batch.schema().fields() {
+            if matches!(
+                field.data_type(),
+                DataType::Utf8 | DataType::Utf8View | DataType::LargeUtf8 | DataType::Binary
+            ) {
+                properties = properties.set_column_statistics_enabled(
+                    ColumnPath::from(field.name().as_str()),
+                    EnabledStatistics::Chunk,
+                );
+            }
+        }
+        let properties = properties.build();
         let mut writer = ArrowWriter::try_new(Vec::new(), batch.schema(), Some(properties))?;
         writer.write(batch)?;
         Ok(Bytes::from(writer.into_inner()?))

@@ -117,6 +117,12 @@ pub struct SynthArgs {
     /// Mean transactions per block.
     #[arg(long, default_value_t = 20)]
     pub transactions_per_block: u32,
+    /// How the Parquet pages are compressed: zstd, snappy, lz4 or none.
+    #[arg(long, default_value = "zstd", value_parser = parse_compression)]
+    pub compression: chunk_query::parquet::basic::Compression,
+    /// Rows per Parquet row group.
+    #[arg(long, default_value_t = 16 * 1024, value_name = "ROWS")]
+    pub row_group_rows: usize,
     /// The dataset id (64 hex digits).
     #[arg(long, default_value = SYNTH_DATASET)]
     pub dataset: String,
@@ -126,6 +132,17 @@ pub struct SynthArgs {
     /// The base of the catalog's URLs when not serving [default: file:// URLs of --out].
     #[arg(long, value_name = "URL")]
     pub base_url: Option<String>,
+}
+
+fn parse_compression(text: &str) -> Result<chunk_query::parquet::basic::Compression, String> {
+    use chunk_query::parquet::basic::{Compression, ZstdLevel};
+    match text {
+        "zstd" => Ok(Compression::ZSTD(ZstdLevel::default())),
+        "snappy" => Ok(Compression::SNAPPY),
+        "lz4" => Ok(Compression::LZ4_RAW),
+        "none" => Ok(Compression::UNCOMPRESSED),
+        other => Err(format!("{other:?}: expected zstd, snappy, lz4 or none")),
+    }
 }
 
 fn parse_blocks(text: &str) -> Result<Range<u64>, String> {
@@ -484,8 +501,12 @@ pub fn synth(args: &SynthArgs) -> anyhow::Result<ExitCode> {
         .out
         .canonicalize()
         .with_context(|| format!("resolve {}", args.out.display()))?;
-    let synth =
-        Synth::new(SynthConfig::default().with_transactions_per_block(args.transactions_per_block));
+    let synth = Synth::new(
+        SynthConfig::default()
+            .with_transactions_per_block(args.transactions_per_block)
+            .with_compression(args.compression)
+            .with_row_group_rows(args.row_group_rows),
+    );
     let mut chunks: Vec<SynthChunk> = Vec::new();
     for n in 0..args.chunks {
         let start = args.start + n * args.blocks_per_chunk;
