@@ -75,6 +75,11 @@ pub enum ClusterCommand {
     /// Shows the fleet: members, liveness, capacity, bytes assigned and held, chunks
     /// under-replicated, the assignment in force.
     Status(StatusArgs),
+    /// Starts a fleet on 127.0.0.1 (an origin with generated chunks, a scheduler and three
+    /// workers as child processes), runs a few queries through one worker showing which
+    /// worker read which chunks, kills a worker with SIGKILL and shows the same answers, then
+    /// stops everything.
+    Demo(crate::cluster_demo::ClusterDemoArgs),
 }
 
 /// `chunk-worker cluster status`.
@@ -317,6 +322,7 @@ async fn round(
 pub fn cluster(command: &ClusterCommand) -> anyhow::Result<ExitCode> {
     match command {
         ClusterCommand::Status(args) => status(args),
+        ClusterCommand::Demo(args) => crate::cluster_demo::run(args),
     }
 }
 

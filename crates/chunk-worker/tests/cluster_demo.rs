@@ -1,0 +1,102 @@
+//! `chunk-worker cluster demo` (issue 13 item 6) run to completion as a user would: it starts
+//! a fleet of three workers and a scheduler as its own children, queries, kills a worker,
+//! queries again, and stops everything by itself.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+const BINARY: &str = env!("CARGO_BIN_EXE_chunk-worker");
+
+/// The daemon binary: `CHUNK_WORKER_TEST_BIN` if set, else cargo's.
+fn binary() -> String {
+    std::env::var("CHUNK_WORKER_TEST_BIN").unwrap_or_else(|_| BINARY.to_string())
+}
+
+/// Whether a live process's command line mentions `text`.
+fn process_mentioning(text: &str) -> Option<String> {
+    for entry in std::fs::read_dir("/proc").ok()?.flatten() {
+        if let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) {
+            let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+            if cmdline.contains(text) {
+                return Some(cmdline);
+            }
+        }
+    }
+    None
+}
+
+#[test]
+fn issue13_cluster_demo_runs_to_completion_and_answers_alike_after_a_kill() {
+    let child = Command::new(binary())
+        .args([
+            "cluster",
+            "demo",
+            "--chunks",
+            "6",
+            "--blocks-per-chunk",
+            "100",
+        ])
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let (sender, receiver) = mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = sender.send(child.wait_with_output());
+    });
+    let Ok(output) = receiver.recv_timeout(Duration::from_secs(60)) else {
+        let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
+        panic!("cluster demo did not end by itself in 60 s");
+    };
+    let output = output.unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stdout}\n{stderr}");
+
+    // Three workers, each named as reading chunks before the kill.
+    let before = stdout.split("kill -9 ").next().unwrap();
+    for id in ["w1", "w2", "w3"] {
+        assert!(
+            stdout.contains(&format!("worker {id}: http://127.0.0.1:")),
+            "{stdout}"
+        );
+        assert!(before.contains(&format!("  {id} reads blocks")), "{stdout}");
+    }
+    // The answers after the kill equal those before, and the first one names the lost worker.
+    let victim = stdout
+        .lines()
+        .find_map(|line| line.strip_prefix("kill -9 "))
+        .and_then(|rest| rest.split(';').next())
+        .expect("a worker is killed");
+    let rows: Vec<&str> = stdout
+        .lines()
+        .filter_map(|line| line.strip_prefix("  rows: "))
+        .collect();
+    assert_eq!(rows.len(), 8, "{stdout}");
+    assert_eq!(rows[..4], rows[4..], "{stdout}");
+    assert!(rows[0].contains("\"blocks\":600"), "{stdout}");
+    let after = stdout.split("kill -9 ").nth(1).unwrap();
+    assert!(
+        after.contains(&format!("x-workers-lost: {victim}")),
+        "{stdout}"
+    );
+    assert!(!after.contains(&format!("  {victim} reads")), "{stdout}");
+    assert_eq!(
+        after.matches("same rows as before the kill: yes").count(),
+        4
+    );
+    // Every chunk had a live holder: nothing downloaded, before or after.
+    assert_eq!(stdout.matches(" 0 downloaded").count(), 8, "{stdout}");
+
+    // Everything stopped and removed.
+    let dir = stdout
+        .lines()
+        .find_map(|line| line.strip_prefix("data and cluster store: "))
+        .expect("the demo names its directory");
+    assert!(!std::path::Path::new(dir).exists(), "{dir} is left");
+    assert_eq!(process_mentioning(dir), None, "a child is left running");
+}
