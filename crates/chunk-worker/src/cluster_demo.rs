@@ -97,6 +97,7 @@ async fn demo(args: &ClusterDemoArgs) -> anyhow::Result<()> {
         blocks_per_chunk: args.blocks_per_chunk,
         transactions_per_block: args.transactions_per_block,
         query_threads: Some(1),
+        standalone: false,
     };
     println!(
         "cluster demo: {} chunks of {} blocks, 3 workers and a scheduler on 127.0.0.1, R = 2",

@@ -44,6 +44,10 @@ pub struct FleetSpec {
     pub transactions_per_block: u32,
     /// `serve --query-threads` of each worker (`None`: its default).
     pub query_threads: Option<usize>,
+    /// One worker on its own instead (`workers` ignored): not in a cluster, no scheduler,
+    /// with the catalog and `--whole-chunks` (the first query downloads each chunk it reads,
+    /// the next ones read it from disk): the single-node engine.
+    pub standalone: bool,
 }
 
 impl FleetSpec {
@@ -169,6 +173,7 @@ pub struct LocalFleet {
     /// The dataset of the chunks.
     pub dataset: DatasetId,
     store: ClusterStore,
+    data_bytes: u64,
     client: reqwest::Client,
     spec: FleetSpec,
     dir: tempfile::TempDir,
@@ -229,6 +234,7 @@ impl LocalFleet {
             chunks,
             dataset,
             store,
+            data_bytes: total_bytes,
             client: reqwest::Client::new(),
             spec: spec.clone(),
             dir,
@@ -252,6 +258,26 @@ impl LocalFleet {
         token: &str,
     ) -> anyhow::Result<()> {
         let spec = self.spec.clone();
+        if spec.standalone {
+            let id = "single".to_string();
+            let mut command = Command::new(binary);
+            command
+                .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+                .arg(self.dir.path().join(&id))
+                .args(["--fsync", "false", "--disk-budget", budget])
+                .arg("--catalog")
+                .arg(catalog_path)
+                .arg("--whole-chunks");
+            if let Some(threads) = spec.query_threads {
+                command.args(["--query-threads", &threads.to_string()]);
+            }
+            command.stdout(Stdio::piped());
+            let log = self.dir.path().join(format!("{id}.log"));
+            let mut process = Process::spawn(&id, &mut command, log)?;
+            let url = announced_url(&mut process).await?;
+            self.workers.push(WorkerProcess { id, url, process });
+            return Ok(());
+        }
         for n in 1..=spec.workers {
             let id = format!("w{n}");
             let data_dir = self.dir.path().join(&id);
@@ -285,6 +311,11 @@ impl LocalFleet {
         self.scheduler = Some(Process::spawn("the scheduler", &mut command, log)?);
         self.wait_for_placement().await?;
         Ok(())
+    }
+
+    /// The bytes of the chunks' files.
+    pub fn data_bytes(&self) -> u64 {
+        self.data_bytes
     }
 
     /// The temporary directory (removed when the fleet is dropped).
@@ -491,6 +522,26 @@ impl LocalFleet {
         Ok(reads)
     }
 
+    /// Scrapes `GET /metrics` of every worker and sums the values of the samples of the
+    /// counters `names` (over their labels); 0 for a counter not exported.
+    pub async fn metric_sum(&self, names: &[&str]) -> anyhow::Result<f64> {
+        let mut sum = 0.0;
+        for worker in &self.workers {
+            let url = format!("{}/metrics", worker.url);
+            let text = self
+                .client
+                .get(&url)
+                .send()
+                .await
+                .with_context(|| format!("GET {url}"))?
+                .text()
+                .await
+                .with_context(|| format!("GET {url}"))?;
+            sum += sum_samples(&text, names);
+        }
+        Ok(sum)
+    }
+
     /// Kills worker `index` with SIGKILL and reaps it.
     pub fn kill(&mut self, index: usize) -> anyhow::Result<()> {
         let worker = self
@@ -552,6 +603,19 @@ fn parse_chunk_reads(plan: &str) -> Vec<ChunkRead> {
     reads
 }
 
+/// The sum of the Prometheus text samples of the metrics `names` (any labels).
+fn sum_samples(text: &str, names: &[&str]) -> f64 {
+    text.lines()
+        .filter(|line| {
+            names.iter().any(|name| {
+                line.strip_prefix(name)
+                    .is_some_and(|rest| rest.starts_with(' ') || rest.starts_with('{'))
+            })
+        })
+        .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
 /// Reads the daemon's `listening on URL` line from its stdout, then keeps draining it.
 async fn announced_url(process: &mut Process) -> anyhow::Result<String> {
     let stdout = process
@@ -599,5 +663,13 @@ mod tests {
         assert_eq!(reads[1].worker, "w3");
         assert!(reads[1].download);
         assert!(parse_chunk_reads("ChunkScanExec: table=t chunks=[]").is_empty());
+    }
+
+    #[test]
+    fn samples_are_summed_over_labels_and_names() {
+        let text = "# TYPE a_total counter\na_total 10\na_total_x 5\nb_total{x=\"1\"} 2.5\nb_total{x=\"2\"} 1\nc 7\n";
+        assert_eq!(sum_samples(text, &["a_total"]), 10.0);
+        assert_eq!(sum_samples(text, &["a_total", "b_total"]), 13.5);
+        assert_eq!(sum_samples(text, &["missing"]), 0.0);
     }
 }

@@ -1,6 +1,7 @@
 //! `chunk-worker cluster demo` (issue 13 item 6) run to completion as a user would: it starts
 //! a fleet of three workers and a scheduler as its own children, queries, kills a worker,
-//! queries again, and stops everything by itself.
+//! queries again, and stops everything by itself. And the fleet benchmark's harness
+//! (`bench/fleet.sh`, `cluster bench`) at a small scale.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::process::{Command, Stdio};
@@ -99,4 +100,62 @@ fn issue13_cluster_demo_runs_to_completion_and_answers_alike_after_a_kill() {
         .expect("the demo names its directory");
     assert!(!std::path::Path::new(dir).exists(), "{dir} is left");
     assert_eq!(process_mentioning(dir), None, "a child is left running");
+}
+
+#[test]
+fn issue13_fleet_benchmark_harness_measures_every_setup() {
+    // bench/fleet.sh with this binary, at a small scale.
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../../bench/fleet.sh");
+    let child = Command::new("bash")
+        .arg(script)
+        .env("BIN", binary())
+        .env("WORKERS", "1,2")
+        .env("RUNS", "2")
+        .env("CHUNKS", "4")
+        .env("BLOCKS", "100")
+        .env("TXS", "4")
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let (sender, receiver) = mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = sender.send(child.wait_with_output());
+    });
+    let Ok(output) = receiver.recv_timeout(Duration::from_secs(60)) else {
+        let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
+        panic!("bench/fleet.sh did not end in 60 s");
+    };
+    let output = output.unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stdout}\n{stderr}");
+    assert!(
+        stdout.contains("reproduce: WORKERS=1,2 RUNS=2 CHUNKS=4 BLOCKS=100 TXS=4 bench/fleet.sh"),
+        "{stdout}"
+    );
+    // | q1 | 2 workers (R = 2) | 12.3 | 11.0 | 10581 | 4 | 0 |
+    let rows: Vec<Vec<&str>> = stdout
+        .lines()
+        .filter(|line| line.starts_with("| q") && !line.starts_with("| query"))
+        .map(|line| line.trim_matches('|').split('|').map(str::trim).collect())
+        .collect();
+    assert_eq!(rows.len(), 4 * 3, "four queries on three setups: {stdout}");
+    for row in &rows {
+        let median: f64 = row[2].parse().unwrap();
+        assert!(median > 0.0, "{row:?}");
+        assert_eq!(row[5], "4", "every chunk read locally: {row:?}");
+        assert_eq!(row[6], "0", "nothing downloaded in the timed runs: {row:?}");
+        match row[1] {
+            "single node" => assert_eq!(row[4], "-"),
+            "2 workers (R = 2)" => {
+                let bytes: f64 = row[4].parse().unwrap();
+                assert!(bytes > 0.0, "partial results move between workers: {row:?}");
+            }
+            "1 worker (R = 1)" => {}
+            other => panic!("unexpected setup {other}"),
+        }
+    }
 }
