@@ -137,7 +137,7 @@ impl FlightService {
 }
 
 /// The session a plan fragment runs in on this worker: the chunk scan codec (bound to this
-/// worker's engine), the check that refuses a fragment whose leaves are not chunk scans of
+/// worker's engine), the checked integer functions of `chunk_query::checked`, the check that refuses a fragment whose leaves are not chunk scans of
 /// this worker's catalog, and the token forwarded on the fragment's own calls to other
 /// workers.
 fn worker_session(
@@ -153,6 +153,12 @@ fn worker_session(
             check_worker_plan(&checked, &event.plan)?;
             Ok(WorkerPlanRewriteEventResponse::new(event.plan))
         });
+    // The coordinator's exact integer `+ - *` arrive by name (datafusion-distributed's codec
+    // sends a scalar function's name only): found here.
+    builder
+        .scalar_functions()
+        .get_or_insert_with(Vec::new)
+        .extend(chunk_query::checked::checked_functions());
     if let Some(token) = token {
         let mut headers = HeaderMap::new();
         headers.insert(TOKEN_HEADER, token);
