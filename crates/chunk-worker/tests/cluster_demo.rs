@@ -4,16 +4,13 @@
 //! (`bench/fleet.sh`, `cluster bench`) at a small scale.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
-const BINARY: &str = env!("CARGO_BIN_EXE_chunk-worker");
-
-/// The daemon binary: `CHUNK_WORKER_TEST_BIN` if set, else cargo's.
-fn binary() -> String {
-    std::env::var("CHUNK_WORKER_TEST_BIN").unwrap_or_else(|_| BINARY.to_string())
-}
+use common::binary;
 
 /// Whether a live process's command line mentions `text`.
 fn process_mentioning(text: &str) -> Option<String> {

@@ -9,10 +9,11 @@
 //! exact integer arithmetic (checked `+ - *`, widened sums) in stages run on workers.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::io::{BufRead, BufReader};
+mod common;
+
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, mpsc};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chunk_fleet::placement::{Ranker, WorkerCapacity};
@@ -27,13 +28,7 @@ use serde_json::Value;
 /// How long a test waits for a condition that should take a second or two.
 const PATIENCE: Duration = Duration::from_secs(20);
 
-const BINARY: &str = env!("CARGO_BIN_EXE_chunk-worker");
-
-/// The daemon binary: `CHUNK_WORKER_TEST_BIN` if set (for a target directory shared by
-/// several checkouts, whose `chunk-worker` another build may replace), else cargo's.
-fn binary() -> String {
-    std::env::var("CHUNK_WORKER_TEST_BIN").unwrap_or_else(|_| BINARY.to_string())
-}
+use common::binary;
 
 const TOKEN: &str = "fleet-secret";
 
@@ -57,30 +52,15 @@ impl Worker {
         if let Some(catalog) = catalog {
             command.arg("--catalog").arg(catalog);
         }
-        let mut child = command
+        command
             .args(["--cluster", store, "--worker-id", id])
             .args(["--heartbeat-interval", "200ms", "--poll-interval", "200ms"])
             .args(["--member-timeout", "5s", "--query-threads", "1"])
             .args(["--flight-listen", "127.0.0.1:0", "--cluster-token", TOKEN])
             .env("RUST_LOG", "warn")
             .env_remove("CHUNK_WORKER_TOKEN")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("start the daemon");
-        let stdout = child.stdout.take().unwrap();
-        let (sender, receiver) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { return };
-                if let Some(url) = line.strip_prefix("listening on ") {
-                    let _ = sender.send(url.to_string());
-                }
-            }
-        });
-        let url = receiver
-            .recv_timeout(PATIENCE)
-            .expect("the daemon announces its address");
+            .stderr(Stdio::inherit());
+        let (child, url) = common::spawn_daemon(&mut command);
         Worker {
             id: id.to_string(),
             child: Some(child),
