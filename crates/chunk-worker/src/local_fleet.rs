@@ -24,6 +24,8 @@ use crate::query::SYNTH_DATASET;
 
 /// How long the fleet may take to start, place and download its chunks.
 const PATIENCE: Duration = Duration::from_secs(60);
+/// The longest any request to a worker may take, its body read.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(300);
 /// How often a wait polls (an interval between polls, not a synchronisation).
 const POLL: Duration = Duration::from_millis(100);
 /// Members silent for longer are gone (for the scheduler) and not planned on (for the
@@ -235,7 +237,11 @@ impl LocalFleet {
             dataset,
             store,
             data_bytes: total_bytes,
-            client: reqwest::Client::new(),
+            // A query that hangs fails the demo or the benchmark rather than stalling it.
+            client: reqwest::Client::builder()
+                .timeout(REQUEST_TIMEOUT)
+                .build()
+                .context("build the HTTP client")?,
             spec: spec.clone(),
             dir,
         };
