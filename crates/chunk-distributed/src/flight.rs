@@ -1,8 +1,16 @@
 //! The worker's Arrow Flight (gRPC) service: datafusion-distributed's `Worker`, behind the
 //! cluster token.
+//!
+//! Every byte its connections carry is counted, through the `metrics` facade (recorded when
+//! the process installs a recorder): [`BYTES_SENT`] (the Arrow results of the plan fragments
+//! it runs, with their gRPC and HTTP/2 framing) and [`BYTES_RECEIVED`] (plans, their
+//! metadata). Summed over the fleet's workers, they are the bytes moved between workers by
+//! queries, a coordinator's calls to its own service included.
 
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 
 use chunk_query::QueryEngine;
 use datafusion::error::DataFusionError;
@@ -11,13 +19,20 @@ use datafusion_distributed::{
     DistributedExt, Worker, WorkerPlanRewriteEvent, WorkerPlanRewriteEventResponse,
     WorkerQueryContext,
 };
+use futures::StreamExt;
 use http::{HeaderMap, HeaderValue};
-use tokio::net::TcpListener;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::DistributedError;
 use crate::scan::{ChunkScanCodec, check_worker_plan};
+
+/// Counter: bytes the Flight service wrote to its connections.
+pub const BYTES_SENT: &str = "chunk_distributed_flight_bytes_sent_total";
+/// Counter: bytes the Flight service read from its connections.
+pub const BYTES_RECEIVED: &str = "chunk_distributed_flight_bytes_received_total";
 
 /// The gRPC metadata key that carries the cluster token.
 pub const TOKEN_HEADER: &str = "authorization";
@@ -88,7 +103,8 @@ impl FlightService {
             };
         let stop = CancellationToken::new();
         let stopped = stop.clone();
-        let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+        let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener)
+            .map(|accepted| accepted.map(CountedStream::new));
         let task = tokio::spawn(
             tonic::transport::Server::builder()
                 .layer(tonic::service::InterceptorLayer::new(check))
@@ -121,7 +137,7 @@ impl FlightService {
 }
 
 /// The session a plan fragment runs in on this worker: the chunk scan codec (bound to this
-/// worker's engine), the check that refuses a fragment whose leaves are not chunk scans of
+/// worker's engine), the checked integer functions of `chunk_query::checked`, the check that refuses a fragment whose leaves are not chunk scans of
 /// this worker's catalog, and the token forwarded on the fragment's own calls to other
 /// workers.
 fn worker_session(
@@ -137,12 +153,100 @@ fn worker_session(
             check_worker_plan(&checked, &event.plan)?;
             Ok(WorkerPlanRewriteEventResponse::new(event.plan))
         });
+    // The coordinator's exact integer `+ - *` arrive by name (datafusion-distributed's codec
+    // sends a scalar function's name only): found here.
+    builder
+        .scalar_functions()
+        .get_or_insert_with(Vec::new)
+        .extend(chunk_query::checked::checked_functions());
     if let Some(token) = token {
         let mut headers = HeaderMap::new();
         headers.insert(TOKEN_HEADER, token);
         builder = builder.with_distributed_passthrough_headers(headers)?;
     }
     Ok(builder.build())
+}
+
+/// A connection whose bytes are counted as [`BYTES_SENT`] and [`BYTES_RECEIVED`].
+struct CountedStream {
+    inner: TcpStream,
+    sent: metrics::Counter,
+    received: metrics::Counter,
+}
+
+impl CountedStream {
+    fn new(inner: TcpStream) -> Self {
+        Self {
+            inner,
+            sent: metrics::counter!(BYTES_SENT),
+            received: metrics::counter!(BYTES_RECEIVED),
+        }
+    }
+}
+
+impl tonic::transport::server::Connected for CountedStream {
+    type ConnectInfo = tonic::transport::server::TcpConnectInfo;
+
+    fn connect_info(&self) -> Self::ConnectInfo {
+        self.inner.connect_info()
+    }
+}
+
+impl AsyncRead for CountedStream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let this = self.get_mut();
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut this.inner).poll_read(cx, buf);
+        if let Poll::Ready(Ok(())) = polled {
+            this.received
+                .increment(buf.filled().len().saturating_sub(before) as u64);
+        }
+        polled
+    }
+}
+
+impl AsyncWrite for CountedStream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let this = self.get_mut();
+        let polled = Pin::new(&mut this.inner).poll_write(cx, buf);
+        if let Poll::Ready(Ok(written)) = polled {
+            this.sent.increment(written as u64);
+        }
+        polled
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        let this = self.get_mut();
+        let polled = Pin::new(&mut this.inner).poll_write_vectored(cx, bufs);
+        if let Poll::Ready(Ok(written)) = polled {
+            this.sent.increment(written as u64);
+        }
+        polled
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+    }
 }
 
 /// Compares without returning early on the first difference.

@@ -23,8 +23,12 @@
 //!   (see [`is_worker_lost`]): the query is read-only over immutable chunks, so the client can
 //!   simply run it again.
 //!
-//! Not yet: integer arithmetic (`+ - *` checked by `chunk_query::checked`) inside a stage
-//! sent to a worker.
+//! - **Exact arithmetic:** the coordinator plans with `chunk_query::checked`'s rules (sums
+//!   widened, integer `+ - *` as overflow-checked functions). datafusion-distributed's codec
+//!   sends a scalar function by its name alone (its own codec comes first and claims every
+//!   function with no payload, so a user codec never sees one): each worker's session
+//!   registers the checked functions ([`chunk_query::checked::checked_functions`]) under those
+//!   names, so a stage sent to a worker overflows with the same error as on a single node.
 #![deny(missing_docs)]
 
 pub mod flight;

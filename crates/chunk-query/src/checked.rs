@@ -246,6 +246,23 @@ impl AnalyzerRule for CheckedArithmetic {
     }
 }
 
+/// The checked `+`, `-` and `*` as functions to find by name (`checked_add`, `checked_sub`,
+/// `checked_mul`), for a process that runs plan fragments planned elsewhere: a plan codec that
+/// sends a scalar function by its name alone (as datafusion-distributed's does) is decoded with
+/// these. Their overflow errors name the operator, not the expression it replaced.
+pub fn checked_functions() -> Vec<Arc<ScalarUDF>> {
+    [Operator::Plus, Operator::Minus, Operator::Multiply]
+        .into_iter()
+        .map(|op| {
+            Arc::new(ScalarUDF::new_from_impl(CheckedOp {
+                op,
+                expression: format!("integer {op} (a plan fragment run for another worker)"),
+                signature: Signature::any(2, Volatility::Immutable),
+            }))
+        })
+        .collect()
+}
+
 /// `a op b` as a checked function call, if it is integer `+`, `-` or `*`.
 fn checked(expr: Expr, schema: &DFSchema) -> Result<Transformed<Expr>> {
     let Expr::BinaryExpr(BinaryExpr { left, op, right }) = &expr else {

@@ -3,9 +3,12 @@
 
 mod api;
 mod cluster;
+mod cluster_bench;
+mod cluster_demo;
 mod demo;
 mod distributed;
 mod download;
+mod local_fleet;
 mod offline;
 mod query;
 mod remote;
@@ -56,7 +59,7 @@ enum Command {
     /// Places the catalog's chunks on the fleet's live workers and publishes the assignment
     /// in the cluster store, every --interval (or --once).
     Schedule(schedule::ScheduleArgs),
-    /// Operates a fleet: `cluster status`.
+    /// Operates a fleet: `cluster status`, `cluster demo`, `cluster bench`.
     #[command(subcommand)]
     Cluster(schedule::ClusterCommand),
     /// Runs a self-contained demo (the default): an in-process origin on 127.0.0.1 serves

@@ -75,6 +75,15 @@ pub enum ClusterCommand {
     /// Shows the fleet: members, liveness, capacity, bytes assigned and held, chunks
     /// under-replicated, the assignment in force.
     Status(StatusArgs),
+    /// Starts a fleet on 127.0.0.1 (an origin with generated chunks, a scheduler and three
+    /// workers as child processes), runs a few queries through one worker showing which
+    /// worker read which chunks, kills a worker with SIGKILL and shows the same answers, then
+    /// stops everything.
+    Demo(crate::cluster_demo::ClusterDemoArgs),
+    /// Times the demo's queries on fleets of 1, 2 and 4 workers started on this machine and
+    /// on a single worker outside any fleet; prints a markdown table (median time, bytes moved
+    /// between workers, chunks read locally and downloaded).
+    Bench(crate::cluster_bench::ClusterBenchArgs),
 }
 
 /// `chunk-worker cluster status`.
@@ -317,6 +326,8 @@ async fn round(
 pub fn cluster(command: &ClusterCommand) -> anyhow::Result<ExitCode> {
     match command {
         ClusterCommand::Status(args) => status(args),
+        ClusterCommand::Demo(args) => crate::cluster_demo::run(args),
+        ClusterCommand::Bench(args) => crate::cluster_bench::run(args),
     }
 }
 

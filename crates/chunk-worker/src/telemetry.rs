@@ -39,6 +39,16 @@ pub fn install() -> anyhow::Result<PrometheusHandle> {
 }
 
 fn describe() {
+    describe_counter!(
+        chunk_distributed::flight::BYTES_SENT,
+        Unit::Bytes,
+        "Bytes the Flight service wrote to its connections (results of plan fragments)."
+    );
+    describe_counter!(
+        chunk_distributed::flight::BYTES_RECEIVED,
+        Unit::Bytes,
+        "Bytes the Flight service read from its connections (plans)."
+    );
     describe_gauge!(CHUNKS, "Chunks known to the manager, by state.");
     describe_gauge!(
         BYTES_USED,

@@ -4,8 +4,9 @@
 //! (slow clients, a shutdown deadline, reads behind the token, what errors tell).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use std::collections::{BTreeSet, HashMap};
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc;
@@ -47,16 +48,16 @@ impl Daemon {
         extra: &[&str],
         env: &[(&str, &str)],
     ) -> Daemon {
-        let binary = env!("CARGO_BIN_EXE_chunk-worker");
+        let binary = common::binary();
         let mut command = match wrapper.split_first() {
             Some((program, args)) => {
                 let mut command = Command::new(program);
-                command.args(args).arg(binary);
+                command.args(args).arg(&binary);
                 command
             }
-            None => Command::new(binary),
+            None => Command::new(&binary),
         };
-        let mut child = command
+        command
             .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
             .arg(data_dir)
             .args(["--retries", "2", "--fsync", "false"])
@@ -64,23 +65,8 @@ impl Daemon {
             .env("RUST_LOG", "warn")
             .env_remove("CHUNK_WORKER_TOKEN")
             .envs(env.iter().copied())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("start the daemon");
-        let stdout = child.stdout.take().unwrap();
-        let (sender, receiver) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { return };
-                if let Some(url) = line.strip_prefix("listening on ") {
-                    let _ = sender.send(url.to_string());
-                }
-            }
-        });
-        let url = receiver
-            .recv_timeout(PATIENCE)
-            .expect("the daemon announces its address");
+            .stderr(Stdio::inherit());
+        let (child, url) = common::spawn_daemon(&mut command);
         Daemon {
             child: Some(child),
             url,
@@ -672,7 +658,7 @@ async fn settings_come_from_flags_then_environment_then_the_config_file() {
 
     let typo = dir.path().join("typo.toml");
     std::fs::write(&typo, "disk_budgte = 5\n").unwrap();
-    let output = Command::new(env!("CARGO_BIN_EXE_chunk-worker"))
+    let output = Command::new(common::binary())
         .args(["serve", "--config", typo.to_str().unwrap()])
         .output()
         .unwrap();
@@ -803,7 +789,7 @@ async fn issue10_sigterm_with_a_stalled_client_exits_by_the_deadline_holding_the
     stalled.write_all(b"{\"id\": ").await.unwrap();
 
     let ls = |dir: &Path| {
-        Command::new(env!("CARGO_BIN_EXE_chunk-worker"))
+        Command::new(common::binary())
             .args(["ls", "--data-dir"])
             .arg(dir)
             .env("RUST_LOG", "off")
@@ -960,7 +946,7 @@ fn issue10_help_does_not_print_secrets_from_the_environment() {
         ("CHUNK_WORKER_TOKEN", "APITOKENFROMENV4"),
     ];
     for command in ["serve", "download"] {
-        let output = Command::new(env!("CARGO_BIN_EXE_chunk-worker"))
+        let output = Command::new(common::binary())
             .args([command, "--help"])
             .envs(secrets)
             .output()

@@ -5,13 +5,15 @@
 //! downloaded for them (each scan ran where its chunk is held). The failover tests kill
 //! workers with SIGKILL (one; both holders of a chunk; one mid-query, stalled by the origin on
 //! a chunk it downloads; one after the first batch) and check the rows, the origin's request
-//! counts and `x-workers-lost`; others check `EXPLAIN` and `chunk-worker query --cluster`.
+//! counts and `x-workers-lost`; others check `EXPLAIN`, `chunk-worker query --cluster` and
+//! exact integer arithmetic (checked `+ - *`, widened sums) in stages run on workers.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::io::{BufRead, BufReader};
+mod common;
+
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, mpsc};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chunk_fleet::placement::{Ranker, WorkerCapacity};
@@ -26,13 +28,7 @@ use serde_json::Value;
 /// How long a test waits for a condition that should take a second or two.
 const PATIENCE: Duration = Duration::from_secs(20);
 
-const BINARY: &str = env!("CARGO_BIN_EXE_chunk-worker");
-
-/// The daemon binary: `CHUNK_WORKER_TEST_BIN` if set (for a target directory shared by
-/// several checkouts, whose `chunk-worker` another build may replace), else cargo's.
-fn binary() -> String {
-    std::env::var("CHUNK_WORKER_TEST_BIN").unwrap_or_else(|_| BINARY.to_string())
-}
+use common::binary;
 
 const TOKEN: &str = "fleet-secret";
 
@@ -56,30 +52,15 @@ impl Worker {
         if let Some(catalog) = catalog {
             command.arg("--catalog").arg(catalog);
         }
-        let mut child = command
+        command
             .args(["--cluster", store, "--worker-id", id])
             .args(["--heartbeat-interval", "200ms", "--poll-interval", "200ms"])
             .args(["--member-timeout", "5s", "--query-threads", "1"])
             .args(["--flight-listen", "127.0.0.1:0", "--cluster-token", TOKEN])
             .env("RUST_LOG", "warn")
             .env_remove("CHUNK_WORKER_TOKEN")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("start the daemon");
-        let stdout = child.stdout.take().unwrap();
-        let (sender, receiver) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { return };
-                if let Some(url) = line.strip_prefix("listening on ") {
-                    let _ = sender.send(url.to_string());
-                }
-            }
-        });
-        let url = receiver
-            .recv_timeout(PATIENCE)
-            .expect("the daemon announces its address");
+            .stderr(Stdio::inherit());
+        let (child, url) = common::spawn_daemon(&mut command);
         Worker {
             id: id.to_string(),
             child: Some(child),
@@ -808,4 +789,61 @@ async fn issue13_query_command_sends_the_query_to_the_fleet() {
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("400"), "{stderr}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn issue13_checked_arithmetic_in_worker_stages_stays_exact() {
+    let fleet = Fleet::start(3, 6, 6, false).await;
+    // Integer `* +` of one type (UInt64), so checked, evaluated below the partial aggregates,
+    // on the workers: a sum past 2^64 exact (widened), a product and a GROUP BY key.
+    let queries: &[(std::ops::Range<u64>, &str)] = &[
+        (
+            0..600,
+            "SELECT CAST(sum(block_number * CAST(1000000000000007 AS BIGINT UNSIGNED)) AS VARCHAR) AS big, count(*) AS n FROM blocks",
+        ),
+        (
+            30..570,
+            "SELECT (block_number % 3) + CAST(1 AS BIGINT UNSIGNED) AS k, sum(gas_used * CAST(3 AS BIGINT UNSIGNED)) AS gas FROM blocks GROUP BY (block_number % 3) + CAST(1 AS BIGINT UNSIGNED) ORDER BY k",
+        ),
+    ];
+    let expected = fleet.expected(queries).await;
+    // The exact sum (as text: JSON numbers would round it) really is past u64.
+    let big = expected[0][0]["big"].to_string();
+    let big: u128 = big
+        .trim_matches('"')
+        .parse()
+        .unwrap_or_else(|_| panic!("{}", expected[0]));
+    assert!(big > u128::from(u64::MAX), "{}", expected[0]);
+    for ((blocks, sql), expected) in queries.iter().zip(&expected) {
+        let (answer, headers) = fleet.workers[0].query(blocks.clone(), sql).await;
+        assert_eq!(&answer, expected, "{sql}");
+        assert_eq!(headers["x-chunks-downloaded"], "0", "{sql}");
+    }
+    // An overflow in a worker's stage is an error, as on a single node: `+`, `-`, `*`.
+    let manager =
+        Arc::new(ChunkManager::open(Config::new(fleet.dir.path().join("single"))).unwrap());
+    let engine = QueryEngine::new(
+        manager,
+        Catalog::new(fleet.chunks.clone())
+            .unwrap()
+            .with_schemas(DATASET, synth::schemas()),
+    )
+    .unwrap();
+    let overflows = [
+        "SELECT max(block_number + CAST(18446744073709551615 AS BIGINT UNSIGNED)) AS m FROM blocks",
+        "SELECT min(block_number - CAST(1 AS BIGINT UNSIGNED)) AS m FROM blocks",
+        "SELECT max(block_number * CAST(9223372036854775807 AS BIGINT UNSIGNED)) AS m FROM blocks",
+    ];
+    for sql in overflows {
+        let single = match engine.query(&DATASET, 0..600, sql).await {
+            Ok(stream) => stream.collect().await.map(drop).unwrap_err().to_string(),
+            Err(error) => error.to_string(),
+        };
+        assert!(single.contains("integer overflow"), "{sql}: {single}");
+        let response = fleet.workers[0].send(0..600, sql, "json").await;
+        let status = response.status();
+        let body = response.text().await.unwrap();
+        assert!(!status.is_success(), "{sql}: {status} {body}");
+        assert!(body.contains("integer overflow"), "{sql}: {status} {body}");
+    }
 }

@@ -3,11 +3,11 @@
 //! Every wait polls the daemons' HTTP API (or the store) with a deadline.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use chunk_fleet::placement::diff;
@@ -19,7 +19,7 @@ use serde_json::Value;
 /// How long a test waits for a condition that should take a second or two.
 const PATIENCE: Duration = Duration::from_secs(20);
 
-const BINARY: &str = env!("CARGO_BIN_EXE_chunk-worker");
+use common::binary;
 
 /// A worker daemon in the fleet. Killed on drop.
 struct Worker {
@@ -34,7 +34,8 @@ impl Worker {
     }
 
     fn start_with(store: &str, id: &str, data_dir: &Path, extra: &[&str]) -> Worker {
-        let mut child = Command::new(BINARY)
+        let mut command = Command::new(binary());
+        command
             .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
             .arg(data_dir)
             .args([
@@ -51,23 +52,8 @@ impl Worker {
             .args(extra)
             .env("RUST_LOG", "warn")
             .env_remove("CHUNK_WORKER_TOKEN")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("start the daemon");
-        let stdout = child.stdout.take().unwrap();
-        let (sender, receiver) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { return };
-                if let Some(url) = line.strip_prefix("listening on ") {
-                    let _ = sender.send(url.to_string());
-                }
-            }
-        });
-        let url = receiver
-            .recv_timeout(PATIENCE)
-            .expect("the daemon announces its address");
+            .stderr(Stdio::inherit());
+        let (child, url) = common::spawn_daemon(&mut command);
         Worker {
             id: id.to_string(),
             child: Some(child),
@@ -117,7 +103,7 @@ struct Scheduler(Child);
 
 impl Scheduler {
     fn start(store: &str, catalog: &Path) -> Scheduler {
-        let child = Command::new(BINARY)
+        let child = Command::new(binary())
             .args(["schedule", "--cluster", store, "--catalog"])
             .arg(catalog)
             .args(["--interval", "200ms", "--member-timeout", "2s"])
@@ -144,7 +130,7 @@ impl Drop for Scheduler {
 
 /// `chunk-worker schedule --once`: its exit status and stdout.
 fn schedule_once(store: &str, catalog: &Path) -> (bool, String) {
-    let output = Command::new(BINARY)
+    let output = Command::new(binary())
         .args(["schedule", "--once", "--cluster", store, "--catalog"])
         .arg(catalog)
         .args(["--member-timeout", "2s"])
@@ -371,7 +357,7 @@ async fn issue12_fleet_converges_survives_a_kill_takes_a_joiner_and_a_scheduler_
     assert_eq!(after.assignment, third_id);
 
     // The operator's view agrees.
-    let status = Command::new(BINARY)
+    let status = Command::new(binary())
         .args([
             "cluster",
             "status",
@@ -450,7 +436,7 @@ async fn issue12_bad_store_input_is_logged_and_never_drops_chunks() {
     std::fs::write(store_dir.join("members/zz.json"), b"garbage{").unwrap();
     let (ok, output) = schedule_once(&url, &catalog);
     assert!(ok && output.starts_with("unchanged"), "{output}");
-    let status = Command::new(BINARY)
+    let status = Command::new(binary())
         .args(["cluster", "status", "--json", "--cluster", &url])
         .output()
         .unwrap();
@@ -633,28 +619,14 @@ async fn issue12_the_scheduler_exposes_what_moved_as_metrics() {
     let store = format!("file://{}", dir.path().join("store").display());
     let (_ids, catalog) = chunks(&origin, 6, dir.path());
     let worker = Worker::start(&store, "w1", &dir.path().join("w1"));
-    let mut scheduler = Command::new(BINARY)
+    let mut command = Command::new(binary());
+    command
         .args(["schedule", "--cluster", &store, "--catalog"])
         .arg(&catalog)
         .args(["--interval", "200ms", "--member-timeout", "2s"])
         .args(["--metrics-listen", "127.0.0.1:0"])
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stdout = scheduler.stdout.take().unwrap();
-    let (sender, receiver) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines() {
-            let Ok(line) = line else { return };
-            if let Some(url) = line.strip_prefix("metrics on ") {
-                let _ = sender.send(url.to_string());
-            }
-        }
-    });
-    let url = receiver
-        .recv_timeout(PATIENCE)
-        .expect("the scheduler announces its metrics address");
+        .env("RUST_LOG", "warn");
+    let (mut scheduler, url) = common::spawn_announcing(&mut command, "metrics on ");
     let client = reqwest::Client::new();
     let deadline = Instant::now() + PATIENCE;
     let text = loop {

@@ -3,10 +3,10 @@
 //! an in-process origin.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::io::{BufRead, BufReader};
+mod common;
+
 use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use chunk_manager::{DataChunk, DatasetId, id_to_hex};
@@ -66,7 +66,7 @@ impl Served {
 }
 
 fn worker(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_chunk-worker"))
+    Command::new(common::binary())
         .args(args)
         .env("RUST_LOG", "warn")
         .env_remove("CHUNK_WORKER_CATALOG")
@@ -223,7 +223,8 @@ struct Daemon {
 impl Daemon {
     fn start(extra: &[&str]) -> Daemon {
         let data = tempfile::tempdir().unwrap();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_chunk-worker"))
+        let mut command = Command::new(common::binary());
+        command
             .args(["serve", "--listen", "127.0.0.1:0", "--fsync", "false"])
             .arg("--data-dir")
             .arg(data.path())
@@ -231,23 +232,8 @@ impl Daemon {
             .env("RUST_LOG", "warn")
             .env_remove("CHUNK_WORKER_TOKEN")
             .env_remove("CHUNK_WORKER_CATALOG")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("start the daemon");
-        let stdout = child.stdout.take().unwrap();
-        let (sender, receiver) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { return };
-                if let Some(url) = line.strip_prefix("listening on ") {
-                    let _ = sender.send(url.to_string());
-                }
-            }
-        });
-        let url = receiver
-            .recv_timeout(PATIENCE)
-            .expect("the daemon announces its address");
+            .stderr(Stdio::inherit());
+        let (child, url) = common::spawn_daemon(&mut command);
         Daemon {
             child,
             url,
