@@ -1011,9 +1011,16 @@ async fn supervise(
     let outcome = tokio::select! {
         () = sender.closed() => {
             work.abort();
-            metrics::counter!(QUERIES, "result" => "cancelled").increment(1);
-            tracing::info!("query cancelled: its client went away");
-            return;
+            // The client also goes away once it has read the whole answer, which may be
+            // before this task sees the work end: only work that did not end was cancelled.
+            match work.await {
+                Ok(outcome) => outcome,
+                Err(_cancelled) => {
+                    metrics::counter!(QUERIES, "result" => "cancelled").increment(1);
+                    tracing::info!("query cancelled: its client went away");
+                    return;
+                }
+            }
         }
         () = tokio::time::sleep_until(deadline) => {
             work.abort();

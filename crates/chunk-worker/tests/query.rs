@@ -484,6 +484,33 @@ async fn until_running(daemon: &Daemon, running: f64) {
     }
 }
 
+/// Queries cancelled because their client went away, in `/metrics`.
+const CANCELLED: &str = "chunk_worker_queries_total{result=\"cancelled\"}";
+
+/// A query whose client reads the whole answer is not cancelled, even when the client is gone
+/// before the worker's supervisor sees the query end (it was counted as cancelled, and logged
+/// "its client went away", after most successful queries).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn issue11_a_query_read_to_the_end_is_not_counted_as_cancelled() {
+    let served = Served::new();
+    let daemon = Daemon::start(&["--catalog", &served.catalog()]);
+    for _ in 0..20 {
+        let response = daemon
+            .query(&json!({
+                "dataset": id_to_hex(&DATASET),
+                "blocks": {"start": 0, "end": 300},
+                "sql": "SELECT count(*) AS n FROM blocks",
+                "format": "ndjson",
+            }))
+            .await;
+        assert_eq!(response.status(), StatusCode::OK);
+        response.text().await.unwrap();
+    }
+    let started = "chunk_worker_queries_total{result=\"started\"}";
+    assert_eq!(metric(&daemon, started).await, Some(20.0));
+    assert_eq!(metric(&daemon, CANCELLED).await, None);
+}
+
 /// A cross join of about 2·10^12 rows: hours of work.
 const HEAVY: &str = "SELECT count(*) AS n \
                      FROM transactions a, transactions b, transactions c, transactions d \
@@ -539,11 +566,19 @@ async fn issue11_a_heavy_query_stalls_nothing_and_stops_with_its_client_or_timeo
     }
     assert!(!heavy.is_finished(), "the heavy query is still running");
 
-    // The client goes away: the query stops.
+    // The client goes away: the query stops, counted as cancelled.
     heavy.abort();
     let started = Instant::now();
     until_running(&daemon, 0.0).await;
     eprintln!("stopped {:?} after the client left", started.elapsed());
+    let deadline = Instant::now() + PATIENCE;
+    while metric(&daemon, CANCELLED).await != Some(1.0) {
+        assert!(
+            Instant::now() < deadline,
+            "the cancelled query is not counted"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 
     // A timeout stops a query too, with its own error.
     let daemon = Daemon::start(&["--catalog", &served.catalog(), "--query-timeout", "1s"]);
