@@ -15,7 +15,7 @@ use std::fmt::Write as _;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use anyhow::{Context, bail};
+use anyhow::bail;
 use chunk_distributed::flight::{BYTES_RECEIVED, BYTES_SENT};
 
 use crate::cluster_demo::queries;
@@ -60,29 +60,8 @@ pub fn run(args: &ClusterBenchArgs) -> anyhow::Result<ExitCode> {
     if args.runs == 0 || args.workers.contains(&0) {
         bail!("--runs and every --workers must be at least 1");
     }
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .context("start the runtime")?;
-    runtime.block_on(async {
-        use tokio::signal::unix::{SignalKind, signal};
-        let mut interrupt = signal(SignalKind::interrupt()).context("watch SIGINT")?;
-        let mut terminate = signal(SignalKind::terminate()).context("watch SIGTERM")?;
-        let args = args.clone();
-        // Aborting the task drops the fleet running: its children are killed and reaped.
-        let mut task = tokio::spawn(async move { bench(&args).await });
-        let result = tokio::select! {
-            joined = &mut task => joined.context("the benchmark panicked")?,
-            _ = interrupt.recv() => Err(anyhow::anyhow!("SIGINT received")),
-            _ = terminate.recv() => Err(anyhow::anyhow!("SIGTERM received")),
-        };
-        if !task.is_finished() {
-            task.abort();
-            let _ = task.await;
-        }
-        result
-    })?;
+    let args = args.clone();
+    crate::local_fleet::run_until_signal(async move { bench(&args).await })?;
     Ok(ExitCode::SUCCESS)
 }
 

@@ -11,7 +11,7 @@ use std::ops::Range;
 use std::process::ExitCode;
 use std::time::Instant;
 
-use anyhow::{Context, bail};
+use anyhow::bail;
 
 use crate::local_fleet::{ChunkRead, FleetSpec, LocalFleet};
 
@@ -56,37 +56,9 @@ pub fn queries(blocks: &Range<u64>, blocks_per_chunk: u64) -> Vec<(Range<u64>, &
 
 /// Runs the demo (see the module docs).
 pub fn run(args: &ClusterDemoArgs) -> anyhow::Result<ExitCode> {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .context("start the runtime")?;
-    runtime.block_on(async {
-        use tokio::signal::unix::{SignalKind, signal};
-        // Listening from the start: a signal during the setup is not lost.
-        let mut interrupt = signal(SignalKind::interrupt()).context("watch SIGINT")?;
-        let mut terminate = signal(SignalKind::terminate()).context("watch SIGTERM")?;
-        // A task of its own, so that a signal is seen even while it generates data; aborting
-        // it drops the fleet: its children are killed and reaped, its directory removed.
-        let args = args.clone();
-        let mut task = tokio::spawn(async move { demo(&args).await });
-        tokio::select! {
-            joined = &mut task => joined.context("the demo panicked")?,
-            _ = interrupt.recv() => stop(task, "SIGINT").await,
-            _ = terminate.recv() => stop(task, "SIGTERM").await,
-        }
-    })?;
+    let args = args.clone();
+    crate::local_fleet::run_until_signal(async move { demo(&args).await })?;
     Ok(ExitCode::SUCCESS)
-}
-
-/// Aborts the demo and waits until its fleet is dropped.
-async fn stop(
-    task: tokio::task::JoinHandle<anyhow::Result<()>>,
-    signal: &str,
-) -> anyhow::Result<()> {
-    task.abort();
-    let _ = task.await;
-    bail!("{signal} received; the fleet was stopped and its directory removed")
 }
 
 async fn demo(args: &ClusterDemoArgs) -> anyhow::Result<()> {

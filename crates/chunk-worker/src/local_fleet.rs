@@ -254,6 +254,30 @@ impl LocalFleet {
         }
     }
 
+    /// `serve` on an ephemeral port of 127.0.0.1 with the data directory `<dir>/<id>`, no
+    /// fsync, the budget and the spec's query threads.
+    fn serve_command(&self, binary: &Path, id: &str, budget: &str) -> Command {
+        let mut command = Command::new(binary);
+        command
+            .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(self.dir.path().join(id))
+            .args(["--fsync", "false", "--disk-budget", budget]);
+        if let Some(threads) = self.spec.query_threads {
+            command.args(["--query-threads", &threads.to_string()]);
+        }
+        command
+    }
+
+    /// Starts a worker (its log in `<dir>/<id>.log`) and waits for the address it announces.
+    async fn start_worker(&mut self, id: String, mut command: Command) -> anyhow::Result<()> {
+        command.stdout(Stdio::piped());
+        let log = self.dir.path().join(format!("{id}.log"));
+        let mut process = Process::spawn(&id, &mut command, log)?;
+        let url = announced_url(&mut process).await?;
+        self.workers.push(WorkerProcess { id, url, process });
+        Ok(())
+    }
+
     /// Starts the workers, then the scheduler; waits for the placement.
     async fn launch(
         &mut self,
@@ -265,45 +289,22 @@ impl LocalFleet {
     ) -> anyhow::Result<()> {
         let spec = self.spec.clone();
         if spec.standalone {
-            let id = "single".to_string();
-            let mut command = Command::new(binary);
+            let mut command = self.serve_command(binary, "single", budget);
             command
-                .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
-                .arg(self.dir.path().join(&id))
-                .args(["--fsync", "false", "--disk-budget", budget])
                 .arg("--catalog")
                 .arg(catalog_path)
                 .arg("--whole-chunks");
-            if let Some(threads) = spec.query_threads {
-                command.args(["--query-threads", &threads.to_string()]);
-            }
-            command.stdout(Stdio::piped());
-            let log = self.dir.path().join(format!("{id}.log"));
-            let mut process = Process::spawn(&id, &mut command, log)?;
-            let url = announced_url(&mut process).await?;
-            self.workers.push(WorkerProcess { id, url, process });
-            return Ok(());
+            return self.start_worker("single".to_string(), command).await;
         }
         for n in 1..=spec.workers {
             let id = format!("w{n}");
-            let data_dir = self.dir.path().join(&id);
-            let mut command = Command::new(binary);
+            let mut command = self.serve_command(binary, &id, budget);
             command
-                .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
-                .arg(&data_dir)
-                .args(["--fsync", "false", "--disk-budget", budget])
                 .args(["--cluster", store_url, "--worker-id", &id])
                 .args(["--heartbeat-interval", "200ms", "--poll-interval", "200ms"])
                 .args(["--member-timeout", MEMBER_TIMEOUT])
                 .args(["--flight-listen", "127.0.0.1:0", "--cluster-token", token]);
-            if let Some(threads) = spec.query_threads {
-                command.args(["--query-threads", &threads.to_string()]);
-            }
-            command.stdout(Stdio::piped());
-            let log = self.dir.path().join(format!("{id}.log"));
-            let mut process = Process::spawn(&id, &mut command, log)?;
-            let url = announced_url(&mut process).await?;
-            self.workers.push(WorkerProcess { id, url, process });
+            self.start_worker(id, command).await?;
         }
         self.wait_for_members().await?;
         let mut command = Command::new(binary);
@@ -650,6 +651,35 @@ async fn announced_url(process: &mut Process) -> anyhow::Result<String> {
         ),
         Err(_) => bail!("{} did not listen in {PATIENCE:?}", process.name),
     }
+}
+
+/// Runs `work` (which starts a local fleet) on a runtime of its own until it ends or SIGINT or
+/// SIGTERM comes. On a signal the work is aborted, which drops its fleet (children killed and
+/// reaped, directory removed), and the signal is the error. Signals are watched from the
+/// start, so one that comes during the setup is not lost.
+pub fn run_until_signal(
+    work: impl std::future::Future<Output = anyhow::Result<()>> + Send + 'static,
+) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("start the runtime")?;
+    runtime.block_on(async {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut interrupt = signal(SignalKind::interrupt()).context("watch SIGINT")?;
+        let mut terminate = signal(SignalKind::terminate()).context("watch SIGTERM")?;
+        // A task of its own, so that a signal is seen even while it generates data.
+        let mut task = tokio::spawn(work);
+        let signal = tokio::select! {
+            joined = &mut task => return joined.context("the fleet's task panicked")?,
+            _ = interrupt.recv() => "SIGINT",
+            _ = terminate.recv() => "SIGTERM",
+        };
+        task.abort();
+        let _ = task.await;
+        bail!("{signal} received; the fleet was stopped and its directory removed")
+    })
 }
 
 #[cfg(test)]

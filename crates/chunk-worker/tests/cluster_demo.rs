@@ -6,7 +6,7 @@
 
 mod common;
 
-use std::process::{Command, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
@@ -41,16 +41,7 @@ fn issue13_cluster_demo_runs_to_completion_and_answers_alike_after_a_kill() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let pid = child.id();
-    let (sender, receiver) = mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = sender.send(child.wait_with_output());
-    });
-    let Ok(output) = receiver.recv_timeout(Duration::from_secs(60)) else {
-        let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
-        panic!("cluster demo did not end by itself in 60 s");
-    };
-    let output = output.unwrap();
+    let output = finish_within(child, Duration::from_secs(60), "cluster demo");
     let stdout = String::from_utf8_lossy(&output.stdout);
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(output.status.success(), "{stdout}\n{stderr}");
@@ -116,16 +107,7 @@ fn issue13_fleet_benchmark_harness_measures_every_setup() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let pid = child.id();
-    let (sender, receiver) = mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = sender.send(child.wait_with_output());
-    });
-    let Ok(output) = receiver.recv_timeout(Duration::from_secs(60)) else {
-        let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
-        panic!("bench/fleet.sh did not end in 60 s");
-    };
-    let output = output.unwrap();
+    let output = finish_within(child, Duration::from_secs(60), "bench/fleet.sh");
     let stdout = String::from_utf8_lossy(&output.stdout);
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(output.status.success(), "{stdout}\n{stderr}");
@@ -155,4 +137,19 @@ fn issue13_fleet_benchmark_harness_measures_every_setup() {
             other => panic!("unexpected setup {other}"),
         }
     }
+}
+
+/// The output of `child` once it has ended by itself, or a panic (the child killed) if it
+/// has not within `patience`.
+fn finish_within(child: std::process::Child, patience: Duration, what: &str) -> Output {
+    let pid = child.id();
+    let (sender, receiver) = mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = sender.send(child.wait_with_output());
+    });
+    let Ok(output) = receiver.recv_timeout(patience) else {
+        let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
+        panic!("{what} did not end by itself in {patience:?}");
+    };
+    output.unwrap()
 }

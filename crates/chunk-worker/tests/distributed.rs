@@ -248,50 +248,15 @@ async fn issue13_distributed_queries_equal_single_node_and_read_where_held() {
             Worker::start(&store_url, &id, &dir.path().join(&id), Some(&catalog_path))
         })
         .collect();
-    // Every member heartbeats with its Flight URL.
-    let deadline = Instant::now() + PATIENCE;
-    loop {
-        let members = store.list_members().await.unwrap().members;
-        let flights = members.iter().filter(|m| m.flight_url.is_some()).count();
-        if flights == workers.len() {
-            break;
-        }
-        assert!(Instant::now() < deadline, "members: {members:?}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let scheduled = Command::new(binary())
-        .args(["schedule", "--once", "--cluster", &store_url, "--catalog"])
-        .arg(&catalog_path)
-        .args(["--member-timeout", "5s"])
-        .env("RUST_LOG", "warn")
-        .output()
-        .unwrap();
-    assert!(
-        scheduled.status.success(),
-        "{}",
-        String::from_utf8_lossy(&scheduled.stderr)
-    );
     // R = 2: twelve copies of six chunks, all ready.
-    let deadline = Instant::now() + PATIENCE;
-    loop {
-        let mut ready = 0;
-        for worker in &workers {
-            ready += worker.held().await;
-        }
-        if ready == chunks.len() as u64 * 2 {
-            break;
-        }
-        if Instant::now() > deadline {
-            let cluster = reqwest::get(format!("{}/cluster", workers[0].url))
-                .await
-                .unwrap()
-                .text()
-                .await
-                .unwrap();
-            panic!("{ready} copies ready; {cluster}");
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    place(
+        &store,
+        &store_url,
+        &catalog_path,
+        &workers,
+        chunks.len() as u64 * 2,
+    )
+    .await;
 
     let gets_before = origin_gets(&origin, &chunks);
     for ((blocks, sql), expected) in queries.iter().zip(&expected) {
@@ -352,6 +317,58 @@ async fn issue13_flight_request_without_the_token_is_refused() {
     service.shutdown().await;
 }
 
+/// Once every worker heartbeats with its Flight URL, runs one scheduler round placing
+/// `catalog`, then waits until the workers hold `copies` chunk copies, ready.
+async fn place(
+    store: &ClusterStore,
+    store_url: &str,
+    catalog: &std::path::Path,
+    workers: &[Worker],
+    copies: u64,
+) {
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let members = store.list_members().await.unwrap().members;
+        if members.iter().filter(|m| m.flight_url.is_some()).count() == workers.len() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "members: {members:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let scheduled = Command::new(binary())
+        .args(["schedule", "--once", "--cluster", store_url, "--catalog"])
+        .arg(catalog)
+        .args(["--member-timeout", "5s"])
+        .env("RUST_LOG", "warn")
+        .output()
+        .unwrap();
+    assert!(
+        scheduled.status.success(),
+        "{}",
+        String::from_utf8_lossy(&scheduled.stderr)
+    );
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let mut ready = 0;
+        for worker in workers {
+            ready += worker.held().await;
+        }
+        if ready == copies {
+            return;
+        }
+        if Instant::now() > deadline {
+            let cluster = reqwest::get(format!("{}/cluster", workers[0].url))
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap();
+            panic!("{ready} of {copies} copies ready; {cluster}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// A fleet of worker processes on 127.0.0.1 over a `file://` cluster store, its chunks placed
 /// with R = 2 and ready on their holders.
 struct Fleet {
@@ -393,39 +410,7 @@ impl Fleet {
                 Worker::start(&store_url, &id, &dir.path().join(&id), catalog)
             })
             .collect();
-        let deadline = Instant::now() + PATIENCE;
-        loop {
-            let members = store.list_members().await.unwrap().members;
-            if members.iter().filter(|m| m.flight_url.is_some()).count() == workers.len() {
-                break;
-            }
-            assert!(Instant::now() < deadline, "members: {members:?}");
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        let scheduled = Command::new(binary())
-            .args(["schedule", "--once", "--cluster", &store_url, "--catalog"])
-            .arg(&scheduled)
-            .args(["--member-timeout", "5s"])
-            .env("RUST_LOG", "warn")
-            .output()
-            .unwrap();
-        assert!(
-            scheduled.status.success(),
-            "{}",
-            String::from_utf8_lossy(&scheduled.stderr)
-        );
-        let deadline = Instant::now() + PATIENCE;
-        loop {
-            let mut ready = 0;
-            for worker in &workers {
-                ready += worker.held().await;
-            }
-            if ready == placed as u64 * 2 {
-                break;
-            }
-            assert!(Instant::now() < deadline, "{ready} copies ready");
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        place(&store, &store_url, &scheduled, &workers, placed as u64 * 2).await;
         Fleet {
             dir,
             origin,
