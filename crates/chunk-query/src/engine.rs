@@ -987,7 +987,7 @@ async fn read_files(
         }
     }
     let Some(origin) = origin else {
-        return read(context, paths).await;
+        return read(context, paths, schema).await;
     };
     register_http_store(context, origin)?;
     // Any name: a URL need not end in .parquet.
@@ -1218,9 +1218,19 @@ async fn check_plan(
     Ok(tables)
 }
 
-async fn read(context: &SessionContext, paths: Vec<String>) -> Result<DataFrame, QueryError> {
+/// Reads local files of one table, with the catalog's schema if known: no footer is read to
+/// infer it (every file's, each query).
+async fn read(
+    context: &SessionContext,
+    paths: Vec<String>,
+    schema: Option<&SchemaRef>,
+) -> Result<DataFrame, QueryError> {
+    let mut options = ParquetReadOptions::default();
+    if let Some(schema) = schema {
+        options = options.schema(schema.as_ref());
+    }
     context
-        .read_parquet(paths, ParquetReadOptions::default())
+        .read_parquet(paths, options)
         .await
         .map_err(QueryError::execution)
 }

@@ -107,7 +107,7 @@ async fn bench(args: &ClusterBenchArgs) -> anyhow::Result<()> {
         rows.extend(measured);
         drop(fleet);
     }
-    print!(
+    say_inline!(
         "{}",
         table(
             args,

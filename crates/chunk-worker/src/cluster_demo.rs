@@ -71,16 +71,17 @@ async fn demo(args: &ClusterDemoArgs) -> anyhow::Result<()> {
         query_threads: Some(1),
         standalone: false,
     };
-    println!(
+    say!(
         "cluster demo: {} chunks of {} blocks, 3 workers and a scheduler on 127.0.0.1, R = 2",
-        spec.chunks, spec.blocks_per_chunk
+        spec.chunks,
+        spec.blocks_per_chunk
     );
     let mut fleet = LocalFleet::start(spec.clone()).await?;
     let result = scenario(&mut fleet, &spec, started).await;
     let dir = fleet.dir().to_path_buf();
     let result = result.map_err(|error| fleet.explain_failure(error));
     drop(fleet);
-    println!(
+    say!(
         "stopped: workers and scheduler killed and reaped, {} removed",
         dir.display()
     );
@@ -92,17 +93,17 @@ async fn scenario(
     spec: &FleetSpec,
     started: Instant,
 ) -> anyhow::Result<()> {
-    println!("origin: {}", fleet.origin.url(""));
-    println!("data and cluster store: {}", fleet.dir().display());
+    say!("origin: {}", fleet.origin.url(""));
+    say!("data and cluster store: {}", fleet.dir().display());
     for worker in &fleet.workers {
-        println!("worker {}: {}", worker.id, worker.url);
+        say!("worker {}: {}", worker.id, worker.url);
     }
-    println!(
+    say!(
         "placement applied: every chunk ready on 2 workers ({:.1} s)",
         started.elapsed().as_secs_f64()
     );
     let coordinator = 0;
-    println!(
+    say!(
         "\nqueries through {}'s POST /query:",
         fleet.workers[coordinator].id
     );
@@ -110,25 +111,25 @@ async fn scenario(
     let mut answers = Vec::new();
     let mut readers_of_first = Vec::new();
     for (index, (blocks, sql)) in queries.iter().enumerate() {
-        println!(
+        say!(
             "\n[{}] {sql}  (blocks {}..{})",
             index + 1,
             blocks.start,
             blocks.end
         );
         let reads = fleet.readers(coordinator, blocks.clone(), sql).await?;
-        print!("{}", describe_reads(&reads));
+        say_inline!("{}", describe_reads(&reads));
         if index == 0 {
             readers_of_first = reads;
         }
         let answer = fleet.query(coordinator, blocks.clone(), sql).await?;
-        println!(
+        say!(
             "  {} ms, {} chunk(s) read, {} downloaded",
             answer.elapsed.as_millis(),
             answer.header("x-chunks-read").unwrap_or("?"),
             answer.header("x-chunks-downloaded").unwrap_or("?"),
         );
-        println!("  rows: {}", answer.rows);
+        say!("  rows: {}", answer.rows);
         answers.push(answer.rows);
     }
 
@@ -143,12 +144,12 @@ async fn scenario(
         .unwrap_or(1);
     let victim_id = fleet.workers[victim].id.clone();
     fleet.kill(victim)?;
-    println!("\nkill -9 {victim_id}; the same queries at once:");
+    say!("\nkill -9 {victim_id}; the same queries at once:");
     for (index, ((blocks, sql), before)) in queries.iter().zip(&answers).enumerate() {
         let answer = fleet.query(coordinator, blocks.clone(), sql).await?;
         let same = &answer.rows == before;
-        println!("\n[{}] {sql}", index + 1);
-        println!(
+        say!("\n[{}] {sql}", index + 1);
+        say!(
             "  {} ms, {} chunk(s) read, {} downloaded, x-workers-lost: {}",
             answer.elapsed.as_millis(),
             answer.header("x-chunks-read").unwrap_or("?"),
@@ -156,9 +157,9 @@ async fn scenario(
             answer.header("x-workers-lost").unwrap_or("-"),
         );
         let reads = fleet.readers(coordinator, blocks.clone(), sql).await?;
-        print!("{}", describe_reads(&reads));
-        println!("  rows: {}", answer.rows);
-        println!(
+        say_inline!("{}", describe_reads(&reads));
+        say!("  rows: {}", answer.rows);
+        say!(
             "  same rows as before the kill: {}",
             if same { "yes" } else { "NO" }
         );
@@ -166,7 +167,7 @@ async fn scenario(
             bail!("query {} answered differently after the kill", index + 1);
         }
     }
-    println!(
+    say!(
         "\nall {} queries answered alike with {victim_id} dead ({:.1} s in all)",
         queries.len(),
         started.elapsed().as_secs_f64()

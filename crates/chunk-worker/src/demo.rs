@@ -77,7 +77,7 @@ pub fn run(args: &DemoArgs) -> anyhow::Result<std::process::ExitCode> {
         .clone()
         .unwrap_or_else(|| temporary.path().to_path_buf());
     let budget = args.budget_chunks * CHUNK_BYTES;
-    println!(
+    say!(
         "chunk-manager demo: {} chunks of {} on {}, budget {} ({} chunks), data in {}",
         chunks.len(),
         Bytes(CHUNK_BYTES),
@@ -92,7 +92,7 @@ pub fn run(args: &DemoArgs) -> anyhow::Result<std::process::ExitCode> {
     let printer = std::thread::spawn(move || {
         while let Ok(event) = events.blocking_recv() {
             let last = matches!(event, Event::Shutdown);
-            println!("{event}");
+            say!("{event}");
             if last {
                 break;
             }
@@ -112,25 +112,25 @@ pub fn run(args: &DemoArgs) -> anyhow::Result<std::process::ExitCode> {
         if rng.u8(..4) == 0 {
             let block = rng.u64(..u64::from(args.chunks) * BLOCKS_PER_CHUNK);
             if let Some(found) = manager.find_chunk(dataset, block) {
-                println!("🔎 query pins {} for block {block}", ShortId(found.id()));
+                say!("🔎 query pins {} for block {block}", ShortId(found.id()));
                 held.push((found, step + rng.usize(3..10)));
             }
         }
         held.retain(|(chunk, until)| {
             let keep = *until > step;
             if !keep {
-                println!("🔓 query releases {}", ShortId(chunk.id()));
+                say!("🔓 query releases {}", ShortId(chunk.id()));
             }
             keep
         });
         std::thread::sleep(Duration::from_millis(rng.u64(40..120)));
     }
     for (chunk, _) in held.drain(..) {
-        println!("🔓 query releases {}", ShortId(chunk.id()));
+        say!("🔓 query releases {}", ShortId(chunk.id()));
     }
     manager.wait_idle_blocking();
     let totals = manager.totals();
-    println!(
+    say!(
         "📊 {} ready, {} waiting for space, {} failed; {} used of {}",
         totals.ready,
         totals.waiting_for_space,
@@ -142,7 +142,7 @@ pub fn run(args: &DemoArgs) -> anyhow::Result<std::process::ExitCode> {
     printer
         .join()
         .map_err(|_| anyhow::anyhow!("the event printer panicked"))?;
-    println!(
+    say!(
         "done in {:.1} s: {} requests served by the origin",
         started.elapsed().as_secs_f64(),
         origin.total_requests()

@@ -1,6 +1,24 @@
 //! `chunk-worker`: the chunk-manager worker binary. Wiring only; the logic lives in the
 //! `chunk-manager` library.
 
+/// `println!` for the commands' output, without its panic when stdout is closed (piped to
+/// `head`, say): the output is then dropped and the command goes on to its end, cleaning up
+/// after itself (child processes, temporary directories) as usual.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _closed_stdout_is_not_an_error = writeln!(std::io::stdout().lock(), $($arg)*);
+    }};
+}
+
+/// `print!` as [`say!`] is `println!`.
+macro_rules! say_inline {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _closed_stdout_is_not_an_error = write!(std::io::stdout().lock(), $($arg)*);
+    }};
+}
+
 mod api;
 mod cluster;
 mod cluster_bench;

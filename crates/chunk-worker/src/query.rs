@@ -544,7 +544,7 @@ pub fn synth(args: &SynthArgs) -> anyhow::Result<ExitCode> {
     std::fs::write(&catalog_path, json)
         .with_context(|| format!("write {}", catalog_path.display()))?;
     let bytes: u64 = chunks.iter().map(SynthChunk::size).sum();
-    println!(
+    say!(
         "wrote {} chunks of {} blocks ({}..{}, {}) of dataset {} to {}",
         chunks.len(),
         args.blocks_per_chunk,
@@ -554,9 +554,9 @@ pub fn synth(args: &SynthArgs) -> anyhow::Result<ExitCode> {
         args.dataset,
         out.display()
     );
-    println!("catalog {}", catalog_path.display());
+    say!("catalog {}", catalog_path.display());
     if let Some(origin) = origin {
-        println!("serving at {} until interrupted", origin.url(""));
+        say!("serving at {} until interrupted", origin.url(""));
         std::io::stdout().flush().context("write to stdout")?;
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()

@@ -185,7 +185,7 @@ pub fn run(args: &ScheduleArgs) -> anyhow::Result<ExitCode> {
             args.default_chunk_size,
         ))?;
         let line = runtime.block_on(round(&store, &snapshot, &config))?;
-        println!("{line}");
+        say!("{line}");
         return Ok(ExitCode::SUCCESS);
     }
     let metrics = match args.metrics_listen {
@@ -239,7 +239,7 @@ async fn serve_metrics(
         .await
         .with_context(|| format!("listen on {address} for metrics"))?;
     let bound = listener.local_addr().context("the metrics address")?;
-    println!("metrics on http://{bound}/metrics");
+    say!("metrics on http://{bound}/metrics");
     let app = axum::Router::new().route(
         "/metrics",
         axum::routing::get(move || {
@@ -370,7 +370,7 @@ fn status(args: &StatusArgs) -> anyhow::Result<ExitCode> {
         .with_context(|| format!("open the cluster store {}", args.cluster))?;
     let report = runtime()?.block_on(gather(&store, args))?;
     if args.json {
-        println!(
+        say!(
             "{}",
             serde_json::to_string_pretty(&report).context("encode the status")?
         );
@@ -496,13 +496,13 @@ fn human(bytes: u64) -> String {
 
 fn print_table(report: &StatusJson) {
     match (&report.assignment, report.generation) {
-        (Some(id), Some(generation)) => println!("assignment {id} (generation {generation})"),
-        _ => println!("no assignment published yet"),
+        (Some(id), Some(generation)) => say!("assignment {id} (generation {generation})"),
+        _ => say!("no assignment published yet"),
     }
     if let Some(error) = &report.assignment_error {
-        println!("assignment unreadable: {error}");
+        say!("assignment unreadable: {error}");
     }
-    println!(
+    say!(
         "chunks {}, replication {}, under-replicated {}, unplaceable {}",
         report.chunks,
         report
@@ -511,12 +511,20 @@ fn print_table(report: &StatusJson) {
         report.under_replicated,
         report.unplaceable
     );
-    println!(
+    say!(
         "{:<16} {:<5} {:>8} {:>11} {:>9} {:>11} {:>9} {:>11} {:<7} URL",
-        "WORKER", "LIVE", "AGE", "CAPACITY", "ASSIGNED", "BYTES", "HELD", "BYTES", "APPLIED"
+        "WORKER",
+        "LIVE",
+        "AGE",
+        "CAPACITY",
+        "ASSIGNED",
+        "BYTES",
+        "HELD",
+        "BYTES",
+        "APPLIED"
     );
     for worker in &report.workers {
-        println!(
+        say!(
             "{:<16} {:<5} {:>8} {:>11} {:>9} {:>11} {:>9} {:>11} {:<7} {}",
             worker.worker_id,
             if worker.live { "yes" } else { "no" },
@@ -533,6 +541,6 @@ fn print_table(report: &StatusJson) {
         );
     }
     for skipped in &report.skipped_members {
-        println!("skipped member file: {skipped}");
+        say!("skipped member file: {skipped}");
     }
 }

@@ -537,3 +537,28 @@ fn ctrl_c_stops_a_download_gracefully() {
         "the next open removes the partial download"
     );
 }
+
+/// Output piped to a reader that stops early (`| head -1`) is not a panic: the command goes
+/// on to its end and exits 0 (it panicked in `println!` with "Broken pipe", exit code 101).
+#[test]
+fn a_closed_stdout_is_not_a_panic() {
+    let out = tempfile::tempdir().unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_chunk-worker"))
+        .args(["synth", "--chunks", "3", "--blocks-per-chunk", "20"])
+        .args(["--transactions-per-block", "2", "--out"])
+        .arg(out.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The reader goes away before the command prints anything.
+    drop(child.stdout.take());
+    let output = child.wait_with_output().unwrap();
+    assert!(
+        output.status.success(),
+        "{:?}: {}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(out.path().join("catalog.json").is_file());
+}
