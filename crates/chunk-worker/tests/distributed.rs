@@ -12,7 +12,7 @@
 mod common;
 
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -44,22 +44,13 @@ struct Worker {
 impl Worker {
     /// A worker with its own `catalog`, or (`None`) querying with the fleet's.
     fn start(store: &str, id: &str, data_dir: &Path, catalog: Option<&Path>) -> Worker {
-        let mut command = Command::new(binary());
-        command
-            .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
-            .arg(data_dir)
-            .args(["--fsync", "false", "--disk-budget", "256MiB"]);
+        let mut command = common::fleet_serve(store, id, data_dir, "256MiB");
         if let Some(catalog) = catalog {
             command.arg("--catalog").arg(catalog);
         }
         command
-            .args(["--cluster", store, "--worker-id", id])
-            .args(["--heartbeat-interval", "200ms", "--poll-interval", "200ms"])
             .args(["--member-timeout", "5s", "--query-threads", "1"])
-            .args(["--flight-listen", "127.0.0.1:0", "--cluster-token", TOKEN])
-            .env("RUST_LOG", "warn")
-            .env_remove("CHUNK_WORKER_TOKEN")
-            .stderr(Stdio::inherit());
+            .args(["--flight-listen", "127.0.0.1:0", "--cluster-token", TOKEN]);
         let (child, url) = common::spawn_daemon(&mut command);
         Worker {
             id: id.to_string(),
@@ -200,16 +191,6 @@ async fn issue13_distributed_queries_equal_single_node_and_read_where_held() {
     let store_url = format!("file://{}", store_dir.display());
     let store = ClusterStore::open(&store_url).unwrap();
 
-    // The single-node answers first (its downloads are its own).
-    let single_dir = dir.path().join("single");
-    let manager = Arc::new(ChunkManager::open(Config::new(&single_dir)).unwrap());
-    let engine = QueryEngine::new(
-        manager,
-        Catalog::new(chunks.clone())
-            .unwrap()
-            .with_schemas(DATASET, synth::schemas()),
-    )
-    .unwrap();
     let queries: &[(std::ops::Range<u64>, &str)] = &[
         (0..600, "SELECT count(*) AS n FROM blocks"),
         (
@@ -230,17 +211,8 @@ async fn issue13_distributed_queries_equal_single_node_and_read_where_held() {
             "SELECT block_number, hash FROM blocks ORDER BY block_number DESC LIMIT 3",
         ),
     ];
-    let mut expected = Vec::new();
-    for (blocks, sql) in queries {
-        let batches = engine
-            .query(&DATASET, blocks.clone(), sql)
-            .await
-            .unwrap_or_else(|error| panic!("{sql}: {error}"))
-            .collect()
-            .await
-            .unwrap();
-        expected.push(rows(&batches));
-    }
+    // The single-node answers first (its downloads are its own).
+    let expected = single_node(&dir.path().join("single"), &chunks, queries).await;
 
     let workers: Vec<Worker> = (0..3)
         .map(|index| {
@@ -315,6 +287,35 @@ async fn issue13_flight_request_without_the_token_is_refused() {
         Some("16")
     );
     service.shutdown().await;
+}
+
+/// The answers of a single-node `QueryEngine` over `chunks` (downloaded into `dir`), the
+/// independent reference the fleet's answers are compared with.
+async fn single_node(
+    dir: &std::path::Path,
+    chunks: &[DataChunk],
+    queries: &[(std::ops::Range<u64>, &str)],
+) -> Vec<Value> {
+    let manager = Arc::new(ChunkManager::open(Config::new(dir)).unwrap());
+    let engine = QueryEngine::new(
+        manager,
+        Catalog::new(chunks.to_vec())
+            .unwrap()
+            .with_schemas(DATASET, synth::schemas()),
+    )
+    .unwrap();
+    let mut expected = Vec::new();
+    for (blocks, sql) in queries {
+        let batches = engine
+            .query(&DATASET, blocks.clone(), sql)
+            .await
+            .unwrap_or_else(|error| panic!("{sql}: {error}"))
+            .collect()
+            .await
+            .unwrap();
+        expected.push(rows(&batches));
+    }
+    expected
 }
 
 /// Once every worker heartbeats with its Flight URL, runs one scheduler round placing
@@ -423,27 +424,7 @@ impl Fleet {
     /// The answers of a single-node `QueryEngine` with every chunk (downloaded to a directory
     /// of its own).
     async fn expected(&self, queries: &[(std::ops::Range<u64>, &str)]) -> Vec<Value> {
-        let manager =
-            Arc::new(ChunkManager::open(Config::new(self.dir.path().join("single"))).unwrap());
-        let engine = QueryEngine::new(
-            manager,
-            Catalog::new(self.chunks.clone())
-                .unwrap()
-                .with_schemas(DATASET, synth::schemas()),
-        )
-        .unwrap();
-        let mut expected = Vec::new();
-        for (blocks, sql) in queries {
-            let batches = engine
-                .query(&DATASET, blocks.clone(), sql)
-                .await
-                .unwrap_or_else(|error| panic!("{sql}: {error}"))
-                .collect()
-                .await
-                .unwrap();
-            expected.push(rows(&batches));
-        }
-        expected
+        single_node(&self.dir.path().join("single"), &self.chunks, queries).await
     }
 
     /// The live workers in `chunk`'s rank order (as the coordinator ranks them), and those

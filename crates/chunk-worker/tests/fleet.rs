@@ -34,25 +34,10 @@ impl Worker {
     }
 
     fn start_with(store: &str, id: &str, data_dir: &Path, extra: &[&str]) -> Worker {
-        let mut command = Command::new(binary());
+        let mut command = common::fleet_serve(store, id, data_dir, "64MiB");
         command
-            .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
-            .arg(data_dir)
-            .args([
-                "--retries",
-                "2",
-                "--fsync",
-                "false",
-                "--disk-budget",
-                "64MiB",
-            ])
-            .args(["--cluster", store, "--worker-id", id])
-            .args(["--heartbeat-interval", "200ms", "--poll-interval", "200ms"])
-            .args(["--member-timeout", "2s"])
-            .args(extra)
-            .env("RUST_LOG", "warn")
-            .env_remove("CHUNK_WORKER_TOKEN")
-            .stderr(Stdio::inherit());
+            .args(["--retries", "2", "--member-timeout", "2s"])
+            .args(extra);
         let (child, url) = common::spawn_daemon(&mut command);
         Worker {
             id: id.to_string(),

@@ -17,6 +17,23 @@ pub fn binary() -> String {
         .unwrap_or_else(|_| env!("CARGO_BIN_EXE_chunk-worker").to_string())
 }
 
+/// `serve` as a member of the fleet at `store`: an ephemeral port on 127.0.0.1, `data_dir`
+/// with the disk budget `budget`, no fsync, heartbeats and polls every 200 ms, warnings only
+/// in its log, no API token from the environment.
+pub fn fleet_serve(store: &str, id: &str, data_dir: &std::path::Path, budget: &str) -> Command {
+    let mut command = Command::new(binary());
+    command
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(data_dir)
+        .args(["--fsync", "false", "--disk-budget", budget])
+        .args(["--cluster", store, "--worker-id", id])
+        .args(["--heartbeat-interval", "200ms", "--poll-interval", "200ms"])
+        .env("RUST_LOG", "warn")
+        .env_remove("CHUNK_WORKER_TOKEN")
+        .stderr(Stdio::inherit());
+    command
+}
+
 /// Spawns a daemon (`command` runs `serve` with `--listen 127.0.0.1:0`) with its stdout piped
 /// and waits until it prints `listening on URL`; returns the child and that URL.
 pub fn spawn_daemon(command: &mut Command) -> (Child, String) {
