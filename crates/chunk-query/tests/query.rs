@@ -155,14 +155,7 @@ async fn a_chunk_deleted_while_a_query_reads_it_goes_after_the_query() {
         .with_remote_reads(false);
     let worker = Worker::with(fixture.catalog(), |config| config, query);
     // One chunk assigned (downloaded in the background), one fetched by the query.
-    worker
-        .manager
-        .download_chunk(fixture.descriptions[1].clone());
-    worker
-        .manager
-        .wait_ready(fixture.chunks[1].id)
-        .await
-        .unwrap();
+    worker.assign(&fixture.descriptions[1]).await;
 
     let blocks = 60..140;
     // No ORDER BY: the scan streams, reading the second chunk's file after the delete.
@@ -252,14 +245,7 @@ async fn cached_chunks_are_evicted_least_recently_used_never_assigned_or_pinned(
     );
     let mut events = worker.manager.subscribe();
     // Chunk 0 assigned; 1 and 2 cached by queries, 1 used last.
-    worker
-        .manager
-        .download_chunk(fixture.descriptions[0].clone());
-    worker
-        .manager
-        .wait_ready(fixture.chunks[0].id)
-        .await
-        .unwrap();
+    worker.assign(&fixture.descriptions[0]).await;
     let sql = "SELECT count(*) FROM blocks";
     worker.run(110..120, sql).await;
     worker.run(60..70, sql).await;
@@ -739,14 +725,7 @@ async fn issue11_held_chunks_are_read_locally() {
     let fixture = six();
     let worker = Worker::new(fixture.catalog());
     for n in [1, 2] {
-        worker
-            .manager
-            .download_chunk(fixture.descriptions[n].clone());
-        worker
-            .manager
-            .wait_ready(fixture.chunks[n].id)
-            .await
-            .unwrap();
+        worker.assign(&fixture.descriptions[n]).await;
     }
     let requests = fixture.origin.total_requests();
     let sql = QUERIES[5];
@@ -828,14 +807,7 @@ async fn issue11_a_query_bigger_than_the_budget_fails_at_once() {
     assert!(message.contains(&needed.to_string()), "{message}");
 
     // Chunk 0 assigned: the room for queries is the budget less its size.
-    worker
-        .manager
-        .download_chunk(fixture.descriptions[0].clone());
-    worker
-        .manager
-        .wait_ready(fixture.chunks[0].id)
-        .await
-        .unwrap();
+    worker.assign(&fixture.descriptions[0]).await;
     let four = tokio::time::timeout(guard, worker.engine.query(&DATASET, 50..250, sql))
         .await
         .expect("fails at once");

@@ -178,6 +178,12 @@ impl Worker {
         }
     }
 
+    /// Assigns `chunk` (as `download_chunk` does) and waits until it is ready.
+    pub async fn assign(&self, chunk: &DataChunk) {
+        self.manager.download_chunk(chunk.clone());
+        self.manager.wait_ready(*chunk.id()).await.unwrap();
+    }
+
     /// Runs a query to the end and formats its result.
     pub async fn run(&self, blocks: Range<u64>, sql: &str) -> String {
         let stream = self.engine.query(&DATASET, blocks, sql).await.unwrap();
