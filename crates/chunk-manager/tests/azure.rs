@@ -7,14 +7,11 @@ mod common;
 
 use std::collections::HashMap;
 
-use bytes::Bytes;
 use chunk_manager::{AzureConfig, ChunkManager, Config, DataChunk};
 use chunk_origin::azurite::{ACCOUNT, ACCOUNT_KEY, Azurite};
 use chunk_origin::content;
-use common::{assert_denied_without, assert_missing_fails_at_once, config};
+use common::{assert_denied_without, assert_missing_fails_at_once, config, put};
 use object_store::azure::{MicrosoftAzure, MicrosoftAzureBuilder};
-use object_store::path::Path as StorePath;
-use object_store::{ObjectStoreExt, PutPayload};
 
 const CONTAINER: &str = "chunks";
 
@@ -41,16 +38,6 @@ fn store(azurite: &Azurite) -> MicrosoftAzure {
         .with_allow_http(true)
         .build()
         .unwrap()
-}
-
-fn put(store: &MicrosoftAzure, key: &str, body: &Bytes) {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    runtime
-        .block_on(store.put(&StorePath::from(key), PutPayload::from(body.clone())))
-        .unwrap();
 }
 
 fn azure_config(dir: &std::path::Path, azurite: &Azurite, key: &str) -> Config {

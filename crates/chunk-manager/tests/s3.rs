@@ -16,10 +16,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use chunk_manager::{Checksum, ChunkManager, Config, DataChunk, Error, Event, FileCheck, S3Config};
 use chunk_origin::{Gate, content};
-use common::{assert_missing_fails_at_once, config, temporary_entries, wait_event};
+use common::{assert_missing_fails_at_once, config, put, temporary_entries, wait_event};
 use object_store::aws::{AmazonS3, AmazonS3Builder};
-use object_store::path::Path as StorePath;
-use object_store::{ObjectStoreExt, PutPayload};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -302,16 +300,6 @@ fn s3_config(dir: &std::path::Path, endpoint: String) -> Config {
             .with_region("us-east-1")
             .with_credentials(KEY_ID, SECRET),
     )
-}
-
-fn put(store: &AmazonS3, key: &str, body: &Bytes) {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    runtime
-        .block_on(store.put(&StorePath::from(key), PutPayload::from(body.clone())))
-        .unwrap();
 }
 
 fn s3_chunk(id: u8, keys: &[&str]) -> DataChunk {

@@ -157,3 +157,18 @@ pub fn assert_denied_without(error: &Error, secret: &str) {
     let shown = error.with_causes();
     assert!(!shown.contains(secret), "{shown}");
 }
+
+/// Puts `body` at `key` of an object store (an emulator's), from a plain thread.
+pub fn put(store: &impl object_store::ObjectStore, key: &str, body: &Bytes) {
+    use object_store::ObjectStoreExt as _;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime
+        .block_on(store.put(
+            &object_store::path::Path::from(key),
+            object_store::PutPayload::from(body.clone()),
+        ))
+        .unwrap();
+}
