@@ -56,6 +56,7 @@ pub mod catalog;
 pub mod checked;
 pub mod engine;
 mod error;
+mod local;
 pub mod memory;
 pub mod output;
 pub mod synth;

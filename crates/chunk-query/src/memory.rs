@@ -106,6 +106,11 @@ pub(crate) fn runtime_env(
         runtime = runtime.with_memory_pool(pool);
     }
     let runtime = runtime.build_arc().map_err(QueryError::execution)?;
+    // Local chunk files: column chunks read on the query's thread (see `crate::local`).
+    runtime.register_object_store(
+        datafusion::execution::object_store::ObjectStoreUrl::local_filesystem().as_ref(),
+        crate::local::InlineLocal::new(),
+    );
     Ok((runtime, spills))
 }
 
