@@ -4,13 +4,23 @@
 //!
 //! Every query of an engine runs under one memory pool of
 //! [`QueryConfig::memory_limit`] bytes (1 GiB by default; `--query-memory` for the daemon).
-//! It is DataFusion's `FairSpillPool`: the operators that cannot spill (hash join build sides,
-//! the merge buffers a sort keeps for itself, ...) take what they need first come, first
-//! served, and what is left is split evenly between the operators that can spill (sorts,
-//! group-bys, repartitions) of every running query, so one big query cannot starve the others
-//! (with a greedy pool, whoever grows first takes everything and the others fail with
-//! "Resources exhausted").
+//! It is [`SharedPool`], DataFusion's `FairSpillPool` with an overdraft for the operators
+//! that cannot spill: those (hash join build sides, the merges of a sort's spilled runs, ...)
+//! take what they need first come, first served, and what is left is split evenly between the
+//! operators that can spill (sorts, group-bys, repartitions) of every running query, so one
+//! big query cannot starve the others (with a greedy pool, whoever grows first takes
+//! everything and the others fail with "Resources exhausted").
 //!
+//! A share is checked when an operator grows: one that grew while it was alone keeps its
+//! big share until it next asks for more, which it may never do (a sort merging its runs).
+//! With DataFusion's pool, a merge starting in another query then found nothing left and
+//! failed (four concurrent window queries under 64 MiB failed one run in three once scans
+//! got faster). So an operator that cannot spill may take memory held by those that can, up
+//! to a quarter of the limit beyond it: the shares of the spilling operators shrink at once
+//! and each gives back what it holds beyond its share the next time it grows, by spilling.
+//! The limit can thus be passed by up to a quarter, for that time; operators that cannot
+//! spill never hold more than the limit together.
+
 //! # Spilling
 //!
 //! An operator that reaches its share writes what it holds to a spill file and goes on:
@@ -41,9 +51,14 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use chunk_manager::ChunkManager;
+use datafusion::common::{
+    Result as DataFusionResult, human_readable_size, resources_datafusion_err,
+};
 use datafusion::execution::SessionStateBuilder;
 use datafusion::execution::disk_manager::{DiskManagerBuilder, DiskManagerMode, SpillingProgress};
-use datafusion::execution::memory_pool::{FairSpillPool, MemoryPool, TrackConsumersPool};
+use datafusion::execution::memory_pool::{
+    MemoryConsumer, MemoryLimit, MemoryPool, MemoryReservation, TrackConsumersPool,
+};
 use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
 use datafusion::execution::{DiskManager, SpillFile, TempFileFactory};
 use datafusion::prelude::SessionConfig;
@@ -102,7 +117,7 @@ pub(crate) fn runtime_env(
         // The errors name the five biggest consumers.
         let top = NonZeroUsize::new(5).unwrap_or(NonZeroUsize::MIN);
         let pool: Arc<dyn MemoryPool> =
-            Arc::new(TrackConsumersPool::new(FairSpillPool::new(limit), top));
+            Arc::new(TrackConsumersPool::new(SharedPool::new(limit), top));
         runtime = runtime.with_memory_pool(pool);
     }
     let runtime = runtime.build_arc().map_err(QueryError::execution)?;
@@ -112,6 +127,129 @@ pub(crate) fn runtime_env(
         crate::local::InlineLocal::new(),
     );
     Ok((runtime, spills))
+}
+
+/// The overdraft of operators that cannot spill, over memory held by those that can: a
+/// quarter of the limit (see the module docs).
+const OVERDRAFT: usize = 4;
+
+/// The engine's memory pool: DataFusion's `FairSpillPool`, with an overdraft for operators
+/// that cannot spill (see the module docs).
+#[derive(Debug)]
+pub(crate) struct SharedPool {
+    limit: usize,
+    state: std::sync::Mutex<PoolState>,
+}
+
+#[derive(Debug, Default)]
+struct PoolState {
+    /// Consumers that can spill, registered now.
+    spillers: usize,
+    /// Bytes held by consumers that can spill.
+    spillable: usize,
+    /// Bytes held by consumers that cannot.
+    unspillable: usize,
+}
+
+impl SharedPool {
+    pub(crate) fn new(limit: usize) -> Self {
+        Self {
+            limit,
+            state: std::sync::Mutex::new(PoolState::default()),
+        }
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, PoolState> {
+        // The state is three counters updated in one statement each: a panic elsewhere
+        // cannot leave them half-changed.
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+impl MemoryPool for SharedPool {
+    fn name(&self) -> &str {
+        "shared"
+    }
+
+    fn register(&self, consumer: &MemoryConsumer) {
+        if consumer.can_spill() {
+            self.state().spillers += 1;
+        }
+    }
+
+    fn unregister(&self, consumer: &MemoryConsumer) {
+        if consumer.can_spill() {
+            let mut state = self.state();
+            state.spillers = state.spillers.saturating_sub(1);
+        }
+    }
+
+    fn grow(&self, reservation: &MemoryReservation, additional: usize) {
+        let mut state = self.state();
+        if reservation.consumer().can_spill() {
+            state.spillable += additional;
+        } else {
+            state.unspillable += additional;
+        }
+    }
+
+    fn shrink(&self, reservation: &MemoryReservation, shrink: usize) {
+        let mut state = self.state();
+        if reservation.consumer().can_spill() {
+            state.spillable = state.spillable.saturating_sub(shrink);
+        } else {
+            state.unspillable = state.unspillable.saturating_sub(shrink);
+        }
+    }
+
+    fn try_grow(&self, reservation: &MemoryReservation, additional: usize) -> DataFusionResult<()> {
+        let mut state = self.state();
+        let available = if reservation.consumer().can_spill() {
+            // Each spiller's even share of what the others leave.
+            let share = self.limit.saturating_sub(state.unspillable) / state.spillers.max(1);
+            share.saturating_sub(reservation.size())
+        } else {
+            // Free memory, and memory the spillers hold up to the overdraft; never more
+            // than the limit for these operators together.
+            let overdraft = (self.limit / OVERDRAFT).min(state.spillable);
+            (self.limit + overdraft)
+                .saturating_sub(state.unspillable + state.spillable)
+                .min(self.limit.saturating_sub(state.unspillable))
+        };
+        if additional > available {
+            return Err(resources_datafusion_err!(
+                "Failed to allocate additional {} for {} with {} already allocated for this reservation - {} remain available for the total memory pool: {}",
+                human_readable_size(additional),
+                reservation.consumer().name(),
+                human_readable_size(reservation.size()),
+                human_readable_size(available),
+                self
+            ));
+        }
+        if reservation.consumer().can_spill() {
+            state.spillable += additional;
+        } else {
+            state.unspillable += additional;
+        }
+        Ok(())
+    }
+
+    fn reserved(&self) -> usize {
+        let state = self.state();
+        state.spillable + state.unspillable
+    }
+
+    fn memory_limit(&self) -> MemoryLimit {
+        MemoryLimit::Finite(self.limit)
+    }
+}
+
+impl std::fmt::Display for SharedPool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "shared(limit: {})", human_readable_size(self.limit))
+    }
 }
 
 /// The spill files of an engine: made by a DataFusion disk manager over the spill directory
@@ -182,4 +320,69 @@ pub(crate) fn bound_expressions(
         bound_functions(functions, config.max_expression_bytes);
     }
     builder.with_optimizer_rule(Arc::new(BoundedExpressions))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MIB: usize = 1 << 20;
+
+    fn consumer(pool: &Arc<dyn MemoryPool>, name: &str, can_spill: bool) -> MemoryReservation {
+        MemoryConsumer::new(name)
+            .with_can_spill(can_spill)
+            .register(pool)
+    }
+
+    /// A sort that grew alone holds the whole limit; a merge of another query still gets
+    /// its memory (DataFusion's fair pool refused it), and the sort's share shrinks so that
+    /// it spills at its next growth.
+    #[test]
+    fn a_merge_gets_memory_a_lone_sort_took() {
+        let pool: Arc<dyn MemoryPool> = Arc::new(SharedPool::new(64 * MIB));
+        let early = consumer(&pool, "ExternalSorter[0]", true);
+        early
+            .try_grow(64 * MIB)
+            .unwrap_or_else(|error| panic!("{error}"));
+        let late = consumer(&pool, "ExternalSorter[0]", true);
+        let merge = consumer(&pool, "ExternalSorterMerge[0]", false);
+        merge
+            .try_grow(4 * MIB)
+            .unwrap_or_else(|error| panic!("{error}"));
+        assert_eq!(pool.reserved(), 68 * MIB);
+        // The overdraft is a quarter of the limit.
+        assert!(merge.try_grow(13 * MIB).is_err());
+        merge
+            .try_grow(12 * MIB)
+            .unwrap_or_else(|error| panic!("{error}"));
+        // Both sorts now share what the merge leaves: (64 - 16) / 2 each.
+        assert!(early.try_grow(1).is_err());
+        late.try_grow(24 * MIB)
+            .unwrap_or_else(|error| panic!("{error}"));
+        assert!(late.try_grow(1).is_err());
+        // The early sort spills: what it gives back is free again.
+        early.free();
+        merge.free();
+        late.free();
+        assert_eq!(pool.reserved(), 0);
+    }
+
+    /// Operators that cannot spill never hold more than the limit together, overdraft or not.
+    #[test]
+    fn unspillable_operators_stay_within_the_limit() {
+        let pool: Arc<dyn MemoryPool> = Arc::new(SharedPool::new(64 * MIB));
+        let join = consumer(&pool, "HashJoinInput", false);
+        join.try_grow(60 * MIB)
+            .unwrap_or_else(|error| panic!("{error}"));
+        let sort = consumer(&pool, "ExternalSorter[0]", true);
+        sort.try_grow(4 * MIB)
+            .unwrap_or_else(|error| panic!("{error}"));
+        assert!(sort.try_grow(1).is_err());
+        assert!(join.try_grow(4 * MIB + 1).is_err());
+        join.try_grow(4 * MIB)
+            .unwrap_or_else(|error| panic!("{error}"));
+        assert!(join.try_grow(1).is_err());
+        let message = join.try_grow(MIB).unwrap_err().to_string();
+        assert!(message.contains("HashJoinInput"), "{message}");
+    }
 }
