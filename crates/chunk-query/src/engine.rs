@@ -80,10 +80,10 @@ use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
 use datafusion::datasource::empty::EmptyTable;
 use datafusion::error::DataFusionError;
 use datafusion::execution::SendableRecordBatchStream;
-use datafusion::execution::SessionStateBuilder;
 use datafusion::execution::disk_manager::SpillingProgress;
 use datafusion::execution::object_store::ObjectStoreUrl;
 use datafusion::execution::runtime_env::RuntimeEnv;
+use datafusion::execution::{SessionState, SessionStateBuilder};
 use datafusion::logical_expr::LogicalPlan;
 use datafusion::optimizer::analyzer::type_coercion::TypeCoercion;
 use datafusion::physical_optimizer::PhysicalOptimizerRule;
@@ -381,8 +381,11 @@ impl QueryEngine {
     ) -> Result<QueryStream, QueryError> {
         let started = Instant::now();
         let context = self.context();
+        // One copy of the session's state serves every step: the tables registered below
+        // are in its catalog too, which the copies share.
+        let state = context.state();
         // Refused before anything is downloaded: SQL that does not parse or does not read.
-        read_only(&context, sql)?;
+        let statement = read_only(&state, sql)?;
         let catalog = self.catalog.load_full();
         let cover = catalog.cover(dataset, blocks.clone())?;
         if cover.parts.is_empty() {
@@ -391,15 +394,33 @@ impl QueryEngine {
                 range: blocks,
             });
         }
-        // Planned against the schemas first: a query that cannot plan downloads nothing (or
-        // one chunk, if the catalog lacks a schema).
-        let schemas = self.cover_schemas(&catalog, dataset, &cover).await?;
-        // The tables the query reads, if known: only their files matter.
-        let tables = match &schemas {
-            Some(schemas) => Some(check_plan(&self.context(), schemas, sql).await?),
-            None => None,
+        // The tables the SQL names, as DataFusion's planner resolves them: if this worker
+        // holds every chunk of theirs, nothing is fetched and the query is planned once.
+        let named = named_tables(&state, &statement)?;
+        let decided = self.decide(&cover, Some(&named));
+        let all_local = decided.iter().all(|source| {
+            matches!(
+                source,
+                Some(ChunkSource::Local(_)) | Some(ChunkSource::Unread)
+            )
+        });
+        let (schemas, tables, (sources, chunks)) = if all_local {
+            let tables = Some(named);
+            let sources = self.report(&cover, decided, Vec::new());
+            (None, tables, sources)
+        } else {
+            drop(decided);
+            // Planned against the schemas first: a query that cannot plan fetches nothing
+            // (or one chunk, if the catalog lacks a schema).
+            let schemas = self.cover_schemas(&catalog, dataset, &cover).await?;
+            // The tables the plan reads, if known: only their files matter.
+            let tables = match &schemas {
+                Some(schemas) => Some(check_plan(&self.context(), schemas, sql).await?),
+                None => None,
+            };
+            let sources = self.sources(&cover, tables.as_ref()).await?;
+            (schemas, tables, sources)
         };
-        let (sources, chunks) = self.sources(&cover, tables.as_ref()).await?;
         let fetched = started.elapsed();
         self.register_tables(
             &context,
@@ -410,6 +431,7 @@ impl QueryEngine {
             schemas.as_ref(),
         )
         .await?;
+        let registered = started.elapsed();
         let pins: Vec<ChunkRef> = sources
             .into_iter()
             .filter_map(|source| match source {
@@ -417,11 +439,12 @@ impl QueryEngine {
                 ChunkSource::Remote | ChunkSource::Unread => None,
             })
             .collect();
-        let frame = context
-            .sql_with_options(sql, sql_options())
+        let plan = state.statement_to_plan(statement).await.map_err(classify)?;
+        sql_options().verify_plan(&plan).map_err(classify)?;
+        let inner = DataFrame::new(state, plan)
+            .execute_stream()
             .await
             .map_err(classify)?;
-        let inner = frame.execute_stream().await.map_err(classify)?;
         tracing::info!(
             dataset = %ShortId(dataset),
             blocks = ?blocks,
@@ -429,8 +452,9 @@ impl QueryEngine {
             downloaded = chunks.iter().filter(|chunk| chunk.fetched).count(),
             remote = chunks.iter().filter(|chunk| chunk.remote).count(),
             missing = cover.missing.len(),
-            fetch_ms = fetched.as_millis() as u64,
-            plan_ms = (started.elapsed() - fetched).as_millis() as u64,
+            fetch_us = fetched.as_micros() as u64,
+            tables_us = (registered - fetched).as_micros() as u64,
+            plan_us = (started.elapsed() - registered).as_micros() as u64,
             "query started"
         );
         Ok(QueryStream {
@@ -1230,8 +1254,7 @@ async fn read(context: &SessionContext, paths: Vec<String>) -> Result<DataFrame,
 }
 
 /// Parses `sql` and checks that it is a query (`SELECT`, `WITH`, `VALUES`, `EXPLAIN`).
-fn read_only(context: &SessionContext, sql: &str) -> Result<(), QueryError> {
-    let state = context.state();
+fn read_only(state: &SessionState, sql: &str) -> Result<DFStatement, QueryError> {
     let dialect = state.config().options().sql_parser.dialect;
     let statement = state
         .sql_to_statement(sql, &dialect)
@@ -1247,12 +1270,27 @@ fn read_only(context: &SessionContext, sql: &str) -> Result<(), QueryError> {
         _ => false,
     };
     if query {
-        Ok(())
+        Ok(statement)
     } else {
         Err(QueryError::sql(DataFusionError::Plan(
             "only queries are allowed (SELECT, WITH, VALUES, EXPLAIN)".to_string(),
         )))
     }
+}
+
+/// The names of the tables `statement` reads, as DataFusion's planner resolves them (common
+/// table expressions excluded).
+fn named_tables(
+    state: &SessionState,
+    statement: &DFStatement,
+) -> Result<BTreeSet<String>, QueryError> {
+    let references = state
+        .resolve_table_references(statement)
+        .map_err(QueryError::sql)?;
+    Ok(references
+        .iter()
+        .map(|reference| reference.table().to_string())
+        .collect())
 }
 
 /// Planning errors are the request's fault; the rest are failures while running.
