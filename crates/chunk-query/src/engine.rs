@@ -19,7 +19,9 @@
 //! from the catalog (see [`crate::catalog`]); for a table the catalog has no schema for, the
 //! engine reads the Parquet footers of the first chunk of the cover: with range requests
 //! (`HEAD`, then the file's last 64 KiB) when its files are `http(s)://` URLs, otherwise by
-//! fetching that one chunk (which the query needs anyway).
+//! fetching that one chunk (which the query needs anyway). When every chunk of the tables
+//! the SQL names is held by this worker, nothing is fetched, and the query is planned once,
+//! over the files.
 //!
 //! # Only the data a query reads
 //!
