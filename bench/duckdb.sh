@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Warm queries of the worker's POST /query against DuckDB over the same Parquet files
-# (issue 11, item 8). Prints a markdown table (medians, worker/DuckDB ratios), the
-# concurrency figure (CLIENTS clients, queries per second) and the load average, checks that
+# (issue 11, item 8). Prints markdown tables (medians of wall time and of CPU time, the
+# daemon's against DuckDB's process's, worker/DuckDB ratios), the concurrency figure (CLIENTS
+# clients, queries per second, CPU per query) and the load average, checks that
 # both answer the same, and appends the figures as JSON lines to RESULTS.
 #
 #   1. builds chunk-worker (release) unless BIN is given;
@@ -103,4 +104,5 @@ COMMAND="CHUNKS=$CHUNKS BLOCKS=$BLOCKS TXS=$TXS REPS=$REPS CLIENTS=$CLIENTS SECO
 python3 "$ROOT/bench/duckdb_compare.py" --url "$ADDRESS" --dataset "$DATASET" \
   --data "$SYNTH" --start "$START" --end "$END" --reps "$REPS" --clients "$CLIENTS" \
   --seconds "$SECONDS_QPS" --format "$FORMAT" --results "$RESULTS" --command "$COMMAND" \
+  --server-pid "$SERVER_PID" \
   --describe "synth: $CHUNKS chunks x $BLOCKS blocks, $TXS tx/block, $SIZE on disk"

@@ -11,6 +11,12 @@ medians are compared. The worker's answer is checked against DuckDB's: numbers e
 of decimals exactly, as Python Decimals), strings equal, rows in the same order.
 Then CLIENTS concurrent clients run the query set in a loop for SECONDS, on the worker and
 on DuckDB (one cursor per client thread), and the queries per second are compared.
+
+With --server-pid, CPU time is compared too: the daemon's (Linux's CPU-time clock of that
+process: all its threads, those that ended included) around each worker run, and this
+process's around each DuckDB run (DuckDB runs in it); per query in the timed runs, and per
+query over the concurrency run. CPU time is steadier than wall time on a shared machine, and
+it is what bounds the queries per second.
 """
 
 import argparse
@@ -82,6 +88,8 @@ def parse_args():
     parser.add_argument("--format", default="ndjson", choices=["ndjson", "arrow"])
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1,
                         help="DuckDB's multi-threaded setting (default: the CPUs)")
+    parser.add_argument("--server-pid", type=int,
+                        help="the daemon's process id: compare CPU time too")
     parser.add_argument("--results", help="append the figures to this JSON lines file")
     parser.add_argument("--command", default="", help="the command line to print")
     parser.add_argument("--describe", default="", help="the dataset, in words")
@@ -192,6 +200,22 @@ def timed(function):
     return time.perf_counter() - began
 
 
+def process_cpu(pid):
+    """A function giving the CPU seconds used so far by process `pid` (Linux's process CPU
+    clock: ((~pid) << 3) | CPUCLOCK_SCHED), or by this process if `pid` is None."""
+    if pid is None:
+        return time.process_time
+    clock = ((~pid) << 3) | 2
+    return lambda: time.clock_gettime(clock)
+
+
+def cpu_timed(function, clock):
+    """(wall seconds, CPU seconds of `clock`) of one call."""
+    cpu = clock()
+    wall = timed(function)
+    return wall, clock() - cpu
+
+
 def fmt_ms(seconds):
     milliseconds = seconds * 1000
     return f"{milliseconds:,.0f} ms" if milliseconds >= 100 else f"{milliseconds:.1f} ms"
@@ -263,18 +287,35 @@ def main():
           "(numbers exactly, rows in order)", flush=True)
 
     # Medians; the three runs of a query are interleaved so load changes hit them alike.
-    times = {name: {"worker": [], "duck_n": [], "duck_1": []} for name, _ in QUERIES}
+    server_cpu = process_cpu(args.server_pid) if args.server_pid else None
+    own_cpu = process_cpu(None)
+    sides = ("worker", "duck_n", "duck_1")
+    times = {name: {side: [] for side in sides} for name, _ in QUERIES}
+    cpus = {name: {side: [] for side in sides} for name, _ in QUERIES}
     for _ in range(args.reps):
         for name, sql in QUERIES:
-            times[name]["worker"].append(timed(lambda: worker.raw(sql)))
-            times[name]["duck_n"].append(timed(lambda: duck_n.execute(sql).fetchall()))
-            times[name]["duck_1"].append(timed(lambda: duck_1.execute(sql).fetchall()))
+            runs = (
+                ("worker", lambda: worker.raw(sql), server_cpu),
+                ("duck_n", lambda: duck_n.execute(sql).fetchall(), own_cpu),
+                ("duck_1", lambda: duck_1.execute(sql).fetchall(), own_cpu),
+            )
+            for side, run, clock in runs:
+                if clock is None:
+                    times[name][side].append(timed(run))
+                else:
+                    wall, cpu = cpu_timed(run, clock)
+                    times[name][side].append(wall)
+                    cpus[name][side].append(cpu)
 
     # Concurrency: CLIENTS threads, the worker over HTTP, DuckDB one cursor per thread.
+    before = server_cpu() if server_cpu else None
     worker_qps = throughput(lambda number, sql: worker.raw(sql), args.clients, args.seconds)
+    worker_load_cpu = server_cpu() - before if server_cpu else None
     cursors = [duck_n.cursor() for _ in range(args.clients)]
+    before = own_cpu()
     duck_qps = throughput(lambda number, sql: cursors[number].execute(sql).fetchall(),
                           args.clients, args.seconds)
+    duck_load_cpu = own_cpu() - before
     load_end = open("/proc/loadavg").read().split()[:3]
 
     print()
@@ -294,12 +335,35 @@ def main():
                         "duckdb_runs": times[name]["duck_n"]})
     geo = statistics.geometric_mean(ratios)
     print(f"| geometric mean of the ratios | | | {geo:.2f}x | | |")
+    cpu_geo = None
+    if server_cpu:
+        print()
+        print(f"CPU time per query (medians of {args.reps}; the worker's daemon, DuckDB's process):")
+        print()
+        print(f"| query | worker | DuckDB {args.threads} threads | ratio | DuckDB 1 thread | ratio |")
+        print("| --- | ---: | ---: | ---: | ---: | ---: |")
+        cpu_ratios = []
+        for (name, _), record in zip(QUERIES, records):
+            w = statistics.median(cpus[name]["worker"])
+            d = statistics.median(cpus[name]["duck_n"])
+            d1 = statistics.median(cpus[name]["duck_1"])
+            ratio = w / d if d else float("nan")
+            ratio1 = w / d1 if d1 else float("nan")
+            cpu_ratios.append(ratio)
+            print(f"| {name} | {fmt_ms(w)} | {fmt_ms(d)} | {ratio:.2f}x | {fmt_ms(d1)} | "
+                  f"{ratio1:.2f}x |")
+            record.update({"worker_cpu_s": w, "duckdb_cpu_s": d, "duckdb_1thread_cpu_s": d1})
+        cpu_geo = statistics.geometric_mean(cpu_ratios)
+        print(f"| geometric mean of the ratios | | | {cpu_geo:.2f}x | | |")
     print()
     print(f"concurrency: {args.clients} clients for {args.seconds:.0f} s over the query set: "
           f"worker {worker_qps[0]:.1f} qps ({worker_qps[1]} queries), DuckDB "
           f"{duck_qps[0]:.1f} qps ({duck_qps[1]} queries, threads={args.threads}, one cursor per "
           f"client): ratio {worker_qps[0] / duck_qps[0] if duck_qps[0] else float('nan'):.2f}x "
           "(worker/DuckDB, higher is better)")
+    if worker_load_cpu is not None and worker_qps[1] and duck_qps[1]:
+        print(f"  CPU per query under that load: worker {fmt_ms(worker_load_cpu / worker_qps[1])}, "
+              f"DuckDB {fmt_ms(duck_load_cpu / duck_qps[1])}")
     for side, result in (("worker", worker_qps), ("DuckDB", duck_qps)):
         if result[3]:
             print(f"  {side}: {len(result[3])} client(s) failed, first: {result[3][0][:300]}")
@@ -319,6 +383,12 @@ def main():
             out.write(json.dumps({"bench": "duckdb_qps", **stamp, "clients": args.clients,
                                   "seconds": args.seconds, "worker_qps": worker_qps[0],
                                   "duckdb_qps": duck_qps[0], "geomean_ratio": geo,
+                                  "cpu_geomean_ratio": cpu_geo,
+                                  "worker_cpu_s_per_query_under_load":
+                                      worker_load_cpu / worker_qps[1]
+                                      if worker_load_cpu is not None and worker_qps[1] else None,
+                                  "duckdb_cpu_s_per_query_under_load":
+                                      duck_load_cpu / duck_qps[1] if duck_qps[1] else None,
                                   "mismatches": mismatches}) + "\n")
         print(f"figures appended to {args.results}")
     return 1 if mismatches else 0
