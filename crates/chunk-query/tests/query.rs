@@ -849,3 +849,39 @@ async fn issue11_queries_competing_for_the_budget_never_deadlock() {
     let totals = worker.manager.totals();
     assert!(totals.bytes_committed <= totals.disk_budget);
 }
+
+/// Issue 11 item 8: a query that starts while another runs is split into fewer partitions
+/// (two CPUs' worth shared by two queries: one each), so it does not pay for a split the busy
+/// CPUs cannot use; alone, or with adaptive partitions off, it gets all of them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn issue11_a_query_starting_beside_another_gets_fewer_partitions() {
+    let fixture = six();
+    let group_by = "EXPLAIN SELECT \"to\", count(*) AS n FROM transactions GROUP BY \"to\"";
+    let split = "RepartitionExec: partitioning=Hash";
+    for adaptive in [true, false] {
+        let worker = Worker::with(
+            fixture.catalog(),
+            |config| config,
+            QueryConfig::default()
+                .with_target_partitions(2)
+                .with_adaptive_partitions(adaptive),
+        );
+        let alone = worker.run(0..300, group_by).await;
+        assert!(alone.contains(split), "alone: {alone}");
+        // Another query runs as long as its stream is held.
+        let other = worker
+            .engine
+            .query(&DATASET, 0..300, "SELECT count(*) FROM blocks")
+            .await
+            .unwrap();
+        let beside = worker.run(0..300, group_by).await;
+        assert_eq!(
+            beside.contains(split),
+            !adaptive,
+            "beside another: {beside}"
+        );
+        drop(other);
+        let after = worker.run(0..300, group_by).await;
+        assert!(after.contains(split), "after the other: {after}");
+    }
+}
