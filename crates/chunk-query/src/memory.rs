@@ -18,8 +18,10 @@
 //! got faster). So an operator that cannot spill may take memory held by those that can, up
 //! to a quarter of the limit beyond it: the shares of the spilling operators shrink at once
 //! and each gives back what it holds beyond its share the next time it grows, by spilling.
-//! The limit can thus be passed by up to a quarter, for that time; operators that cannot
-//! spill never hold more than the limit together.
+//! Operators that cannot spill never hold more than the limit together. The total can pass
+//! the limit while a spilling operator keeps a stale share (as with DataFusion's pool, where
+//! a second sort may take its half while the first still holds the whole): the overdraft
+//! adds at most a quarter of the limit to that, for operators that cannot spill.
 
 //! # Spilling
 //!
