@@ -68,7 +68,7 @@ pub(crate) fn bound_functions(functions: &mut [Arc<ScalarUDF>], limit: usize) {
     }
 }
 
-/// A function of [`GUARDED`] that refuses a call whose result would be over `limit` bytes; see
+/// A function of `GUARDED` that refuses a call whose result would be over `limit` bytes; see
 /// the module docs. Everything else is the wrapped function's.
 #[derive(Debug, PartialEq, Eq, Hash)]
 pub struct BoundedFunction {

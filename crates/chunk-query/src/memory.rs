@@ -4,7 +4,7 @@
 //!
 //! Every query of an engine runs under one memory pool of
 //! [`QueryConfig::memory_limit`] bytes (1 GiB by default; `--query-memory` for the daemon).
-//! It is [`SharedPool`], DataFusion's `FairSpillPool` with an overdraft for the operators
+//! It is `SharedPool`, DataFusion's `FairSpillPool` with an overdraft for the operators
 //! that cannot spill: those (hash join build sides, the merges of a sort's spilled runs, ...)
 //! take what they need first come, first served, and what is left is split evenly between the
 //! operators that can spill (sorts, group-bys, repartitions) of every running query, so one
