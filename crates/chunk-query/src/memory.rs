@@ -153,6 +153,17 @@ struct PoolState {
     unspillable: usize,
 }
 
+impl PoolState {
+    /// The bytes held by consumers of `reservation`'s kind (can spill, or cannot).
+    fn held(&mut self, reservation: &MemoryReservation) -> &mut usize {
+        if reservation.consumer().can_spill() {
+            &mut self.spillable
+        } else {
+            &mut self.unspillable
+        }
+    }
+}
+
 impl SharedPool {
     pub(crate) fn new(limit: usize) -> Self {
         Self {
@@ -189,21 +200,13 @@ impl MemoryPool for SharedPool {
     }
 
     fn grow(&self, reservation: &MemoryReservation, additional: usize) {
-        let mut state = self.state();
-        if reservation.consumer().can_spill() {
-            state.spillable += additional;
-        } else {
-            state.unspillable += additional;
-        }
+        *self.state().held(reservation) += additional;
     }
 
     fn shrink(&self, reservation: &MemoryReservation, shrink: usize) {
         let mut state = self.state();
-        if reservation.consumer().can_spill() {
-            state.spillable = state.spillable.saturating_sub(shrink);
-        } else {
-            state.unspillable = state.unspillable.saturating_sub(shrink);
-        }
+        let held = state.held(reservation);
+        *held = held.saturating_sub(shrink);
     }
 
     fn try_grow(&self, reservation: &MemoryReservation, additional: usize) -> DataFusionResult<()> {
@@ -230,11 +233,7 @@ impl MemoryPool for SharedPool {
                 self
             ));
         }
-        if reservation.consumer().can_spill() {
-            state.spillable += additional;
-        } else {
-            state.unspillable += additional;
-        }
+        *state.held(reservation) += additional;
         Ok(())
     }
 
