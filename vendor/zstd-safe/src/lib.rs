@@ -3323,49 +3323,56 @@ mod reuse {
     }
 
     pub(crate) fn take_cctx() -> Option<NonNull<zstd_sys::ZSTD_CCtx>> {
-        KEPT_CONTEXTS
-            .try_with(|kept| kept.try_borrow_mut().ok()?.cctx.pop())
-            .ok()
-            .flatten()
+        take(|kept| &mut kept.cctx)
     }
 
     pub(crate) fn take_dctx() -> Option<NonNull<zstd_sys::ZSTD_DCtx>> {
-        KEPT_CONTEXTS
-            .try_with(|kept| kept.try_borrow_mut().ok()?.dctx.pop())
-            .ok()
-            .flatten()
+        take(|kept| &mut kept.dctx)
     }
 
     /// Keeps `cctx` (reset by the caller) if there is room; `false` if the caller must free it.
     pub(crate) fn keep_cctx(cctx: NonNull<zstd_sys::ZSTD_CCtx>) -> bool {
         // Safety: Just FFI on a live context.
-        if unsafe { zstd_sys::ZSTD_sizeof_CCtx(cctx.as_ptr()) } > LARGEST {
-            return false;
-        }
-        KEPT_CONTEXTS
-            .try_with(|kept| match kept.try_borrow_mut() {
-                Ok(mut kept) if kept.cctx.len() < KEPT => {
-                    kept.cctx.push(cctx);
-                    true
-                }
-                _ => false,
-            })
-            .unwrap_or(false)
+        let size = unsafe { zstd_sys::ZSTD_sizeof_CCtx(cctx.as_ptr()) };
+        keep(cctx, size, |kept| &mut kept.cctx)
     }
 
     /// Keeps `dctx` (reset by the caller) if there is room; `false` if the caller must free it.
     pub(crate) fn keep_dctx(dctx: NonNull<zstd_sys::ZSTD_DCtx>) -> bool {
         // Safety: Just FFI on a live context.
-        if unsafe { zstd_sys::ZSTD_sizeof_DCtx(dctx.as_ptr()) } > LARGEST {
+        let size = unsafe { zstd_sys::ZSTD_sizeof_DCtx(dctx.as_ptr()) };
+        keep(dctx, size, |kept| &mut kept.dctx)
+    }
+
+    /// The last context kept in `list` by this thread, if any.
+    fn take<T>(list: fn(&mut Kept) -> &mut Vec<NonNull<T>>) -> Option<NonNull<T>> {
+        KEPT_CONTEXTS
+            .try_with(|kept| list(&mut *kept.try_borrow_mut().ok()?).pop())
+            .ok()
+            .flatten()
+    }
+
+    /// Keeps `context` of `size` bytes in `list` if it is small enough and there is room.
+    fn keep<T>(
+        context: NonNull<T>,
+        size: usize,
+        list: fn(&mut Kept) -> &mut Vec<NonNull<T>>,
+    ) -> bool {
+        if size > LARGEST {
             return false;
         }
         KEPT_CONTEXTS
-            .try_with(|kept| match kept.try_borrow_mut() {
-                Ok(mut kept) if kept.dctx.len() < KEPT => {
-                    kept.dctx.push(dctx);
+            .try_with(|kept| {
+                let Ok(mut kept) = kept.try_borrow_mut() else {
+                    return false;
+                };
+                let list = list(&mut kept);
+                if list.len() < KEPT {
+                    list.push(context);
                     true
+                } else {
+                    false
                 }
-                _ => false,
             })
             .unwrap_or(false)
     }
