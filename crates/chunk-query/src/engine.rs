@@ -74,7 +74,7 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
-use arrow::datatypes::SchemaRef;
+use arrow::datatypes::{Schema, SchemaRef};
 use arrow::record_batch::RecordBatch;
 use chunk_manager::{ChunkId, ChunkManager, ChunkRef, DatasetId, ShortId};
 use datafusion::catalog::TableProvider;
@@ -902,7 +902,7 @@ impl QueryEngine {
                 };
                 let range = if disjoint { blocks } else { &first.blocks };
                 let frame = read_files(context, &group, schema).await?;
-                let frame = self.restrict(frame, range)?;
+                let frame = self.restrict_files(context, frame, &group, range).await?;
                 union = Some(match union {
                     None => frame,
                     Some(union) => union.union(frame).map_err(QueryError::execution)?,
@@ -916,6 +916,57 @@ impl QueryEngine {
                 .map_err(QueryError::execution)?;
         }
         Ok(())
+    }
+
+    /// `frame`, the table of `files`, restricted to `blocks`: the local files whose every row
+    /// is in `blocks` by their statistics ([`crate::within`]) are read without the filter,
+    /// and the others with it.
+    async fn restrict_files(
+        &self,
+        context: &SessionContext,
+        frame: DataFrame,
+        files: &[&TableFile],
+        blocks: &Range<u64>,
+    ) -> Result<DataFrame, QueryError> {
+        let schema = frame.schema().as_arrow().clone();
+        let mut inside = Vec::new();
+        let mut edge = Vec::new();
+        for &file in files {
+            let proven = match &file.location {
+                // A chunk that declares blocks outside the range has rows outside it.
+                Location::Local(path)
+                    if blocks.start <= file.blocks.start && file.blocks.end <= blocks.end =>
+                {
+                    crate::within::rows_within(
+                        context,
+                        path,
+                        &schema,
+                        &self.config.block_column,
+                        blocks,
+                    )
+                    .await
+                }
+                _ => false,
+            };
+            if proven {
+                inside.push(file);
+            } else {
+                edge.push(file);
+            }
+        }
+        if inside.is_empty() {
+            return self.restrict(frame, blocks);
+        }
+        if edge.is_empty() {
+            return Ok(frame);
+        }
+        // Both parts are local (a group's files share a store), read with the schema of the
+        // whole, so that they union whatever each file holds.
+        let inside = read(context, local_paths(&inside), Some(&schema)).await?;
+        let edge = read(context, local_paths(&edge), Some(&schema)).await?;
+        self.restrict(edge, blocks)?
+            .union(inside)
+            .map_err(QueryError::execution)
     }
 
     /// Keeps the rows whose block is in `blocks`, if the table has the block column.
@@ -1046,7 +1097,7 @@ async fn read_files(
         }
     }
     let Some(origin) = origin else {
-        return read(context, paths).await;
+        return read(context, paths, None).await;
     };
     register_http_store(context, origin)?;
     // Any name: a URL need not end in .parquet.
@@ -1277,15 +1328,35 @@ async fn check_plan(
     Ok(tables)
 }
 
-/// Reads local files of one table. Not with the catalog's schema: the schema read from the
-/// files gives text columns as `Utf8View`, which sorts and aggregations hold in far less
-/// memory than the catalog's `Utf8` (with it, a sort under a 16 MiB limit could not merge
-/// its spilled runs); the footers it reads are cached.
-async fn read(context: &SessionContext, paths: Vec<String>) -> Result<DataFrame, QueryError> {
+/// Reads local files of one table, with `schema` if given (else the files' merged schema).
+/// Not with the catalog's schema: the schema read from the files gives text columns as
+/// `Utf8View`, which sorts and aggregations hold in far less memory than the catalog's `Utf8`
+/// (with it, a sort under a 16 MiB limit could not merge its spilled runs); the footers it
+/// reads are cached.
+async fn read(
+    context: &SessionContext,
+    paths: Vec<String>,
+    schema: Option<&Schema>,
+) -> Result<DataFrame, QueryError> {
+    let mut options = ParquetReadOptions::default();
+    if let Some(schema) = schema {
+        options = options.schema(schema);
+    }
     context
-        .read_parquet(paths, ParquetReadOptions::default())
+        .read_parquet(paths, options)
         .await
         .map_err(QueryError::execution)
+}
+
+/// The paths of local files (none of the others).
+fn local_paths(files: &[&TableFile]) -> Vec<String> {
+    files
+        .iter()
+        .filter_map(|file| match &file.location {
+            Location::Local(path) => Some(path.display().to_string()),
+            Location::Remote { .. } => None,
+        })
+        .collect()
 }
 
 /// Parses `sql` and checks that it is a query (`SELECT`, `WITH`, `VALUES`, `EXPLAIN`).

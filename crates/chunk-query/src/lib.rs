@@ -60,6 +60,7 @@ mod local;
 pub mod memory;
 pub mod output;
 pub mod synth;
+mod within;
 
 pub use catalog::{Catalog, Cover, CoverPart};
 pub use engine::{ChunkUse, QueryConfig, QueryEngine, QueryStream};

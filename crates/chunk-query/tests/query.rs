@@ -885,3 +885,76 @@ async fn issue11_a_query_starting_beside_another_gets_fewer_partitions() {
         assert!(after.contains(split), "after the other: {after}");
     }
 }
+
+/// Local chunks whose rows all lie in the query's range, by their Parquet statistics, are read
+/// without the range filter; the answers are those of the filtered reference, and a chunk
+/// holding rows outside its declared range is still filtered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn issue11_chunks_inside_the_range_are_read_without_the_filter() {
+    let fixture = six();
+    let worker = Worker::whole(fixture.catalog());
+    for blocks in [75..210, 0..300, 50..100] {
+        for sql in QUERIES {
+            let expected = fixture.reference(&blocks, sql).await;
+            assert_eq!(
+                worker.run(blocks.clone(), sql).await,
+                expected,
+                "{blocks:?}: {sql}"
+            );
+        }
+    }
+    // 75..210: 100..150 and 150..200 unfiltered, 50..100 and 200..250 filtered.
+    let plan = worker
+        .run(75..210, "EXPLAIN SELECT count(*) FROM blocks")
+        .await;
+    let scans: Vec<&str> = plan
+        .lines()
+        .filter(|line| line.contains("DataSourceExec"))
+        .collect();
+    assert_eq!(scans.len(), 2, "{plan}");
+    let (filtered, whole): (Vec<&str>, Vec<&str>) = scans
+        .iter()
+        .partition(|line| line.contains("predicate=block_number"));
+    assert_eq!((filtered.len(), whole.len()), (1, 1), "{plan}");
+    for dir in ["0000000100-0000000150", "0000000150-0000000200"] {
+        assert!(
+            whole[0].contains(dir) && !filtered[0].contains(dir),
+            "{plan}"
+        );
+    }
+    for dir in ["0000000050-0000000100", "0000000200-0000000250"] {
+        assert!(
+            filtered[0].contains(dir) && !whole[0].contains(dir),
+            "{plan}"
+        );
+    }
+    // Aligned with the chunks: no filter at all.
+    let plan = worker
+        .run(50..150, "EXPLAIN SELECT count(*) FROM blocks")
+        .await;
+    assert!(!plan.contains("predicate=block_number"), "{plan}");
+
+    // A chunk declared as 100..150 that holds blocks 100..200: its statistics show rows
+    // outside 0..170, so they are filtered out although the declared range is inside.
+    let origin = chunk_origin::Origin::start().unwrap();
+    let synth = chunk_query::synth::Synth::new(chunk_query::synth::SynthConfig::small());
+    let mut chunks = vec![synth.chunk(&DATASET, 0..100).unwrap()];
+    let mut liar = synth.chunk(&DATASET, 100..200).unwrap();
+    liar.blocks = 100..150;
+    chunks.push(liar);
+    let mut descriptions = Vec::new();
+    for chunk in &chunks {
+        for (name, bytes) in &chunk.files {
+            origin.insert(&chunk.path(name), bytes.clone());
+        }
+        descriptions.push(chunk.describe(&DATASET, |path| origin.url(path)));
+    }
+    let worker = Worker::whole(Catalog::new(descriptions).unwrap());
+    let answer = worker
+        .run(
+            0..170,
+            "SELECT count(*) AS n, max(block_number) AS last FROM blocks",
+        )
+        .await;
+    assert!(answer.contains("| 170 | 169  |"), "{answer}");
+}
