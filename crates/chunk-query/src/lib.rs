@@ -10,7 +10,8 @@
 //! downloaded on demand, ahead of background downloads, and kept as *cached* chunks the manager
 //! evicts, least recently used first, when its budget needs room), pins them for the query's
 //! lifetime, registers their Parquet files as tables (`blocks.parquet` → `blocks`), pushes the
-//! block range down as a filter and streams Arrow record batches out.
+//! block range down as a filter (not on files whose statistics show every row inside it) and
+//! streams Arrow record batches out.
 //!
 //! ```
 //! use std::sync::Arc;
