@@ -928,6 +928,13 @@ impl QueryEngine {
         files: &[&TableFile],
         blocks: &Range<u64>,
     ) -> Result<DataFrame, QueryError> {
+        // Only local files are checked (a remote footer would cost a request).
+        if files
+            .iter()
+            .any(|file| !matches!(file.location, Location::Local(_)))
+        {
+            return self.restrict(frame, blocks);
+        }
         let schema = frame.schema().as_arrow().clone();
         let mut inside = Vec::new();
         let mut edge = Vec::new();
@@ -960,8 +967,8 @@ impl QueryEngine {
         if edge.is_empty() {
             return Ok(frame);
         }
-        // Both parts are local (a group's files share a store), read with the schema of the
-        // whole, so that they union whatever each file holds.
+        // Both parts read with the schema of the whole, so that they union whatever each
+        // file holds.
         let inside = read(context, local_paths(&inside), Some(&schema)).await?;
         let edge = read(context, local_paths(&edge), Some(&schema)).await?;
         self.restrict(edge, blocks)?
@@ -1348,7 +1355,7 @@ async fn read(
         .map_err(QueryError::execution)
 }
 
-/// The paths of local files (none of the others).
+/// The paths of local files (remote ones have none).
 fn local_paths(files: &[&TableFile]) -> Vec<String> {
     files
         .iter()
