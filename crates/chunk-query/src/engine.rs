@@ -936,30 +936,26 @@ impl QueryEngine {
             return self.restrict(frame, blocks);
         }
         let schema = frame.schema().as_arrow().clone();
+        // The paths of the files proven inside, and of the others.
         let mut inside = Vec::new();
         let mut edge = Vec::new();
-        for &file in files {
-            let proven = match &file.location {
-                // A chunk that declares blocks outside the range has rows outside it.
-                Location::Local(path)
-                    if blocks.start <= file.blocks.start && file.blocks.end <= blocks.end =>
-                {
-                    crate::within::rows_within(
-                        context,
-                        path,
-                        &schema,
-                        &self.config.block_column,
-                        blocks,
-                    )
-                    .await
-                }
-                _ => false,
+        for file in files {
+            let Location::Local(path) = &file.location else {
+                continue;
             };
-            if proven {
-                inside.push(file);
-            } else {
-                edge.push(file);
-            }
+            // A chunk that declares blocks outside the range has rows outside it.
+            let proven = blocks.start <= file.blocks.start
+                && file.blocks.end <= blocks.end
+                && crate::within::rows_within(
+                    context,
+                    path,
+                    &schema,
+                    &self.config.block_column,
+                    blocks,
+                )
+                .await;
+            let paths = if proven { &mut inside } else { &mut edge };
+            paths.push(path.display().to_string());
         }
         if inside.is_empty() {
             return self.restrict(frame, blocks);
@@ -969,8 +965,8 @@ impl QueryEngine {
         }
         // Both parts read with the schema of the whole, so that they union whatever each
         // file holds.
-        let inside = read(context, local_paths(&inside), Some(&schema)).await?;
-        let edge = read(context, local_paths(&edge), Some(&schema)).await?;
+        let inside = read(context, inside, Some(&schema)).await?;
+        let edge = read(context, edge, Some(&schema)).await?;
         self.restrict(edge, blocks)?
             .union(inside)
             .map_err(QueryError::execution)
@@ -1353,17 +1349,6 @@ async fn read(
         .read_parquet(paths, options)
         .await
         .map_err(QueryError::execution)
-}
-
-/// The paths of local files (remote ones have none).
-fn local_paths(files: &[&TableFile]) -> Vec<String> {
-    files
-        .iter()
-        .filter_map(|file| match &file.location {
-            Location::Local(path) => Some(path.display().to_string()),
-            Location::Remote { .. } => None,
-        })
-        .collect()
 }
 
 /// Parses `sql` and checks that it is a query (`SELECT`, `WITH`, `VALUES`, `EXPLAIN`).
