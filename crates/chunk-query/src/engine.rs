@@ -102,6 +102,7 @@ use futures::{Stream, StreamExt, TryStreamExt};
 use crate::catalog::{Catalog, Cover, CoverPart};
 use crate::checked::{CheckedArithmetic, WidenSums};
 use crate::error::QueryError;
+use crate::probe_filter::SkipIdleJoinFilters;
 
 /// The file extension that makes a chunk file a table.
 const PARQUET: &str = ".parquet";
@@ -813,7 +814,8 @@ impl QueryEngine {
             .with_analyzer_rule(Arc::new(WidenSums))
             .with_analyzer_rule(Arc::new(TypeCoercion::new()))
             .with_analyzer_rule(Arc::new(CheckedArithmetic))
-            .with_physical_optimizer_rule(Arc::new(YieldInJoins));
+            .with_physical_optimizer_rule(Arc::new(YieldInJoins))
+            .with_physical_optimizer_rule(Arc::new(SkipIdleJoinFilters));
         builder = crate::memory::bound_expressions(builder, &self.config);
         SessionContext::new_with_state(builder.build())
     }

@@ -60,6 +60,7 @@ mod error;
 mod local;
 pub mod memory;
 pub mod output;
+mod probe_filter;
 pub mod synth;
 mod within;
 
