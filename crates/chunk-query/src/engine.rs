@@ -957,7 +957,7 @@ impl QueryEngine {
                 )
                 .await;
             let paths = if proven { &mut inside } else { &mut edge };
-            paths.push(path.display().to_string());
+            paths.push(file_url(path)?);
         }
         if inside.is_empty() {
             return self.restrict(frame, blocks);
@@ -1094,7 +1094,7 @@ async fn read_files(
     let mut origin = None;
     for file in files {
         match &file.location {
-            Location::Local(path) => paths.push(path.display().to_string()),
+            Location::Local(path) => paths.push(file_url(path)?),
             Location::Remote { origin: store, url } => {
                 origin = Some(store);
                 paths.push(url.clone());
@@ -1331,6 +1331,21 @@ async fn check_plan(
         .map_err(QueryError::execution)?;
     frame.create_physical_plan().await.map_err(classify)?;
     Ok(tables)
+}
+
+/// A local file as a `file://` URL. DataFusion takes a URL as it is, where it would `stat` a
+/// plain path (every file, every query) and take one holding `*`, `?` or `[` for a glob.
+fn file_url(path: &std::path::Path) -> Result<String, QueryError> {
+    std::path::absolute(path)
+        .ok()
+        .and_then(|absolute| reqwest::Url::from_file_path(absolute).ok())
+        .map(String::from)
+        .ok_or_else(|| {
+            QueryError::execution(DataFusionError::Execution(format!(
+                "{} cannot be read as a file URL",
+                path.display()
+            )))
+        })
 }
 
 /// Reads local files of one table, with `schema` if given (else the files' merged schema).

@@ -958,3 +958,30 @@ async fn issue11_chunks_inside_the_range_are_read_without_the_filter() {
         .await;
     assert!(answer.contains("| 170 | 169  |"), "{answer}");
 }
+
+/// Local files go to DataFusion as `file://` URLs: a data directory whose name holds glob
+/// characters and a space reads its chunks like any other (as a plain path, DataFusion took
+/// it for a glob pattern and found no file).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_data_dir_named_like_a_glob_reads_its_chunks() {
+    let fixture = six();
+    let root = tempfile::tempdir().unwrap();
+    let config = chunk_manager::Config::new(root.path().join("data [1]*?")).with_fsync(false);
+    let manager = std::sync::Arc::new(chunk_manager::ChunkManager::open(config).unwrap());
+    let engine = chunk_query::QueryEngine::with_config(
+        manager,
+        fixture.catalog(),
+        QueryConfig::default().with_remote_reads(false),
+    )
+    .unwrap();
+    for blocks in [75..210, 0..300] {
+        for sql in QUERIES {
+            let stream = engine.query(&DATASET, blocks.clone(), sql).await.unwrap();
+            assert_eq!(
+                pretty(&stream.collect().await.unwrap()),
+                fixture.reference(&blocks, sql).await,
+                "{blocks:?}: {sql}"
+            );
+        }
+    }
+}
