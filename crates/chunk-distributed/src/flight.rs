@@ -162,12 +162,16 @@ fn worker_session(
             check_worker_plan(&checked, &event.plan)?;
             Ok(WorkerPlanRewriteEventResponse::new(event.plan))
         });
-    // The coordinator's exact integer `+ - *` arrive by name (datafusion-distributed's codec
-    // sends a scalar function's name only): found here.
+    // The coordinator's exact integer `+ - *` and decimal sums arrive by name
+    // (datafusion-distributed's codec sends a function's name only): found here.
     builder
         .scalar_functions()
         .get_or_insert_with(Vec::new)
         .extend(chunk_query::checked::checked_functions());
+    builder
+        .aggregate_functions()
+        .get_or_insert_with(Vec::new)
+        .extend(chunk_query::checked::checked_aggregates());
     if let Some(token) = token {
         let mut headers = HeaderMap::new();
         headers.insert(TOKEN_HEADER, token);

@@ -27,8 +27,9 @@
 //!   widened, integer `+ - *` as overflow-checked functions). datafusion-distributed's codec
 //!   sends a scalar function by its name alone (its own codec comes first and claims every
 //!   function with no payload, so a user codec never sees one): each worker's session
-//!   registers the checked functions ([`chunk_query::checked::checked_functions`]) under those
-//!   names, so a stage sent to a worker overflows with the same error as on a single node.
+//!   registers the checked functions ([`chunk_query::checked::checked_functions`]) and the
+//!   exact decimal sum ([`chunk_query::checked::checked_aggregates`]) under those names, so a
+//!   stage sent to a worker overflows with the same error as on a single node.
 #![deny(missing_docs)]
 
 pub mod flight;

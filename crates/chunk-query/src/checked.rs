@@ -8,9 +8,10 @@
 //!
 //! - [`WidenSums`] rewrites `sum(x)` of an integer `x` (any width, signed or not) to
 //!   `sum(CAST(x AS DECIMAL(38, 0)))`: the result is a `Decimal128(38, 0)` that holds the exact
-//!   sum (it could only wrap after 10^19 rows). `sum(x)` of a `Decimal128(p, s)` is summed as a
-//!   `Decimal256(76, s)` and cast back to DataFusion's usual `Decimal128(min(38, p + 10), s)`:
-//!   a sum that does not fit is an error, not a wrapped value. Aggregates and window
+//!   sum (it could only wrap after 10^19 rows). `sum(x)` of a `Decimal128(p, s)` is DataFusion's
+//!   usual `Decimal128(min(38, p + 10), s)`, added in `i128` with checked additions by the
+//!   aggregate function `exact_sum` (`sum(DISTINCT x)` and window sums: as a `Decimal256(76, s)`, cast
+//!   back): a sum that does not fit is an error, not a wrapped value. Aggregates and window
 //!   aggregates are both rewritten; the output column keeps its name.
 //! - [`CheckedArithmetic`] replaces integer `a + b`, `a - b` and `a * b` with functions that
 //!   use Arrow's checked kernels: an overflow is an error naming the expression, for example
@@ -33,9 +34,9 @@ use datafusion::error::DataFusionError;
 use datafusion::logical_expr::expr::{AggregateFunction, WindowFunction};
 use datafusion::logical_expr::utils::merge_schema;
 use datafusion::logical_expr::{
-    Aggregate, BinaryExpr, ColumnarValue, Expr, ExprSchemable, LogicalPlan, Operator, Projection,
-    ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, Volatility, WindowFunctionDefinition,
-    cast,
+    Aggregate, AggregateUDF, BinaryExpr, ColumnarValue, Expr, ExprSchemable, LogicalPlan, Operator,
+    Projection, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, Volatility,
+    WindowFunctionDefinition, cast,
 };
 use datafusion::optimizer::AnalyzerRule;
 use datafusion::physical_expr_common::datum::apply;
@@ -88,16 +89,25 @@ fn widen_sum(expr: &Expr, schema: &DFSchema) -> Result<Option<(Expr, Option<Data
             let Ok(argument) = params.args[0].get_type(schema) else {
                 return Ok(None);
             };
-            let Some((wide, widening)) = widening(&argument) else {
-                return Ok(None);
-            };
-            let mut params = params.clone();
-            params.args = vec![cast(params.args[0].clone(), wide)];
-            let call = Expr::AggregateFunction(AggregateFunction {
-                func: func.clone(),
-                params,
-            });
-            (call, widening)
+            if matches!(argument, DataType::Decimal128(..)) && !params.distinct {
+                // Summed in i128 with checked additions: the answer has DataFusion's type.
+                let call = Expr::AggregateFunction(AggregateFunction {
+                    func: crate::exact_sum::ExactSum::udaf(),
+                    params: params.clone(),
+                });
+                (call, Widening::Integer)
+            } else {
+                let Some((wide, widening)) = widening(&argument) else {
+                    return Ok(None);
+                };
+                let mut params = params.clone();
+                params.args = vec![cast(params.args[0].clone(), wide)];
+                let call = Expr::AggregateFunction(AggregateFunction {
+                    func: func.clone(),
+                    params,
+                });
+                (call, widening)
+            }
         }
         Expr::WindowFunction(window) => {
             let WindowFunction { fun, params } = window.as_ref();
@@ -261,6 +271,13 @@ pub fn checked_functions() -> Vec<Arc<ScalarUDF>> {
             }))
         })
         .collect()
+}
+
+/// The exact `sum` of decimals (the aggregate function `exact_sum`), for a process that
+/// runs plan fragments planned elsewhere: [`WidenSums`] puts it in plans, and a plan codec
+/// that sends an aggregate function by its name alone finds it with this.
+pub fn checked_aggregates() -> Vec<Arc<AggregateUDF>> {
+    vec![crate::exact_sum::ExactSum::udaf()]
 }
 
 /// `a op b` as a checked function call, if it is integer `+`, `-` or `*`.

@@ -57,6 +57,7 @@ pub mod catalog;
 pub mod checked;
 pub mod engine;
 mod error;
+mod exact_sum;
 mod local;
 pub mod memory;
 pub mod output;

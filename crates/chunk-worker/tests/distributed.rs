@@ -761,7 +761,8 @@ async fn issue13_query_command_sends_the_query_to_the_fleet() {
 async fn issue13_checked_arithmetic_in_worker_stages_stays_exact() {
     let fleet = Fleet::start(3, 6, 6, false).await;
     // Integer `* +` of one type (UInt64), so checked, evaluated below the partial aggregates,
-    // on the workers: a sum past 2^64 exact (widened), a product and a GROUP BY key.
+    // on the workers: a sum past 2^64 exact (widened), a product and a GROUP BY key; and
+    // decimal sums.
     let queries: &[(std::ops::Range<u64>, &str)] = &[
         (
             0..600,
@@ -770,6 +771,11 @@ async fn issue13_checked_arithmetic_in_worker_stages_stays_exact() {
         (
             30..570,
             "SELECT (block_number % 3) + CAST(1 AS BIGINT UNSIGNED) AS k, sum(gas_used * CAST(3 AS BIGINT UNSIGNED)) AS gas FROM blocks GROUP BY (block_number % 3) + CAST(1 AS BIGINT UNSIGNED) ORDER BY k",
+        ),
+        // Decimal sums: checked `i128` additions (`exact_sum`), found by name on the workers.
+        (
+            0..600,
+            "SELECT block_number % 4 AS k, CAST(sum(base_fee_per_gas) AS VARCHAR) AS fees, count(*) AS n FROM blocks GROUP BY block_number % 4 ORDER BY k",
         ),
     ];
     let expected = fleet.expected(queries).await;
