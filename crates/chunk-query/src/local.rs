@@ -120,8 +120,17 @@ impl ObjectStore for InlineLocal {
             return self.inner.get_opts(location, options).await;
         }
         let path = self.inner.path_to_filesystem(location)?;
-        let file = std::fs::File::open(&path).map_err(|error| io_error(&path, error))?;
-        let metadata = file.metadata().map_err(|error| io_error(&path, error))?;
+        // A HEAD is one `stat`; a range read opens the file and reads from what it opened.
+        let file = if options.head {
+            None
+        } else {
+            Some(std::fs::File::open(&path).map_err(|error| io_error(&path, error))?)
+        };
+        let metadata = match &file {
+            Some(file) => file.metadata(),
+            None => std::fs::metadata(&path),
+        }
+        .map_err(|error| io_error(&path, error))?;
         if metadata.is_dir() {
             return Err(object_store::Error::NotFound {
                 path: path.display().to_string(),
@@ -141,10 +150,9 @@ impl ObjectStore for InlineLocal {
             }
             None => 0..meta.size,
         };
-        let body = if options.head {
-            Bytes::new()
-        } else {
-            read_at(&file, &path, range.clone())?
+        let body = match &file {
+            Some(file) => read_at(file, &path, range.clone())?,
+            None => Bytes::new(),
         };
         Ok(GetResult {
             payload: GetResultPayload::Stream(futures::stream::once(async { Ok(body) }).boxed()),
