@@ -56,6 +56,8 @@ enum Widening {
     Integer,
     /// A `Decimal128(p, s)`: summed as `Decimal256(76, s)`, then cast to this type.
     Decimal(DataType),
+    /// A `Decimal128(p, s)` summed by `exact_sum` in its own type: nothing to cast back.
+    Exact,
 }
 
 fn widening(argument: &DataType) -> Option<(DataType, Widening)> {
@@ -95,7 +97,7 @@ fn widen_sum(expr: &Expr, schema: &DFSchema) -> Result<Option<(Expr, Option<Data
                     func: crate::exact_sum::ExactSum::udaf(),
                     params: params.clone(),
                 });
-                (call, Widening::Integer)
+                (call, Widening::Exact)
             } else {
                 let Some((wide, widening)) = widening(&argument) else {
                     return Ok(None);
@@ -142,7 +144,7 @@ fn widen_sum(expr: &Expr, schema: &DFSchema) -> Result<Option<(Expr, Option<Data
     Ok(Some((
         named,
         match widening {
-            Widening::Integer => None,
+            Widening::Integer | Widening::Exact => None,
             Widening::Decimal(back) => Some(back),
         },
     )))

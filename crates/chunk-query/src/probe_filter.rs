@@ -102,6 +102,10 @@ fn wrap_scan_filters(
         return Ok(Transformed::no(node));
     };
     let predicate = predicate.transform_down(|expr| {
+        if expr.downcast_ref::<SelectiveFilter>().is_some() {
+            // Wrapped already (the rule ran on this plan before).
+            return Ok(Transformed::new(expr, false, TreeNodeRecursion::Jump));
+        }
         let from_a_join = expr.downcast_ref::<DynamicFilterPhysicalExpr>().is_some()
             && expr.expression_id().is_some_and(|id| joins.contains(&id));
         if from_a_join {
