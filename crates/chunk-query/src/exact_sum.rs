@@ -138,6 +138,22 @@ fn answer(sum: Option<i128>, data_type: &DataType) -> Result<Option<i128>> {
     }
 }
 
+/// The one argument of a call, a `Decimal128` array.
+fn decimals(values: &[ArrayRef]) -> Result<&Decimal128Array> {
+    let [values] = values else {
+        return Err(DataFusionError::Internal(format!(
+            "exact_sum takes one argument, not {}",
+            values.len()
+        )));
+    };
+    values.as_primitive_opt::<Decimal128Type>().ok_or_else(|| {
+        DataFusionError::Internal(format!(
+            "exact_sum got {}, not a Decimal128",
+            values.data_type()
+        ))
+    })
+}
+
 /// The sums of the groups of a `GROUP BY`.
 struct Sums {
     sums: Vec<i128>,
@@ -151,19 +167,13 @@ impl Sums {
     /// `filter` does not keep.
     fn add(
         &mut self,
-        values: &ArrayRef,
+        values: &Decimal128Array,
         group_indices: &[usize],
         filter: Option<&BooleanArray>,
         total_num_groups: usize,
     ) -> Result<()> {
         self.sums.resize(total_num_groups, 0);
         self.seen.resize(total_num_groups, false);
-        let values = values.as_primitive_opt::<Decimal128Type>().ok_or_else(|| {
-            DataFusionError::Internal(format!(
-                "exact_sum got {}, not a Decimal128",
-                values.data_type()
-            ))
-        })?;
         let (sums, seen, data_type) = (&mut self.sums, &mut self.seen, &self.data_type);
         if values.null_count() == 0 && filter.is_none() {
             for (&group, &value) in group_indices.iter().zip(values.values()) {
@@ -204,12 +214,12 @@ impl GroupsAccumulator for Sums {
         opt_filter: Option<&BooleanArray>,
         total_num_groups: usize,
     ) -> Result<()> {
-        let [values] = values else {
-            return Err(DataFusionError::Internal(
-                "exact_sum takes one argument".to_string(),
-            ));
-        };
-        self.add(values, group_indices, opt_filter, total_num_groups)
+        self.add(
+            decimals(values)?,
+            group_indices,
+            opt_filter,
+            total_num_groups,
+        )
     }
 
     fn evaluate(&mut self, emit_to: EmitTo) -> Result<ArrayRef> {
@@ -249,17 +259,7 @@ impl GroupsAccumulator for Sums {
         values: &[ArrayRef],
         opt_filter: Option<&BooleanArray>,
     ) -> Result<Vec<ArrayRef>> {
-        let [values] = values else {
-            return Err(DataFusionError::Internal(
-                "exact_sum takes one argument".to_string(),
-            ));
-        };
-        let values = values.as_primitive_opt::<Decimal128Type>().ok_or_else(|| {
-            DataFusionError::Internal(format!(
-                "exact_sum got {}, not a Decimal128",
-                values.data_type()
-            ))
-        })?;
+        let values = decimals(values)?;
         // Each row its own partial sum: its value, null where the filter drops it.
         let partial: Decimal128Array = (0..values.len())
             .map(|row| {
@@ -287,17 +287,7 @@ struct Sum {
 
 impl Accumulator for Sum {
     fn update_batch(&mut self, values: &[ArrayRef]) -> Result<()> {
-        let [values] = values else {
-            return Err(DataFusionError::Internal(
-                "exact_sum takes one argument".to_string(),
-            ));
-        };
-        let values = values.as_primitive_opt::<Decimal128Type>().ok_or_else(|| {
-            DataFusionError::Internal(format!(
-                "exact_sum got {}, not a Decimal128",
-                values.data_type()
-            ))
-        })?;
+        let values = decimals(values)?;
         if values.null_count() == values.len() {
             return Ok(());
         }
