@@ -8,11 +8,11 @@
 //!
 //! - [`WidenSums`] rewrites `sum(x)` of an integer `x` (any width, signed or not) to
 //!   `sum(CAST(x AS DECIMAL(38, 0)))`: the result is a `Decimal128(38, 0)` that holds the exact
-//!   sum (it could only wrap after 10^19 rows). `sum(x)` of a `Decimal128(p, s)` is DataFusion's
-//!   usual `Decimal128(min(38, p + 10), s)`, added in `i128` with checked additions by the
-//!   aggregate function `exact_sum` (`sum(DISTINCT x)` and window sums: as a `Decimal256(76, s)`, cast
-//!   back): a sum that does not fit is an error, not a wrapped value. Aggregates and window
-//!   aggregates are both rewritten; the output column keeps its name.
+//!   sum (it could only wrap after 10^19 rows). `sum(x)` of a `Decimal128(p, s)` is
+//!   DataFusion's usual `Decimal128(min(38, p + 10), s)`, added in `i128` with checked
+//!   additions by the aggregate function `exact_sum` (`sum(DISTINCT x)` and window sums: as a
+//!   `Decimal256(76, s)`, cast back): a sum that does not fit is an error, not a wrapped value.
+//!   Aggregates and window aggregates are both rewritten; the output column keeps its name.
 //! - [`CheckedArithmetic`] replaces integer `a + b`, `a - b` and `a * b` with functions that
 //!   use Arrow's checked kernels: an overflow is an error naming the expression, for example
 //!   `integer overflow in CAST(... AS UInt64) + CAST(... AS UInt64): Arithmetic overflow:

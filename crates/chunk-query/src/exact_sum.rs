@@ -119,15 +119,21 @@ fn overflow(data_type: &DataType) -> DataFusionError {
     ))
 }
 
+/// The precision and scale of the sum's type, a `Decimal128`.
+fn decimal_parts(data_type: &DataType) -> Result<(u8, i8)> {
+    match data_type {
+        DataType::Decimal128(precision, scale) => Ok((*precision, *scale)),
+        other => Err(DataFusionError::Internal(format!(
+            "exact_sum answers a Decimal128, not {other}"
+        ))),
+    }
+}
+
 /// `sum`, checked against `data_type`'s precision; `None` (no values) is null.
 fn answer(sum: Option<i128>, data_type: &DataType) -> Result<Option<i128>> {
-    let DataType::Decimal128(precision, scale) = data_type else {
-        return Err(DataFusionError::Internal(format!(
-            "exact_sum answers a Decimal128, not {data_type}"
-        )));
-    };
+    let (precision, scale) = decimal_parts(data_type)?;
     match sum {
-        Some(sum) => Decimal128Type::validate_decimal_precision(sum, *precision, *scale)
+        Some(sum) => Decimal128Type::validate_decimal_precision(sum, precision, scale)
             .map(|()| Some(sum))
             .map_err(|_| {
                 DataFusionError::Execution(format!(
@@ -152,6 +158,11 @@ fn decimals(values: &[ArrayRef]) -> Result<&Decimal128Array> {
             values.data_type()
         ))
     })
+}
+
+/// Whether a `FILTER` clause keeps `row` (a null is not kept).
+fn kept(filter: Option<&BooleanArray>, row: usize) -> bool {
+    filter.is_none_or(|filter| filter.is_valid(row) && filter.value(row))
 }
 
 /// The sums of the groups of a `GROUP BY`.
@@ -184,8 +195,7 @@ impl Sums {
             return Ok(());
         }
         for (row, &group) in group_indices.iter().enumerate() {
-            let kept = filter.is_none_or(|filter| filter.is_valid(row) && filter.value(row));
-            if kept && values.is_valid(row) {
+            if kept(filter, row) && values.is_valid(row) {
                 let sum = &mut sums[group];
                 *sum = sum
                     .checked_add(values.value(row))
@@ -262,11 +272,7 @@ impl GroupsAccumulator for Sums {
         let values = decimals(values)?;
         // Each row its own partial sum: its value, null where the filter drops it.
         let partial: Decimal128Array = (0..values.len())
-            .map(|row| {
-                let kept =
-                    opt_filter.is_none_or(|filter| filter.is_valid(row) && filter.value(row));
-                (kept && values.is_valid(row)).then(|| values.value(row))
-            })
+            .map(|row| (kept(opt_filter, row) && values.is_valid(row)).then(|| values.value(row)))
             .collect();
         Ok(vec![Arc::new(
             partial.with_data_type(state_type(&self.data_type)),
@@ -310,12 +316,7 @@ impl Accumulator for Sum {
     }
 
     fn evaluate(&mut self) -> Result<ScalarValue> {
-        let DataType::Decimal128(precision, scale) = self.data_type else {
-            return Err(DataFusionError::Internal(format!(
-                "exact_sum answers a Decimal128, not {}",
-                self.data_type
-            )));
-        };
+        let (precision, scale) = decimal_parts(&self.data_type)?;
         Ok(ScalarValue::Decimal128(
             answer(self.sum, &self.data_type)?,
             precision,
@@ -328,12 +329,7 @@ impl Accumulator for Sum {
     }
 
     fn state(&mut self) -> Result<Vec<ScalarValue>> {
-        let DataType::Decimal128(precision, scale) = state_type(&self.data_type) else {
-            return Err(DataFusionError::Internal(format!(
-                "exact_sum answers a Decimal128, not {}",
-                self.data_type
-            )));
-        };
+        let (precision, scale) = decimal_parts(&state_type(&self.data_type))?;
         Ok(vec![ScalarValue::Decimal128(self.sum, precision, scale)])
     }
 
