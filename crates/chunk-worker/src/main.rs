@@ -35,6 +35,7 @@ mod serve;
 mod settings;
 mod telemetry;
 
+use std::io::IsTerminal as _;
 use std::process::ExitCode;
 
 /// mimalloc instead of glibc's malloc. Queries allocate and free many short-lived buffers
@@ -101,6 +102,8 @@ fn main() -> ExitCode {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_log_filter(&cli))),
         )
         .with_writer(std::io::stderr)
+        // Colours for a person at a terminal; none in a log file or a pipe, nor with NO_COLOR.
+        .with_ansi(std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none())
         .init();
     let result = match cli
         .command

@@ -219,6 +219,23 @@ fn download_fetches_every_chunk_of_a_manifest() {
 }
 
 #[test]
+fn logs_to_a_file_or_pipe_carry_no_colour_codes() {
+    let mut fixture = Fixture::new();
+    let chunks = three_chunks(&mut fixture);
+    let manifest = fixture.manifest("manifest.json", &chunks);
+    let run = Run::from(
+        fixture
+            .command(&["download", manifest.to_str().unwrap()])
+            .env("RUST_LOG", "debug")
+            .output()
+            .unwrap(),
+    )
+    .expect_code(0);
+    assert!(run.stderr.contains("DEBUG"), "logs were written: {run:?}");
+    assert!(!run.stderr.contains('\x1b'), "no escape codes: {run:?}");
+}
+
+#[test]
 fn download_exits_non_zero_naming_a_chunk_whose_file_is_missing() {
     let mut fixture = Fixture::new();
     let good = fixture.chunk(1, 7, 0..100, &[("blocks", 10_000)]);
