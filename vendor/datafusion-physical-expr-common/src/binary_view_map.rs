@@ -349,6 +349,15 @@ where
                 value.hash_one(&self.random_state)
             };
 
+            // chunk-manager patch: an entry keeps a long value's bytes after the view's
+            // prefix (see `Entry`), so a lookup compares them on the entry's own cache
+            // line, not in the stored buffers.
+            let input_value: &[u8] = if len <= 12 {
+                &[]
+            } else {
+                values.value(i).as_ref()
+            };
+
             // Check if value already exists
             let maybe_payload = {
                 // Borrow completed and in_progress for comparison
@@ -357,36 +366,13 @@ where
 
                 self.map
                     .find(hash, |header| {
-                        if header.hash != hash {
-                            return false;
-                        }
-
-                        // Fast path: inline strings can be compared directly
-                        if len <= 12 {
-                            return header.view == view_u128;
-                        }
-
-                        // For larger strings: first compare the 4-byte prefix
-                        let stored_prefix = (header.view >> 32) as u32;
-                        let input_prefix = (view_u128 >> 32) as u32;
-                        if stored_prefix != input_prefix {
-                            return false;
-                        }
-
-                        // Prefix matched - compare full bytes
-                        let byte_view = ByteView::from(header.view);
-                        let stored_len = byte_view.length as usize;
-                        let buffer_index = byte_view.buffer_index as usize;
-                        let offset = byte_view.offset as usize;
-
-                        let stored_value = if buffer_index < completed.len() {
-                            &completed[buffer_index].as_slice()
-                                [offset..offset + stored_len]
-                        } else {
-                            &in_progress[offset..offset + stored_len]
-                        };
-                        let input_value: &[u8] = values.value(i).as_ref();
-                        stored_value == input_value
+                        header.hash == hash
+                            && header.matches(
+                                view_u128,
+                                input_value,
+                                completed,
+                                in_progress,
+                            )
                     })
                     .map(|entry| entry.payload)
             };
@@ -411,17 +397,13 @@ where
                     let new_view = unsafe { self.append_inline_view(view_u128) };
                     (new_view, payload)
                 } else {
-                    let value: &[u8] = values.value(i).as_ref();
+                    let value = input_value;
                     let payload = make_payload_fn(Some(value));
                     let new_view = self.append_value(value);
                     (new_view, payload)
                 };
 
-                let new_header = Entry {
-                    view: new_view,
-                    hash,
-                    payload,
-                };
+                let new_header = Entry::new(new_view, hash, payload, input_value);
 
                 self.map
                     .insert_accounted(new_header, |h| h.hash, &mut self.map_size);
@@ -566,20 +548,112 @@ where
 /// for a separate builder index. For inline strings (<=12 bytes), the view
 /// contains the entire value. For out-of-line strings, the view contains
 /// buffer_index and offset pointing directly to our storage.
+/// (chunk-manager patch: the view is split between `head` and `tail`, beside the bytes a
+/// lookup compares.)
 #[derive(Debug, PartialEq, Eq, Hash, Clone, Copy)]
 struct Entry<V>
 where
     V: Debug + PartialEq + Eq + Clone + Copy + Default,
 {
-    /// The u128 view pointing to our internal buffers. For inline strings,
-    /// this contains the complete value. For larger strings, this contains
-    /// the buffer_index/offset into our completed/in_progress buffers.
-    view: u128,
+    /// chunk-manager patch: the low 64 bits of the stored view (length and 4-byte prefix).
+    /// Upstream keeps the whole view (16 bytes), whose buffer index and offset a lookup of
+    /// a long value follows to compare its bytes: a second cache miss per row.
+    head: u64,
 
     hash: u64,
 
     /// value stored by the entry
     payload: V,
+
+    /// chunk-manager patch: the rest of the value, compared on the entry's cache line:
+    /// - an inline value (up to 12 bytes): the view's high 64 bits (bytes 4..12);
+    /// - a value of up to `4 + ENTRY_TAIL` bytes: its bytes after the prefix;
+    /// - a longer one: its bytes `4..4 + LONG_KEPT`, then the view's high 64 bits (buffer
+    ///   index and offset) for the bytes past them.
+    tail: [u8; ENTRY_TAIL],
+}
+
+/// chunk-manager patch: the bytes an [`Entry`] keeps after the view's prefix: with the
+/// head, the hash and an 8-byte payload, an entry fills one 64-byte cache line, and values
+/// of up to 44 bytes (such as `0x`-prefixed hex addresses, 42) are compared there.
+const ENTRY_TAIL: usize = 40;
+
+/// chunk-manager patch: the bytes after the prefix an [`Entry`] keeps of a value longer
+/// than `4 + ENTRY_TAIL`; the view's location takes the last 8 bytes of the tail.
+const LONG_KEPT: usize = ENTRY_TAIL - 8;
+
+impl<V> Entry<V>
+where
+    V: Debug + PartialEq + Eq + Clone + Copy + Default,
+{
+    /// chunk-manager patch: the entry of the stored `view` of `value` (empty for an inline
+    /// value).
+    fn new(view: u128, hash: u64, payload: V, value: &[u8]) -> Self {
+        let len = view as u32 as usize;
+        let high = ((view >> 64) as u64).to_le_bytes();
+        let mut tail = [0u8; ENTRY_TAIL];
+        if len <= 12 {
+            tail[..8].copy_from_slice(&high);
+        } else if len <= 4 + ENTRY_TAIL {
+            tail[..len - 4].copy_from_slice(&value[4..len]);
+        } else {
+            tail[..LONG_KEPT].copy_from_slice(&value[4..4 + LONG_KEPT]);
+            tail[LONG_KEPT..].copy_from_slice(&high);
+        }
+        Self {
+            head: view as u64,
+            hash,
+            payload,
+            tail,
+        }
+    }
+
+    /// chunk-manager patch: whether this entry holds the value of the input `view`, whose
+    /// bytes are `value` (empty for an inline value); only the bytes of a value longer than
+    /// `4 + ENTRY_TAIL` past those the entry keeps are read from the stored buffers.
+    fn matches(
+        &self,
+        view: u128,
+        value: &[u8],
+        completed: &[Buffer],
+        in_progress: &[u8],
+    ) -> bool {
+        if self.head != view as u64 {
+            return false;
+        }
+        let len = view as u32 as usize;
+        if len <= 12 {
+            return self.tail[..8] == ((view >> 64) as u64).to_le_bytes();
+        }
+        if len <= 4 + ENTRY_TAIL {
+            return self.tail[..len - 4] == value[4..len];
+        }
+        if self.tail[..LONG_KEPT] != value[4..4 + LONG_KEPT] {
+            return false;
+        }
+        let mut high = [0u8; 8];
+        high.copy_from_slice(&self.tail[LONG_KEPT..]);
+        let stored = u128::from(self.head) | (u128::from(u64::from_le_bytes(high)) << 64);
+        stored_bytes(stored, completed, in_progress)[4 + LONG_KEPT..]
+            == value[4 + LONG_KEPT..]
+    }
+}
+
+/// chunk-manager patch: the stored bytes of an out-of-line `view`.
+fn stored_bytes<'a>(
+    view: u128,
+    completed: &'a [Buffer],
+    in_progress: &'a [u8],
+) -> &'a [u8] {
+    let byte_view = ByteView::from(view);
+    let stored_len = byte_view.length as usize;
+    let buffer_index = byte_view.buffer_index as usize;
+    let offset = byte_view.offset as usize;
+    if buffer_index < completed.len() {
+        &completed[buffer_index].as_slice()[offset..offset + stored_len]
+    } else {
+        &in_progress[offset..offset + stored_len]
+    }
 }
 
 #[cfg(test)]
@@ -862,6 +936,86 @@ mod tests {
             assert_eq!(&arr, &expected);
             arr
         }
+    }
+
+    #[test]
+    fn entry_compares_every_byte() {
+        // chunk-manager patch: an entry matches exactly its own value, whatever byte of a
+        // value of the same length and prefix differs: inline values, values kept whole in
+        // the entry, and longer ones whose last bytes are read from the stored buffers (a
+        // lookup compares them only on equal hashes, so a map test cannot reach this).
+        let values: Vec<Vec<u8>> = [3usize, 12, 13, 42, 44, 45, 50, 100]
+            .iter()
+            .map(|&len| (0..len).map(|i| b'a' + (i * 7 % 26) as u8).collect())
+            .collect();
+        let mut stored = Vec::new();
+        let mut views = Vec::new();
+        for value in &values {
+            views.push(make_view(value, 0, stored.len() as u32));
+            stored.extend_from_slice(value);
+        }
+        let completed = vec![Buffer::from_vec(stored)];
+        for (value, &view) in values.iter().zip(&views) {
+            let kept: &[u8] = if value.len() <= 12 { &[] } else { value };
+            let entry = Entry::new(view, 0, (), kept);
+            // The input's view is at another place, as a query's array is.
+            let input = |bytes: &[u8]| make_view(bytes, 3, 1000);
+            let input_bytes = |bytes: &[u8]| -> Vec<u8> {
+                if bytes.len() <= 12 {
+                    vec![]
+                } else {
+                    bytes.to_vec()
+                }
+            };
+            assert!(entry.matches(input(value), &input_bytes(value), &completed, &[]));
+            for position in 0..value.len() {
+                let mut other = value.clone();
+                other[position] ^= 1;
+                assert!(
+                    !entry.matches(input(&other), &input_bytes(&other), &completed, &[]),
+                    "{} bytes, byte {position} differs",
+                    value.len()
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn test_map_values_compared_past_the_entry() {
+        // chunk-manager patch: values that agree on their length and prefix and differ
+        // only inside the bytes an entry keeps, only past them (a value of more than 44
+        // bytes), or only in their last byte at exactly 44 bytes; 5,000 of them, so the
+        // table grows (and hashes its entries again) many times. Each batch repeats the
+        // values already inserted: every one maps back to its first group.
+        let mut values: Vec<String> = Vec::new();
+        for i in 0..1250 {
+            values.push(format!("0x{i:040x}")); // 42 bytes, differing in the tail
+            values.push(format!("0x{:040x}{i:08x}", 0)); // 50 bytes, differing past it
+            values.push(
+                format!("0x{:041x}{}", 0, (b'a' + (i % 26) as u8) as char)
+                    + &"z".repeat(i / 26),
+            ); // 44 bytes and longer, differing at 44 and past
+            values.push(format!("v{i}")); // inline
+        }
+        values.sort();
+        values.dedup();
+        let mut test_map = TestMap::new();
+        for batch in values.chunks(700) {
+            let batch: Vec<Option<&str>> =
+                batch.iter().map(|s| Some(s.as_str())).collect();
+            test_map.insert(&batch);
+        }
+        let all: Vec<Option<&str>> = values.iter().map(|s| Some(s.as_str())).collect();
+        test_map.insert(&all);
+        assert_eq!(test_map.strings.len(), values.len());
+        let expected: ArrayRef = Arc::new(StringViewArray::from(
+            test_map
+                .strings
+                .iter()
+                .map(|s| s.as_deref())
+                .collect::<Vec<_>>(),
+        ));
+        assert_eq!(&test_map.into_array(), &expected);
     }
 
     /// chunk-manager patch: values repeated by view, as a dictionary-encoded Parquet
