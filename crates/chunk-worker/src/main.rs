@@ -102,8 +102,12 @@ fn main() -> ExitCode {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_log_filter(&cli))),
         )
         .with_writer(std::io::stderr)
-        // Colours for a person at a terminal; none in a log file or a pipe, nor with NO_COLOR.
-        .with_ansi(std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none())
+        // Colours for a person at a terminal; none in a log file or a pipe, nor with a
+        // NO_COLOR that is set and not empty (no-color.org).
+        .with_ansi(
+            std::io::stderr().is_terminal()
+                && std::env::var_os("NO_COLOR").is_none_or(|value| value.is_empty()),
+        )
         .init();
     let result = match cli
         .command
