@@ -863,7 +863,11 @@ impl QueryEngine {
                     continue;
                 }
                 let location = match source {
-                    ChunkSource::Local(pinned) => Location::Local(pinned.path().join(name)),
+                    ChunkSource::Local(pinned) => {
+                        let path = pinned.path().join(name);
+                        let url = file_url(&path)?;
+                        Location::Local { path, url }
+                    }
                     ChunkSource::Remote => match remote_origin(url) {
                         Some(origin) => Location::Remote {
                             origin,
@@ -933,7 +937,7 @@ impl QueryEngine {
         // Only local files are checked (a remote footer would cost a request).
         if files
             .iter()
-            .any(|file| !matches!(file.location, Location::Local(_)))
+            .any(|file| !matches!(file.location, Location::Local { .. }))
         {
             return self.restrict(frame, blocks);
         }
@@ -942,7 +946,7 @@ impl QueryEngine {
         let mut inside = Vec::new();
         let mut edge = Vec::new();
         for file in files {
-            let Location::Local(path) = &file.location else {
+            let Location::Local { path, url } = &file.location else {
                 continue;
             };
             // A chunk that declares blocks outside the range has rows outside it.
@@ -957,7 +961,7 @@ impl QueryEngine {
                 )
                 .await;
             let paths = if proven { &mut inside } else { &mut edge };
-            paths.push(file_url(path)?);
+            paths.push(url.clone());
         }
         if inside.is_empty() {
             return self.restrict(frame, blocks);
@@ -997,7 +1001,12 @@ struct TableFile {
 /// Where a query reads a chunk's file.
 enum Location {
     /// In a chunk directory this worker holds.
-    Local(PathBuf),
+    Local {
+        /// The file.
+        path: PathBuf,
+        /// The file as a `file://` URL, as DataFusion reads it ([`file_url`]).
+        url: String,
+    },
     /// At its origin, with range requests.
     Remote {
         /// The object store (scheme and authority) it is read through.
@@ -1011,7 +1020,7 @@ impl Location {
     /// The object store it is read through: `None` for the local file system.
     fn store(&self) -> Option<&ObjectStoreUrl> {
         match self {
-            Location::Local(_) => None,
+            Location::Local { .. } => None,
             Location::Remote { origin, .. } => Some(origin),
         }
     }
@@ -1094,7 +1103,7 @@ async fn read_files(
     let mut origin = None;
     for file in files {
         match &file.location {
-            Location::Local(path) => paths.push(file_url(path)?),
+            Location::Local { url, .. } => paths.push(url.clone()),
             Location::Remote { origin: store, url } => {
                 origin = Some(store);
                 paths.push(url.clone());

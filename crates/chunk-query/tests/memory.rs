@@ -352,8 +352,8 @@ async fn issue11_joins_build_one_table_on_small_workers() {
 
 /// Issue 11 item 8: the filter a hash join pushes into its probe side's scan is skipped while
 /// it lets nearly every row through (every log has its transaction), and kept while it
-/// filters (only a quarter of the logs have their transaction in the join's table); answers are those without any pushed
-/// filter. EXPLAIN ANALYZE tells how many rows skipped it.
+/// filters (only a quarter of the logs have their transaction in the join's table); answers
+/// are those without any pushed filter. EXPLAIN ANALYZE tells how many rows skipped it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn issue11_a_join_filter_that_filters_nothing_is_skipped() {
     let data = data_with(200);
