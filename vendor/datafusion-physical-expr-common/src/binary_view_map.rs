@@ -20,11 +20,13 @@
 use crate::binary_map::OutputType;
 use arrow::array::NullBufferBuilder;
 use arrow::array::cast::AsArray;
-use arrow::array::{Array, ArrayRef, BinaryViewArray, ByteView, make_view};
+use arrow::array::{
+    Array, ArrayRef, BinaryViewArray, ByteView, GenericByteViewArray, make_view,
+};
 use arrow::buffer::{Buffer, ScalarBuffer};
 use arrow::datatypes::{BinaryViewType, ByteViewType, DataType, StringViewType};
 use datafusion_common::hash_utils::{HashValue, RandomState, create_hashes};
-use datafusion_common::utils::proxy::{HashTableAllocExt, VecAllocExt};
+use datafusion_common::utils::proxy::VecAllocExt;
 use std::fmt::Debug;
 use std::mem::size_of;
 use std::sync::Arc;
@@ -122,10 +124,9 @@ where
 {
     /// Should the output be StringView or BinaryView?
     output_type: OutputType,
-    /// Underlying hash set for each distinct value
-    map: hashbrown::hash_table::HashTable<Entry<V>>,
-    /// Total size of the map in bytes
-    map_size: usize,
+    /// Underlying hash set for each distinct value (chunk-manager patch: an open-addressing
+    /// table whose slots a lookup can prefetch, instead of hashbrown's `HashTable`)
+    map: Slots<V>,
 
     /// Views for all stored values (in insertion order)
     views: Vec<u128>,
@@ -146,8 +147,9 @@ where
     null: Option<(V, usize)>,
 }
 
-/// The size, in number of entries, of the initial hash table
-const INITIAL_MAP_CAPACITY: usize = 512;
+/// chunk-manager patch: how many rows ahead of the one it looks up
+/// [`ArrowBytesViewMap::insert_if_new`] prefetches a row's slot.
+const PREFETCH_DISTANCE: usize = 16;
 
 /// chunk-manager patch: out-of-line views of an input array whose payloads
 /// [`ArrowBytesViewMap::insert_if_new`] remembers (a power of two).
@@ -190,8 +192,7 @@ where
     pub fn new(output_type: OutputType) -> Self {
         Self {
             output_type,
-            map: hashbrown::hash_table::HashTable::with_capacity(INITIAL_MAP_CAPACITY),
-            map_size: 0,
+            map: Slots::new(),
             views: Vec::new(),
             in_progress: Vec::new(),
             completed: Vec::new(),
@@ -313,8 +314,45 @@ where
         }
 
         // step 2: insert each value into the set, if not already present
+        // (chunk-manager patch: a loop compiled for each path)
+        if use_memo {
+            self.insert_rows::<MP, OP, B, true>(
+                values,
+                &mut make_payload_fn,
+                &mut observe_payload_fn,
+            )
+        } else {
+            self.insert_rows::<MP, OP, B, false>(
+                values,
+                &mut make_payload_fn,
+                &mut observe_payload_fn,
+            )
+        }
+    }
+
+    /// chunk-manager patch: step 2 of [`Self::insert_if_new_inner`], compiled apart for
+    /// arrays whose views repeat (`MEMO`: hashes computed as needed, payloads remembered by
+    /// view) and the others (hashes computed first, slots prefetched), so that neither
+    /// path's loop carries the other's code.
+    fn insert_rows<MP, OP, B, const MEMO: bool>(
+        &mut self,
+        values: &GenericByteViewArray<B>,
+        make_payload_fn: &mut MP,
+        observe_payload_fn: &mut OP,
+    ) where
+        MP: FnMut(Option<&[u8]>) -> V,
+        OP: FnMut(V),
+        B: ByteViewType,
+    {
+        let input_views = values.views();
         let mut memo = [(0u128, V::default()); MEMO_SLOTS];
         for i in 0..values.len() {
+            // chunk-manager patch: with the hashes known, the slot of a row a few rows ahead
+            // is fetched into the cache while this one is looked up (a large table's slots
+            // are cache misses).
+            if !MEMO && let Some(&ahead) = self.hashes_buffer.get(i + PREFETCH_DISTANCE) {
+                self.map.prefetch(ahead);
+            }
             let view_u128 = input_views[i];
 
             // handle null value via validity bitmap check
@@ -337,7 +375,7 @@ where
             let len = view_u128 as u32;
 
             let slot = memo_slot(view_u128);
-            let hash = if !use_memo {
+            let hash = if !MEMO {
                 self.hashes_buffer[i]
             } else if len <= 12 {
                 view_u128.hash_one(&self.random_state)
@@ -366,13 +404,7 @@ where
 
                 self.map
                     .find(hash, |header| {
-                        header.hash == hash
-                            && header.matches(
-                                view_u128,
-                                input_value,
-                                completed,
-                                in_progress,
-                            )
+                        header.matches(view_u128, input_value, completed, in_progress)
                     })
                     .map(|entry| entry.payload)
             };
@@ -403,13 +435,11 @@ where
                     (new_view, payload)
                 };
 
-                let new_header = Entry::new(new_view, hash, payload, input_value);
-
                 self.map
-                    .insert_accounted(new_header, |h| h.hash, &mut self.map_size);
+                    .insert_new(Entry::new(new_view, hash, payload, input_value));
                 payload
             };
-            if use_memo && len > 12 {
+            if MEMO && len > 12 {
                 memo[slot] = (view_u128, payload);
             }
             observe_payload_fn(payload);
@@ -517,7 +547,7 @@ where
         let completed_size: usize = self.completed.iter().map(|b| b.len()).sum();
         let nulls_size = self.nulls.allocated_size();
 
-        self.map_size
+        self.map.size()
             + views_size
             + in_progress_size
             + completed_size
@@ -533,7 +563,7 @@ where
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ArrowBytesMap")
             .field("map", &"<map>")
-            .field("map_size", &self.map_size)
+            .field("map_size", &self.map.size())
             .field("views_len", &self.views.len())
             .field("completed_buffers", &self.completed.len())
             .field("random_state", &self.random_state)
@@ -586,8 +616,18 @@ impl<V> Entry<V>
 where
     V: Debug + PartialEq + Eq + Clone + Copy + Default,
 {
+    /// chunk-manager patch: an empty slot of [`Slots`].
+    fn empty() -> Self {
+        Self {
+            head: 0,
+            hash: 0,
+            payload: V::default(),
+            tail: [0; ENTRY_TAIL],
+        }
+    }
+
     /// chunk-manager patch: the entry of the stored `view` of `value` (empty for an inline
-    /// value).
+    /// value), whose hash is `hash`.
     fn new(view: u128, hash: u64, payload: V, value: &[u8]) -> Self {
         let len = view as u32 as usize;
         let high = ((view >> 64) as u64).to_le_bytes();
@@ -602,7 +642,7 @@ where
         }
         Self {
             head: view as u64,
-            hash,
+            hash: Slots::<V>::tag(hash),
             payload,
             tail,
         }
@@ -636,6 +676,129 @@ where
         let stored = u128::from(self.head) | (u128::from(u64::from_le_bytes(high)) << 64);
         stored_bytes(stored, completed, in_progress)[4 + LONG_KEPT..]
             == value[4 + LONG_KEPT..]
+    }
+}
+
+/// chunk-manager patch: the map's hash table: open addressing with linear probing over a
+/// power-of-two array of [`Entry`]s, at most half full. An entry keeps its hash with the
+/// lowest bit set (its tag), so a slot whose hash is 0 is empty; a value's first slot is given
+/// by the hash's high bits. A lookup that finds the value in its first slot reads one cache
+/// line (hashbrown's table reads its control bytes, then the entry: two), and that line can
+/// be prefetched ([`Slots::prefetch`]) while earlier rows are looked up.
+struct Slots<V>
+where
+    V: Debug + PartialEq + Eq + Clone + Copy + Default,
+{
+    /// The slots; their number is a power of two.
+    entries: Vec<Entry<V>>,
+    /// Occupied slots.
+    len: usize,
+    /// `64 - log2(entries.len())`: a hash shifted right by this many bits is a slot.
+    shift: u32,
+}
+
+/// chunk-manager patch: the slots of a new [`Slots`] (4 KiB of 64-byte entries; upstream's
+/// `HashTable` starts with room for 512 entries).
+const INITIAL_SLOTS: usize = 64;
+
+impl<V> Slots<V>
+where
+    V: Debug + PartialEq + Eq + Clone + Copy + Default,
+{
+    fn new() -> Self {
+        Self::with_slots(INITIAL_SLOTS)
+    }
+
+    fn with_slots(slots: usize) -> Self {
+        debug_assert!(slots.is_power_of_two() && slots >= 2);
+        Self {
+            entries: vec![Entry::empty(); slots],
+            len: 0,
+            shift: 64 - slots.trailing_zeros(),
+        }
+    }
+
+    /// The hash an entry of `hash` keeps: never 0.
+    fn tag(hash: u64) -> u64 {
+        hash | 1
+    }
+
+    /// The first slot of a value whose entry's hash is `tag`.
+    fn home(&self, tag: u64) -> usize {
+        (tag >> self.shift) as usize
+    }
+
+    fn len(&self) -> usize {
+        self.len
+    }
+
+    fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The bytes allocated.
+    fn size(&self) -> usize {
+        self.entries.capacity() * size_of::<Entry<V>>()
+    }
+
+    /// Asks the CPU to bring the first slot of a value of `hash` into the cache.
+    #[inline]
+    fn prefetch(&self, hash: u64) {
+        #[cfg(target_arch = "x86_64")]
+        {
+            let slot: *const Entry<V> = &self.entries[self.home(Self::tag(hash))];
+            // SAFETY: SSE is part of x86_64's baseline; a prefetch only hints the cache, reads
+            // nothing and cannot fault, and `slot` points into `entries` anyway.
+            unsafe {
+                std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(
+                    slot.cast(),
+                )
+            };
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        let _ = hash;
+    }
+
+    /// The entry of hash `hash` for which `eq` holds, if any.
+    #[inline]
+    fn find(&self, hash: u64, eq: impl Fn(&Entry<V>) -> bool) -> Option<&Entry<V>> {
+        let tag = Self::tag(hash);
+        let mask = self.entries.len() - 1;
+        let mut slot = self.home(tag);
+        loop {
+            let entry = &self.entries[slot];
+            if entry.hash == tag && eq(entry) {
+                return Some(entry);
+            }
+            if entry.hash == 0 {
+                return None;
+            }
+            slot = (slot + 1) & mask;
+        }
+    }
+
+    /// Adds `entry`, whose value is not in the table, growing it first if it would be more
+    /// than half full.
+    fn insert_new(&mut self, entry: Entry<V>) {
+        if (self.len + 1) * 2 > self.entries.len() {
+            let mut grown = Self::with_slots(self.entries.len() * 2);
+            for old in self.entries.iter().filter(|old| old.hash != 0) {
+                grown.place(*old);
+            }
+            *self = grown;
+        }
+        self.place(entry);
+    }
+
+    /// Puts `entry` in the first free slot of its probe sequence.
+    fn place(&mut self, entry: Entry<V>) {
+        let mask = self.entries.len() - 1;
+        let mut slot = self.home(entry.hash);
+        while self.entries[slot].hash != 0 {
+            slot = (slot + 1) & mask;
+        }
+        self.entries[slot] = entry;
+        self.len += 1;
     }
 }
 
@@ -1085,6 +1248,46 @@ mod tests {
                 .collect::<Vec<_>>(),
         ));
         assert_eq!(&test_map.into_array(), &expected);
+    }
+
+    #[test]
+    fn slots_probe_past_the_end_and_keep_every_entry_as_they_grow() {
+        // chunk-manager patch: entries whose hashes share their high bits (so their first
+        // slot) form one probe sequence; with the last slot first, it wraps to slot 0. Each
+        // is found by its value, a value not inserted is not, and every entry is found again
+        // after the table has grown from 64 slots to 4,096.
+        let mut slots: Slots<usize> = Slots::new();
+        let view = |i: usize| make_view(format!("v{i}").as_bytes(), 0, 0);
+        let find = |slots: &Slots<usize>, hash: u64, i: usize| {
+            slots
+                .find(hash, |entry| entry.matches(view(i), &[], &[], &[]))
+                .map(|entry| entry.payload)
+        };
+        let last = u64::MAX; // the last slot, at any size
+        let first = 0; // slot 0, where the wrapped sequence goes on
+        for i in 0..20 {
+            slots.insert_new(Entry::new(view(i), last, i, &[]));
+            slots.insert_new(Entry::new(view(100 + i), first, 100 + i, &[]));
+        }
+        for i in 0..20 {
+            assert_eq!(find(&slots, last, i), Some(i));
+            assert_eq!(find(&slots, first, 100 + i), Some(100 + i));
+            assert_eq!(find(&slots, first, i), None, "same value, another hash");
+        }
+        assert_eq!(find(&slots, last, 20), None);
+        for i in 1000..3000 {
+            slots.insert_new(Entry::new(view(i), (i as u64) << 50, i, &[]));
+        }
+        assert_eq!(slots.len(), 2040);
+        assert_eq!(slots.entries.len(), 4096, "grown to stay at most half full");
+        for i in 0..20 {
+            assert_eq!(find(&slots, last, i), Some(i));
+            assert_eq!(find(&slots, first, 100 + i), Some(100 + i));
+        }
+        for i in 1000..3000 {
+            assert_eq!(find(&slots, (i as u64) << 50, i), Some(i));
+        }
+        assert_eq!(slots.size(), 4096 * size_of::<Entry<usize>>());
     }
 
     #[test]
