@@ -680,11 +680,11 @@ where
 }
 
 /// chunk-manager patch: the map's hash table: open addressing with linear probing over a
-/// power-of-two array of [`Entry`]s, at most three quarters full. An entry keeps its hash with the
-/// lowest bit set (its tag), so a slot whose hash is 0 is empty; a value's first slot is given
-/// by the hash's high bits. A lookup that finds the value in its first slot reads one cache
-/// line (hashbrown's table reads its control bytes, then the entry: two), and that line can
-/// be prefetched ([`Slots::prefetch`]) while earlier rows are looked up.
+/// power-of-two array of [`Entry`]s, at most three quarters full. An entry keeps its hash
+/// with the lowest bit set (its tag), so a slot whose hash is 0 is empty; a value's first
+/// slot is given by the hash's high bits. A lookup that finds the value in its first slot
+/// reads one cache line (hashbrown's table reads its control bytes, then the entry: two),
+/// and that line can be prefetched ([`Slots::prefetch`]) while earlier rows are looked up.
 struct Slots<V>
 where
     V: Debug + PartialEq + Eq + Clone + Copy + Default,
