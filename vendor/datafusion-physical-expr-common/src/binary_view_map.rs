@@ -590,6 +590,8 @@ where
     /// a long value follows to compare its bytes: a second cache miss per row.
     head: u64,
 
+    /// chunk-manager patch: the value's hash as [`Slots`] keeps it (its tag, never 0; 0 marks
+    /// an empty slot)
     hash: u64,
 
     /// value stored by the entry
@@ -1148,7 +1150,7 @@ mod tests {
         // chunk-manager patch: values that agree on their length and prefix and differ
         // only inside the bytes an entry keeps, only past them (a value of more than 44
         // bytes), or only in their last byte at exactly 44 bytes; 5,000 of them, so the
-        // table grows (and hashes its entries again) many times. Each batch repeats the
+        // table grows (and places its entries again by their kept hashes) many times. Each batch repeats the
         // values already inserted: every one maps back to its first group.
         let mut values: Vec<String> = Vec::new();
         for i in 0..1250 {
