@@ -90,6 +90,7 @@ use datafusion::execution::{SessionState, SessionStateBuilder};
 use datafusion::logical_expr::LogicalPlan;
 use datafusion::optimizer::analyzer::type_coercion::TypeCoercion;
 use datafusion::physical_optimizer::PhysicalOptimizerRule;
+use datafusion::physical_optimizer::optimizer::PhysicalOptimizer;
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_plan::coop::CooperativeExec;
 use datafusion::prelude::{
@@ -101,6 +102,7 @@ use futures::{Stream, StreamExt, TryStreamExt};
 
 use crate::catalog::{Catalog, Cover, CoverPart};
 use crate::checked::{CheckedArithmetic, WidenSums};
+use crate::chunkwise::{ChunkFiles, ChunkwiseJoins};
 use crate::error::QueryError;
 use crate::probe_filter::SkipIdleJoinFilters;
 
@@ -408,7 +410,8 @@ impl QueryEngine {
         } else {
             self.config.target_partitions
         };
-        let context = self.context_with(partitions);
+        let files = Arc::new(ChunkFiles::default());
+        let context = self.context_with(partitions, &files);
         // One copy of the session's state serves every step: the tables registered below
         // are in its catalog too, which the copies share.
         let state = context.state();
@@ -450,15 +453,23 @@ impl QueryEngine {
             (schemas, tables, sources)
         };
         let fetched = started.elapsed();
-        self.register_tables(
-            &context,
-            &cover,
-            &sources,
-            &blocks,
-            tables.as_ref(),
-            schemas.as_ref(),
-        )
-        .await?;
+        let registered_files = self
+            .register_tables(
+                &context,
+                &cover,
+                &sources,
+                &blocks,
+                tables.as_ref(),
+                schemas.as_ref(),
+            )
+            .await?;
+        files
+            .set(
+                registered_files
+                    .iter()
+                    .map(|(url, chunk)| (url.as_str(), *chunk)),
+            )
+            .map_err(QueryError::execution)?;
         let registered = started.elapsed();
         let pins: Vec<ChunkRef> = sources
             .into_iter()
@@ -791,11 +802,12 @@ impl QueryEngine {
     /// A session for one query: the engine's settings and memory pool, and the rules that make
     /// arithmetic exact ([`crate::checked`]).
     fn context(&self) -> SessionContext {
-        self.context_with(self.config.target_partitions)
+        self.context_with(self.config.target_partitions, &Arc::default())
     }
 
-    /// [`QueryEngine::context`] with this many partitions.
-    fn context_with(&self, partitions: usize) -> SessionContext {
+    /// [`QueryEngine::context`] with this many partitions, its joins on the block column
+    /// computed chunk by chunk once `files` knows the chunks ([`crate::chunkwise`]).
+    fn context_with(&self, partitions: usize, files: &Arc<ChunkFiles>) -> SessionContext {
         let mut config = SessionConfig::new()
             .with_batch_size(self.config.batch_size)
             .with_target_partitions(partitions)
@@ -805,17 +817,32 @@ impl QueryEngine {
         parquet.reorder_filters = self.config.pushdown_filters;
         crate::memory::configure_session(&mut config, &self.config);
         collect_join_build_sides(&mut config, &self.config);
+        // DataFusion's rules, with the chunkwise joins before its last filter pushdown (which
+        // would push the whole build side's filter into the probe side).
+        let mut rules = PhysicalOptimizer::new().rules;
+        let last_pushdown = rules
+            .iter()
+            .position(|rule| rule.name() == "FilterPushdown(Post)")
+            .unwrap_or(rules.len());
+        rules.insert(
+            last_pushdown,
+            Arc::new(ChunkwiseJoins::new(
+                Arc::clone(files),
+                &self.config.block_column,
+            )),
+        );
         let mut builder = SessionStateBuilder::new()
             .with_config(config)
             .with_runtime_env(self.runtime.clone())
             .with_default_features()
+            .with_physical_optimizer_rules(rules)
             // After DataFusion's own rules: sums widened, then types coerced again above
             // them, then integer arithmetic checked.
             .with_analyzer_rule(Arc::new(WidenSums))
             .with_analyzer_rule(Arc::new(TypeCoercion::new()))
             .with_analyzer_rule(Arc::new(CheckedArithmetic))
             .with_physical_optimizer_rule(Arc::new(YieldInJoins))
-            .with_physical_optimizer_rule(Arc::new(SkipIdleJoinFilters));
+            .with_physical_optimizer_rule(Arc::new(SkipIdleJoinFilters::default()));
         builder = crate::memory::bound_expressions(builder, &self.config);
         SessionContext::new_with_state(builder.build())
     }
@@ -842,7 +869,8 @@ impl QueryEngine {
 
     /// Registers one table per Parquet file name the query reads (every one if `tables` is
     /// `None`): the union of that file over the chunks, local or remote, restricted to the
-    /// query's blocks.
+    /// query's blocks. Returns the URL of every file the tables read, with its chunk (its
+    /// part's index in `cover`).
     async fn register_tables(
         &self,
         context: &SessionContext,
@@ -851,10 +879,10 @@ impl QueryEngine {
         blocks: &Range<u64>,
         tables: Option<&BTreeSet<String>>,
         schemas: Option<&BTreeMap<String, SchemaRef>>,
-    ) -> Result<(), QueryError> {
+    ) -> Result<Vec<(String, usize)>, QueryError> {
         // table name -> its file in each chunk, with the blocks the chunk answers for
         let mut files: BTreeMap<String, Vec<TableFile>> = BTreeMap::new();
-        for (part, source) in cover.parts.iter().zip(sources) {
+        for (chunk, (part, source)) in cover.parts.iter().zip(sources).enumerate() {
             for (name, url) in part.chunk.files() {
                 let Some(table) = table_name(name) else {
                     continue;
@@ -880,9 +908,15 @@ impl QueryEngine {
                 files.entry(table.to_string()).or_default().push(TableFile {
                     location,
                     blocks: part.blocks.clone(),
+                    chunk,
                 });
             }
         }
+        let registered = files
+            .values()
+            .flatten()
+            .map(|file| (file.location.url().to_string(), file.chunk))
+            .collect();
         let disjoint = cover.is_disjoint(blocks);
         for (table, files) in files {
             // Read together: the local files, and the remote ones of each origin (one object
@@ -921,7 +955,7 @@ impl QueryEngine {
                 .register_table(TableReference::bare(table), frame.into_view())
                 .map_err(QueryError::execution)?;
         }
-        Ok(())
+        Ok(registered)
     }
 
     /// `frame`, the table of `files`, restricted to `blocks`: the local files whose every row
@@ -996,6 +1030,8 @@ struct TableFile {
     location: Location,
     /// The blocks the chunk answers for.
     blocks: Range<u64>,
+    /// The chunk's part in the query's cover.
+    chunk: usize,
 }
 
 /// Where a query reads a chunk's file.
@@ -1017,6 +1053,13 @@ enum Location {
 }
 
 impl Location {
+    /// Its URL.
+    fn url(&self) -> &str {
+        match self {
+            Location::Local { url, .. } | Location::Remote { url, .. } => url,
+        }
+    }
+
     /// The object store it is read through: `None` for the local file system.
     fn store(&self) -> Option<&ObjectStoreUrl> {
         match self {

@@ -55,6 +55,7 @@
 pub mod bounded;
 pub mod catalog;
 pub mod checked;
+mod chunkwise;
 pub mod engine;
 mod error;
 mod exact_sum;

@@ -48,7 +48,20 @@ const IDLE_TENTHS: u64 = 9;
 /// scans in [`SelectiveFilter`]s. It runs after DataFusion's rules (the filters are pushed
 /// by the last of them).
 #[derive(Debug, Default)]
-pub(crate) struct SkipIdleJoinFilters;
+pub(crate) struct SkipIdleJoinFilters {
+    /// The sampler every filter it wraps shares, if one: otherwise each filter has its own.
+    sampler: Option<Arc<Mutex<Sampler>>>,
+}
+
+impl SkipIdleJoinFilters {
+    /// The rule whose filters all share `sampler`: the filters of the joins of one join's
+    /// chunks ([`crate::chunkwise`]), which filter alike, skip and sample as one.
+    pub(crate) fn sharing(sampler: Arc<Mutex<Sampler>>) -> Self {
+        Self {
+            sampler: Some(sampler),
+        }
+    }
+}
 
 impl PhysicalOptimizerRule for SkipIdleJoinFilters {
     fn optimize(
@@ -70,7 +83,7 @@ impl PhysicalOptimizerRule for SkipIdleJoinFilters {
         if joins.is_empty() {
             return Ok(plan);
         }
-        plan.transform_up(|node| wrap_scan_filters(node, &joins))
+        plan.transform_up(|node| wrap_scan_filters(node, &joins, self.sampler.as_ref()))
             .map(|rewritten| rewritten.data)
     }
 
@@ -88,6 +101,7 @@ impl PhysicalOptimizerRule for SkipIdleJoinFilters {
 fn wrap_scan_filters(
     node: Arc<dyn ExecutionPlan>,
     joins: &HashSet<u64>,
+    sampler: Option<&Arc<Mutex<Sampler>>>,
 ) -> Result<Transformed<Arc<dyn ExecutionPlan>>> {
     let Some(scan) = node.downcast_ref::<DataSourceExec>() else {
         return Ok(Transformed::no(node));
@@ -109,7 +123,11 @@ fn wrap_scan_filters(
         let from_a_join = expr.downcast_ref::<DynamicFilterPhysicalExpr>().is_some()
             && expr.expression_id().is_some_and(|id| joins.contains(&id));
         if from_a_join {
-            let wrapped: Arc<dyn PhysicalExpr> = Arc::new(SelectiveFilter::new(expr));
+            let sampler = sampler.map_or_else(Arc::default, Arc::clone);
+            let wrapped: Arc<dyn PhysicalExpr> = Arc::new(SelectiveFilter {
+                filter: expr,
+                sampler,
+            });
             // Not into the wrapper's child: it is the filter just wrapped.
             Ok(Transformed::new(wrapped, true, TreeNodeRecursion::Jump))
         } else {
@@ -134,14 +152,6 @@ pub(crate) struct SelectiveFilter {
 }
 
 impl SelectiveFilter {
-    /// Wraps `filter`, a boolean expression.
-    pub(crate) fn new(filter: Arc<dyn PhysicalExpr>) -> Self {
-        Self {
-            filter,
-            sampler: Arc::default(),
-        }
-    }
-
     fn sampler(&self) -> std::sync::MutexGuard<'_, Sampler> {
         // The sampler's counters are consistent after any panic (plain stores): keep going.
         self.sampler.lock().unwrap_or_else(PoisonError::into_inner)
@@ -163,6 +173,11 @@ pub(crate) struct Sampler {
 }
 
 impl Sampler {
+    /// The rows let through unevaluated so far, and the rows offered.
+    pub(crate) fn skipped_of(&self) -> (u64, u64) {
+        (self.skipped, self.rows)
+    }
+
     /// Whether the next batch of `rows` rows is to be evaluated; if not, it is counted as
     /// skipped.
     pub(crate) fn evaluate(&mut self, rows: u64) -> bool {
@@ -193,7 +208,7 @@ impl Sampler {
 impl fmt::Display for SelectiveFilter {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         // After a run (EXPLAIN ANALYZE), how much of the filter's work was skipped.
-        let Sampler { rows, skipped, .. } = *self.sampler();
+        let (skipped, rows) = self.sampler().skipped_of();
         write!(
             f,
             "selective({}, skipped {skipped} of {rows} rows)",

@@ -410,3 +410,33 @@ fn skipped_rows(plan: &str) -> Vec<(u64, u64)> {
         })
         .collect()
 }
+
+/// Issue 11 item 8: a join on the block column holds one chunk's table at a time per
+/// partition (a quarter of the build side here), so it runs under a memory limit that the
+/// table of the whole build side exceeds: the same join on keys that hide the block column
+/// builds that table, and fails.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn issue11_a_chunkwise_join_needs_one_chunks_table_of_memory() {
+    let data = data_with(200);
+    let worker = limited(&data, 6 << 20);
+    let chunkwise = "SELECT count(*) AS n, sum(t.gas) AS gas FROM transactions t JOIN logs l \
+                     ON t.block_number = l.block_number \
+                     AND t.transaction_index = l.transaction_index";
+    let whole = "SELECT count(*) AS n, sum(t.gas) AS gas FROM transactions t JOIN logs l \
+                 ON t.block_number + 1 = l.block_number + 1 \
+                 AND t.transaction_index = l.transaction_index";
+    let plan = worker.run(BLOCKS, &format!("EXPLAIN {chunkwise}")).await;
+    assert!(plan.contains("ChunkwiseJoinExec: chunks=4"), "{plan}");
+    let answer = worker.run(BLOCKS, chunkwise).await;
+    let error = match worker.engine.query(&DATASET, BLOCKS, whole).await {
+        Ok(stream) => stream.collect().await.err(),
+        Err(error) => Some(error),
+    };
+    assert!(
+        matches!(&error, Some(error @ QueryError::Execution { .. })
+            if error.to_string().contains("Resources exhausted")),
+        "{error:?}"
+    );
+    // The same answer where memory allows the whole table.
+    assert_eq!(unlimited(&data).run(BLOCKS, whole).await, answer);
+}

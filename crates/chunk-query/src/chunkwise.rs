@@ -1,0 +1,664 @@
+//! Joins on the block column, computed chunk by chunk.
+//!
+//! A chunk holds every row of its blocks, in every table. When a hash join's keys pair the
+//! block column of one side with the block column of the other, a row can only match rows of
+//! its own chunk: the join is the union of one join per chunk. DataFusion does not know
+//! that; it builds one hash table of the whole build side (or hashes and repartitions both
+//! inputs). The first is built by one thread while the others wait, and is too big for the
+//! CPU's caches, so every probe is a trip to memory: on two CPUs, the benchmark's join of
+//! transactions and logs (1.85 million build rows) spent a third of its wall time building
+//! on one core, and a quarter of its CPU in the probe's lookups.
+//!
+//! [`ChunkwiseJoins`] replaces such a join by a [`ChunkwiseJoinExec`], which joins the chunks
+//! of the query one after another in each of its partitions: the build side's rows of one
+//! chunk, then the probe side's rows of the same chunk against them. Each table is a chunk's
+//! worth (a few MB: it stays in the caches), the partitions build in parallel, and a join
+//! holds at most one chunk's table per partition in memory instead of the whole build side.
+//!
+//! Which chunk a file belongs to is told by the engine ([`ChunkFiles`]), not guessed from
+//! paths. The rule applies only where the answer is the same by construction: both inputs
+//! are scans of chunk files under operators that keep or drop rows one at a time
+//! (projections, filters, unions, exchanges), every file is known, one pair of keys is the
+//! block column on both sides, NULL keys never match, and the join has no limit and does not
+//! depend on the whole build side (a null-aware anti join does). Otherwise the plan is left
+//! as DataFusion made it.
+//!
+//! Each chunk's join is DataFusion's own `HashJoinExec` (one table, `CollectLeft`), with its
+//! dynamic filter pushed into that chunk's probe scan (the bounds and keys of that chunk's
+//! table: tighter than the whole table's) and sampled as [`crate::probe_filter`] does, over
+//! one shared sampler for all the chunks of a join.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+use std::sync::{Arc, Mutex, OnceLock};
+
+use datafusion::common::tree_node::TreeNodeRecursion;
+use datafusion::common::{JoinType, NullEquality, Result, internal_err};
+use datafusion::config::ConfigOptions;
+use datafusion::datasource::listing::{ListingTableUrl, PartitionedFile};
+use datafusion::datasource::physical_plan::{FileGroup, FileScanConfig};
+use datafusion::datasource::source::DataSourceExec;
+use datafusion::error::DataFusionError;
+use datafusion::execution::TaskContext;
+use datafusion::physical_expr::expressions::Column;
+use datafusion::physical_expr::{EquivalenceProperties, PhysicalExpr};
+use datafusion::physical_optimizer::PhysicalOptimizerRule;
+use datafusion::physical_optimizer::filter_pushdown::FilterPushdown;
+use datafusion::physical_plan::coalesce_partitions::CoalescePartitionsExec;
+use datafusion::physical_plan::coop::CooperativeExec;
+use datafusion::physical_plan::empty::EmptyExec;
+use datafusion::physical_plan::execution_plan::{
+    Boundedness, ChildrenPropertiesMode, EmissionType, ReplaceChildrenOptions,
+};
+use datafusion::physical_plan::filter::FilterExec;
+use datafusion::physical_plan::joins::{HashJoinExec, PartitionMode};
+use datafusion::physical_plan::metrics::{
+    Count, ExecutionPlanMetricsSet, MetricBuilder, MetricsSet,
+};
+use datafusion::physical_plan::projection::ProjectionExec;
+use datafusion::physical_plan::repartition::RepartitionExec;
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use datafusion::physical_plan::union::UnionExec;
+use datafusion::physical_plan::{
+    DisplayAs, DisplayFormatType, Distribution, ExecutionPlan, ExecutionPlanProperties,
+    Partitioning, PlanProperties, SendableRecordBatchStream,
+};
+use futures::{StreamExt, TryStreamExt};
+
+use crate::probe_filter::{Sampler, SkipIdleJoinFilters};
+
+/// A file as a scan names it: its object store's URL and its path in that store.
+type FileKey = (String, String);
+
+/// Which chunk of the query each of its files belongs to, told by the engine once the
+/// query's tables are registered (a chunk is the index of its part in the query's cover).
+#[derive(Debug, Default)]
+pub(crate) struct ChunkFiles {
+    files: OnceLock<HashMap<FileKey, usize>>,
+}
+
+impl ChunkFiles {
+    /// Records the files of the query, `(url, chunk)`; only the first call counts.
+    pub(crate) fn set<'a>(&self, files: impl IntoIterator<Item = (&'a str, usize)>) -> Result<()> {
+        let mut known = HashMap::new();
+        for (url, chunk) in files {
+            let url = ListingTableUrl::parse(url)?;
+            let key = (
+                url.object_store().as_str().to_string(),
+                url.prefix().as_ref().to_string(),
+            );
+            known.insert(key, chunk);
+        }
+        // A second call would describe the same tables: the first stands.
+        let _first_stands = self.files.set(known);
+        Ok(())
+    }
+
+    /// The chunk of `file`, read through the store `store`.
+    fn chunk(&self, store: &str, file: &PartitionedFile) -> Option<usize> {
+        let key = (
+            store.to_string(),
+            file.object_meta.location.as_ref().to_string(),
+        );
+        self.files.get()?.get(&key).copied()
+    }
+}
+
+/// The physical optimizer rule that turns hash joins on the block column into
+/// [`ChunkwiseJoinExec`]s (see the [module](self)). It runs before DataFusion's last filter
+/// pushdown, which would otherwise push a filter made from the whole build side's table into
+/// the probe side.
+#[derive(Debug)]
+pub(crate) struct ChunkwiseJoins {
+    files: Arc<ChunkFiles>,
+    block_column: String,
+}
+
+impl ChunkwiseJoins {
+    /// The rule for the files of one query, joining on `block_column`.
+    pub(crate) fn new(files: Arc<ChunkFiles>, block_column: &str) -> Self {
+        Self {
+            files,
+            block_column: block_column.to_string(),
+        }
+    }
+
+    /// `plan` with its eligible joins replaced; its parent needs `required` of it.
+    fn rewrite(
+        &self,
+        plan: Arc<dyn ExecutionPlan>,
+        required: Distribution,
+        config: &ConfigOptions,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        let children: Vec<Arc<dyn ExecutionPlan>> = plan.children().into_iter().cloned().collect();
+        let plan = if children.is_empty() {
+            plan
+        } else {
+            let requirements = plan.input_distribution_requirements();
+            let mut changed = false;
+            let mut rewritten = Vec::with_capacity(children.len());
+            for (index, child) in children.into_iter().enumerate() {
+                let required = requirements
+                    .child_distribution(index)
+                    .cloned()
+                    .unwrap_or(Distribution::UnspecifiedDistribution);
+                let new = self.rewrite(Arc::clone(&child), required, config)?;
+                changed |= !Arc::ptr_eq(&new, &child);
+                rewritten.push(new);
+            }
+            if changed {
+                plan.replace_children(rewritten, RECOMPUTE)?
+            } else {
+                plan
+            }
+        };
+        let Some(join) = plan.downcast_ref::<HashJoinExec>() else {
+            return Ok(plan);
+        };
+        let partitioning = join.properties().output_partitioning();
+        // A parent that needs the join's rows partitioned by keys gets them repartitioned
+        // alike, which only a hash partitioning (or none) can be.
+        let keyed = !matches!(
+            required,
+            Distribution::UnspecifiedDistribution | Distribution::SinglePartition
+        );
+        if keyed && !matches!(partitioning, Partitioning::Hash(..)) {
+            return Ok(plan);
+        }
+        let partitions = config.execution.target_partitions.max(1);
+        let Some(chunkwise) =
+            ChunkwiseJoinExec::try_new(join, &self.files, &self.block_column, partitions)?
+        else {
+            return Ok(plan);
+        };
+        let chunkwise: Arc<dyn ExecutionPlan> = Arc::new(chunkwise);
+        // The chunkwise join's partitions are neither one nor keyed: made so if needed.
+        Ok(match required {
+            Distribution::UnspecifiedDistribution => chunkwise,
+            Distribution::SinglePartition => one_partition(chunkwise),
+            _ => Arc::new(RepartitionExec::try_new(chunkwise, partitioning.clone())?),
+        })
+    }
+}
+
+/// Plan copies whose children may differ in their properties.
+const RECOMPUTE: ReplaceChildrenOptions =
+    ReplaceChildrenOptions::new(ChildrenPropertiesMode::Recompute);
+
+impl PhysicalOptimizerRule for ChunkwiseJoins {
+    fn optimize(
+        &self,
+        plan: Arc<dyn ExecutionPlan>,
+        config: &ConfigOptions,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        if self.files.files.get().is_none() {
+            return Ok(plan);
+        }
+        self.rewrite(plan, Distribution::UnspecifiedDistribution, config)
+    }
+
+    fn name(&self) -> &str {
+        "chunk_query_chunkwise_joins"
+    }
+
+    fn schema_check(&self) -> bool {
+        true
+    }
+}
+
+/// A hash join computed chunk by chunk: see the [module](self). Its children are the join's
+/// inputs over all chunks, as planned; each partition runs, for each of its chunks in turn,
+/// the join of those inputs restricted to the chunk's files.
+#[derive(Debug)]
+pub(crate) struct ChunkwiseJoinExec {
+    /// The join as planned (its inputs span every chunk); each chunk's join is a copy.
+    join: Arc<HashJoinExec>,
+    files: Arc<ChunkFiles>,
+    block_column: String,
+    /// The chunks each partition joins, in order.
+    chunks: Vec<Vec<usize>>,
+    /// The dynamic filters of all the chunks' joins are sampled as one.
+    sampler: Arc<Mutex<Sampler>>,
+    properties: Arc<PlanProperties>,
+    metrics: ExecutionPlanMetricsSet,
+}
+
+impl ChunkwiseJoinExec {
+    /// `join` computed chunk by chunk over up to `partitions` partitions, if it can be.
+    fn try_new(
+        join: &HashJoinExec,
+        files: &Arc<ChunkFiles>,
+        block_column: &str,
+        partitions: usize,
+    ) -> Result<Option<Self>> {
+        let eligible = per_row(*join.join_type())
+            && join.null_equality() == NullEquality::NullEqualsNothing
+            && !join.null_aware
+            && join.fetch().is_none()
+            && join.properties().output_ordering().is_none()
+            && join.on().iter().any(|(left, right)| {
+                block_key(join.left(), left, block_column)
+                    && block_key(join.right(), right, block_column)
+            });
+        if !eligible {
+            return Ok(None);
+        }
+        let mut sizes = BTreeMap::new();
+        if !chunk_sizes(join.left(), files, &mut sizes)
+            || !chunk_sizes(join.right(), files, &mut sizes)
+        {
+            return Ok(None);
+        }
+        // With fewer chunks than partitions, DataFusion's join uses more of the CPUs.
+        if sizes.len() < partitions.max(2) {
+            return Ok(None);
+        }
+        let join = join
+            .builder()
+            .with_partition_mode(PartitionMode::CollectLeft)
+            .reset_state()
+            .build()?;
+        Ok(Some(Self::with_chunks(
+            Arc::new(join),
+            Arc::clone(files),
+            block_column.to_string(),
+            spread(&sizes, partitions),
+        )))
+    }
+
+    fn with_chunks(
+        join: Arc<HashJoinExec>,
+        files: Arc<ChunkFiles>,
+        block_column: String,
+        chunks: Vec<Vec<usize>>,
+    ) -> Self {
+        let mut equivalence: EquivalenceProperties = join.properties().eq_properties.clone();
+        // Each partition's rows come chunk after chunk, in no declared order.
+        equivalence.clear_orderings();
+        let properties = PlanProperties::new(
+            equivalence,
+            Partitioning::UnknownPartitioning(chunks.len()),
+            EmissionType::Incremental,
+            Boundedness::Bounded,
+        );
+        Self {
+            join,
+            files,
+            block_column,
+            chunks,
+            sampler: Arc::default(),
+            properties: Arc::new(properties),
+            metrics: ExecutionPlanMetricsSet::new(),
+        }
+    }
+
+    /// The join of one chunk's rows, or `None` if neither input has any.
+    fn chunk_join(
+        &self,
+        chunk: usize,
+        config: &ConfigOptions,
+    ) -> Result<Option<Arc<dyn ExecutionPlan>>> {
+        let build = restrict(self.join.left(), chunk, &self.files)?;
+        let probe = restrict(self.join.right(), chunk, &self.files)?;
+        let (build, probe) = match (build, probe) {
+            (None, None) => return Ok(None),
+            (build, probe) => (
+                build.unwrap_or_else(|| Arc::new(EmptyExec::new(self.join.left().schema()))),
+                probe.unwrap_or_else(|| Arc::new(EmptyExec::new(self.join.right().schema()))),
+            ),
+        };
+        // One partition each: the table is built once, and a join in `CollectLeft` mode
+        // finishes its dynamic filter only when every probe partition has started.
+        let (build, probe) = (one_partition(build), one_partition(probe));
+        let join = self
+            .join
+            .builder()
+            .with_new_children(vec![build, probe])?
+            .reset_state()
+            .build_exec()?;
+        // This chunk's own dynamic filter, into this chunk's probe scan, sampled with the
+        // other chunks'.
+        let join = FilterPushdown::new_post_optimization().optimize(join, config)?;
+        let join =
+            SkipIdleJoinFilters::sharing(Arc::clone(&self.sampler)).optimize(join, config)?;
+        // A join gives its thread back between output batches (see `YieldInJoins`).
+        Ok(Some(Arc::new(CooperativeExec::new(join))))
+    }
+}
+
+impl DisplayAs for ChunkwiseJoinExec {
+    fn fmt_as(&self, format: DisplayFormatType, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let chunks: usize = self.chunks.iter().map(Vec::len).sum();
+        let (skipped, rows) = self
+            .sampler
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .skipped_of();
+        write!(
+            f,
+            "ChunkwiseJoinExec: chunks={chunks}, partitions={}, \
+             probe filters=selective(per chunk, skipped {skipped} of {rows} rows), each: ",
+            self.chunks.len()
+        )?;
+        self.join.fmt_as(format, f)
+    }
+}
+
+impl ExecutionPlan for ChunkwiseJoinExec {
+    fn name(&self) -> &str {
+        "ChunkwiseJoinExec"
+    }
+
+    fn properties(&self) -> &Arc<PlanProperties> {
+        &self.properties
+    }
+
+    fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
+        vec![self.join.left(), self.join.right()]
+    }
+
+    fn apply_expressions(
+        &self,
+        f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> Result<TreeNodeRecursion>,
+    ) -> Result<TreeNodeRecursion> {
+        self.join.apply_expressions(f)
+    }
+
+    fn with_new_children(
+        self: Arc<Self>,
+        children: Vec<Arc<dyn ExecutionPlan>>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        let join = self.join.builder().with_new_children(children)?.build()?;
+        let mut sizes = BTreeMap::new();
+        if !chunk_sizes(join.left(), &self.files, &mut sizes)
+            || !chunk_sizes(join.right(), &self.files, &mut sizes)
+        {
+            return internal_err!("ChunkwiseJoinExec's new inputs are not scans of chunk files");
+        }
+        Ok(Arc::new(Self::with_chunks(
+            Arc::new(join),
+            Arc::clone(&self.files),
+            self.block_column.clone(),
+            spread(&sizes, self.chunks.len()),
+        )))
+    }
+
+    fn execute(
+        &self,
+        partition: usize,
+        context: Arc<TaskContext>,
+    ) -> Result<SendableRecordBatchStream> {
+        let Some(chunks) = self.chunks.get(partition) else {
+            return internal_err!(
+                "ChunkwiseJoinExec has {} partitions, not {}",
+                self.chunks.len(),
+                partition + 1
+            );
+        };
+        let schema = self.schema();
+        let mut joins = Vec::with_capacity(chunks.len());
+        let config = Arc::clone(context.session_config().options());
+        for &chunk in chunks {
+            joins.extend(self.chunk_join(chunk, &config)?);
+        }
+        let joined = MetricBuilder::new(&self.metrics).counter("chunks_joined", partition);
+        let output_rows = MetricBuilder::new(&self.metrics).output_rows(partition);
+        let output = Arc::clone(&schema);
+        // The chunks one after another: each one's join runs when the previous one is done
+        // (its table dropped).
+        let stream = futures::stream::iter(joins)
+            .map(move |join| chunk_stream(join, Arc::clone(&context), &joined))
+            .flatten()
+            .map(move |batch| {
+                let batch = batch?;
+                output_rows.add(batch.num_rows());
+                // The chunk's inputs may differ from the whole's in nullability only.
+                if batch.schema() == output {
+                    Ok(batch)
+                } else {
+                    batch
+                        .with_schema(Arc::clone(&output))
+                        .map_err(DataFusionError::from)
+                }
+            });
+        Ok(Box::pin(RecordBatchStreamAdapter::new(schema, stream)))
+    }
+
+    fn metrics(&self) -> Option<MetricsSet> {
+        Some(self.metrics.clone_inner())
+    }
+}
+
+/// `plan` merged into one partition, if it has more.
+fn one_partition(plan: Arc<dyn ExecutionPlan>) -> Arc<dyn ExecutionPlan> {
+    if plan.output_partitioning().partition_count() > 1 {
+        Arc::new(CoalescePartitionsExec::new(plan))
+    } else {
+        plan
+    }
+}
+
+/// The rows of one chunk's join (of one partition: see [`ChunkwiseJoinExec::chunk_join`]).
+fn chunk_stream(
+    join: Arc<dyn ExecutionPlan>,
+    context: Arc<TaskContext>,
+    joined: &Count,
+) -> futures::stream::BoxStream<'static, Result<arrow::record_batch::RecordBatch>> {
+    joined.add(1);
+    futures::stream::once(async move { join.execute(0, context) })
+        .try_flatten()
+        .boxed()
+}
+
+/// The chunks, by size, spread over at most `partitions` partitions with about equal bytes
+/// each (the largest first, each to the least loaded partition); each partition's chunks in
+/// block order.
+fn spread(sizes: &BTreeMap<usize, u64>, partitions: usize) -> Vec<Vec<usize>> {
+    let partitions = partitions.clamp(1, sizes.len().max(1));
+    let mut by_size: Vec<(usize, u64)> = sizes.iter().map(|(&c, &s)| (c, s)).collect();
+    by_size.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+    let mut loads = vec![(0u64, Vec::new()); partitions];
+    for (chunk, size) in by_size {
+        if let Some(least) = loads.iter_mut().min_by_key(|(load, _)| *load) {
+            least.0 += size;
+            least.1.push(chunk);
+        }
+    }
+    loads
+        .into_iter()
+        .map(|(_, mut chunks)| {
+            chunks.sort_unstable();
+            chunks
+        })
+        .filter(|chunks| !chunks.is_empty())
+        .collect()
+}
+
+/// Whether `key`, an expression over `plan`'s output, is the block column of the chunk
+/// files `plan` scans.
+fn block_key(plan: &Arc<dyn ExecutionPlan>, key: &Arc<dyn PhysicalExpr>, block: &str) -> bool {
+    key.downcast_ref::<Column>()
+        .is_some_and(|column| is_block_column(plan, column.index(), block))
+}
+
+/// Whether output column `index` of `plan` is the block column of the files it scans,
+/// through the operators [`restrict`] copies.
+fn is_block_column(plan: &Arc<dyn ExecutionPlan>, index: usize, block: &str) -> bool {
+    if let Some(projection) = plan.downcast_ref::<ProjectionExec>() {
+        return projection.expr().get(index).is_some_and(|projected| {
+            projected
+                .expr
+                .downcast_ref::<Column>()
+                .is_some_and(|column| is_block_column(projection.input(), column.index(), block))
+        });
+    }
+    if let Some(filter) = plan.downcast_ref::<FilterExec>() {
+        let index = match filter.projection() {
+            Some(projection) => match projection.get(index) {
+                Some(&index) => index,
+                None => return false,
+            },
+            None => index,
+        };
+        return is_block_column(filter.input(), index, block);
+    }
+    if plan.downcast_ref::<DataSourceExec>().is_some() {
+        // A scan's columns are the files' (no partition columns: see `chunk_sizes`).
+        return plan
+            .schema()
+            .fields()
+            .get(index)
+            .is_some_and(|field| field.name() == block);
+    }
+    if passes_rows(plan.as_ref()) || plan.downcast_ref::<UnionExec>().is_some() {
+        let children = plan.children();
+        return !children.is_empty()
+            && children
+                .iter()
+                .all(|child| is_block_column(child, index, block));
+    }
+    false
+}
+
+/// Whether `plan` only moves rows between partitions or batches (no limit): a chunk's copy
+/// of the plan leaves it out.
+fn passes_rows(plan: &dyn ExecutionPlan) -> bool {
+    let exchange = plan.downcast_ref::<RepartitionExec>().is_some()
+        || plan.downcast_ref::<CoalescePartitionsExec>().is_some()
+        || plan.downcast_ref::<CooperativeExec>().is_some();
+    exchange && plan.fetch().is_none()
+}
+
+/// Adds the bytes of each chunk that `plan` scans to `sizes`; `false` if `plan` is not made
+/// only of scans of known chunk files under operators [`restrict`] copies.
+fn chunk_sizes(
+    plan: &Arc<dyn ExecutionPlan>,
+    files: &ChunkFiles,
+    sizes: &mut BTreeMap<usize, u64>,
+) -> bool {
+    if let Some(scan) = plan.downcast_ref::<DataSourceExec>() {
+        let Some(config) = scan.data_source().downcast_ref::<FileScanConfig>() else {
+            return false;
+        };
+        if config.limit.is_some() || !config.table_partition_cols().is_empty() {
+            return false;
+        }
+        let store = config.object_store_url.as_str();
+        for file in config.file_groups.iter().flat_map(|group| group.iter()) {
+            let Some(chunk) = files.chunk(store, file) else {
+                return false;
+            };
+            let bytes = match &file.range {
+                Some(range) => u64::try_from(range.end - range.start).unwrap_or(0),
+                None => file.object_meta.size,
+            };
+            *sizes.entry(chunk).or_default() += bytes;
+        }
+        return true;
+    }
+    let copied = passes_rows(plan.as_ref())
+        || plan.downcast_ref::<UnionExec>().is_some()
+        || plan.downcast_ref::<ProjectionExec>().is_some()
+        || plan
+            .downcast_ref::<FilterExec>()
+            .is_some_and(|filter| filter.fetch().is_none());
+    copied
+        && plan
+            .children()
+            .into_iter()
+            .all(|child| chunk_sizes(child, files, sizes))
+}
+
+/// `plan` reading only the files of `chunk`, without its exchanges (one chunk is read by
+/// one partition); `None` if it reads none of them. `plan` passed [`chunk_sizes`].
+fn restrict(
+    plan: &Arc<dyn ExecutionPlan>,
+    chunk: usize,
+    files: &ChunkFiles,
+) -> Result<Option<Arc<dyn ExecutionPlan>>> {
+    if let Some(scan) = plan.downcast_ref::<DataSourceExec>() {
+        let Some(config) = scan.data_source().downcast_ref::<FileScanConfig>() else {
+            return internal_err!("a chunkwise join's scan reads no files");
+        };
+        let store = config.object_store_url.as_str();
+        let mine: Vec<PartitionedFile> = config
+            .file_groups
+            .iter()
+            .flat_map(|group| group.iter())
+            .filter(|file| files.chunk(store, file) == Some(chunk))
+            .cloned()
+            .collect();
+        if mine.is_empty() {
+            return Ok(None);
+        }
+        let mut config = config.clone();
+        config.file_groups = vec![FileGroup::new(mine)];
+        config.output_partitioning = None;
+        let scan = scan.clone().with_data_source(Arc::new(config));
+        return Ok(Some(Arc::new(scan)));
+    }
+    if passes_rows(plan.as_ref()) {
+        return match plan.children().first() {
+            Some(child) => restrict(child, chunk, files),
+            None => internal_err!("{} has no input", plan.name()),
+        };
+    }
+    let mut children = Vec::new();
+    for child in plan.children() {
+        if let Some(child) = restrict(child, chunk, files)? {
+            children.push(child);
+        }
+    }
+    if plan.downcast_ref::<UnionExec>().is_some() {
+        return match children.len() {
+            0 => Ok(None),
+            _ => UnionExec::try_new(children).map(Some),
+        };
+    }
+    // A projection or a filter: of its one input.
+    if children.len() != 1 {
+        return Ok(None);
+    }
+    Arc::clone(plan)
+        .replace_children(children, RECOMPUTE)
+        .map(Some)
+}
+
+/// Whether a join of this type keeps or drops each row by its matches alone (so a chunk's
+/// rows, which match only rows of their chunk, are joined alike in a join of the chunk).
+const fn per_row(join_type: JoinType) -> bool {
+    matches!(
+        join_type,
+        JoinType::Inner
+            | JoinType::Left
+            | JoinType::Right
+            | JoinType::Full
+            | JoinType::LeftSemi
+            | JoinType::RightSemi
+            | JoinType::LeftAnti
+            | JoinType::RightAnti
+            | JoinType::LeftMark
+            | JoinType::RightMark
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chunks_are_spread_by_size_and_kept_in_order() {
+        let sizes: BTreeMap<usize, u64> = [(0, 10), (1, 50), (2, 30), (3, 30), (4, 5)]
+            .into_iter()
+            .collect();
+        let spread = spread(&sizes, 2);
+        assert_eq!(spread, vec![vec![0, 1, 4], vec![2, 3]]);
+        // Never more partitions than chunks.
+        assert_eq!(spread_len(&sizes, 8), 5);
+        assert_eq!(spread_len(&sizes, 1), 1);
+    }
+
+    fn spread_len(sizes: &BTreeMap<usize, u64>, partitions: usize) -> usize {
+        spread(sizes, partitions).len()
+    }
+}
