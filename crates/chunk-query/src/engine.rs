@@ -91,8 +91,8 @@ use datafusion::logical_expr::LogicalPlan;
 use datafusion::optimizer::analyzer::type_coercion::TypeCoercion;
 use datafusion::physical_optimizer::PhysicalOptimizerRule;
 use datafusion::physical_optimizer::optimizer::PhysicalOptimizer;
-use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_plan::coop::CooperativeExec;
+use datafusion::physical_plan::{ExecutionPlan, execute_stream};
 use datafusion::prelude::{
     DataFrame, Expr, ParquetReadOptions, SQLOptions, SessionConfig, SessionContext, ident, lit,
 };
@@ -104,6 +104,7 @@ use crate::catalog::{Catalog, Cover, CoverPart};
 use crate::checked::{CheckedArithmetic, WidenSums};
 use crate::chunkwise::{ChunkFiles, ChunkwiseJoins};
 use crate::error::QueryError;
+use crate::plans::{CachedPlan, PlanCache, PlanKey};
 use crate::probe_filter::SkipIdleJoinFilters;
 
 /// The file extension that makes a chunk file a table.
@@ -314,6 +315,8 @@ pub struct QueryEngine {
     /// The queries running now: from the start of [`QueryEngine::query`] to the drop of its
     /// stream.
     running: Arc<AtomicUsize>,
+    /// Plans of recent queries ([`crate::plans`]).
+    plans: PlanCache,
 }
 
 /// One chunk a query reads.
@@ -363,6 +366,7 @@ impl QueryEngine {
             config,
             runtime,
             running: Arc::new(AtomicUsize::new(0)),
+            plans: PlanCache::default(),
         })
     }
 
@@ -374,6 +378,7 @@ impl QueryEngine {
     /// Replaces the catalog. Running queries keep the one they started with.
     pub fn set_catalog(&self, catalog: Catalog) {
         self.catalog.store(Arc::new(catalog));
+        self.plans.clear();
     }
 
     /// The manager that holds the chunks.
@@ -390,6 +395,11 @@ impl QueryEngine {
     /// table per Parquet file name of the covering chunks, holding only the rows of the range.
     /// Only read-only queries are allowed (no DDL, DML or `SET`). Call it inside a tokio
     /// runtime; the stream must be polled there too.
+    ///
+    /// A query whose chunks are all on this worker's disk keeps its optimized plan (the 64
+    /// most recently used are kept, until [`QueryEngine::set_catalog`]): the same SQL over the
+    /// same range, the same chunks read alike and as many partitions runs it again without
+    /// registering its tables or planning its SQL ([`QueryStream::plan_reused`]).
     ///
     /// # Errors
     ///
@@ -435,10 +445,26 @@ impl QueryEngine {
                 Some(ChunkSource::Local(_)) | Some(ChunkSource::Unread)
             )
         });
-        let (schemas, tables, (sources, chunks)) = if all_local {
+        let (schemas, tables, key, (sources, chunks)) = if all_local {
+            // A plan made for these chunks, read this way, may be kept.
+            let key = PlanKey {
+                sql: sql.to_string(),
+                dataset: *dataset,
+                blocks: blocks.clone(),
+                partitions,
+                parts: cover
+                    .parts
+                    .iter()
+                    .zip(&decided)
+                    .map(|(part, source)| {
+                        let local = matches!(source, Some(ChunkSource::Local(_)));
+                        (*part.chunk.id(), part.blocks.clone(), local)
+                    })
+                    .collect(),
+            };
             let tables = Some(named);
             let sources = self.report(&cover, decided, Vec::new());
-            (None, tables, sources)
+            (None, tables, Some(key), sources)
         } else {
             drop(decided);
             // Planned against the schemas first: a query that cannot plan fetches nothing
@@ -450,25 +476,49 @@ impl QueryEngine {
                 None => None,
             };
             let sources = self.sources(&cover, tables.as_ref()).await?;
-            (schemas, tables, sources)
+            (schemas, tables, None, sources)
         };
         let fetched = started.elapsed();
-        let registered_files = self
-            .register_tables(
-                &context,
-                &cover,
-                &sources,
-                &blocks,
-                tables.as_ref(),
-                schemas.as_ref(),
-            )
-            .await?;
+        let cached = key.as_ref().and_then(|key| self.plans.get(key));
+        let reused = cached.is_some();
+        let CachedPlan {
+            plan,
+            files: read_files,
+        } = match cached {
+            Some(cached) => cached,
+            None => {
+                let read_files = self
+                    .register_tables(
+                        &context,
+                        &cover,
+                        &sources,
+                        &blocks,
+                        tables.as_ref(),
+                        schemas.as_ref(),
+                    )
+                    .await?;
+                let plan = state.statement_to_plan(statement).await.map_err(classify)?;
+                sql_options().verify_plan(&plan).map_err(classify)?;
+                let plan = state.optimize(&plan).map_err(classify)?;
+                let planned = CachedPlan {
+                    plan,
+                    files: read_files,
+                };
+                // Not an EXPLAIN: its text is made while optimizing.
+                let explain = matches!(
+                    planned.plan,
+                    LogicalPlan::Explain(_) | LogicalPlan::Analyze(_)
+                );
+                if let Some(key) = key
+                    && !explain
+                {
+                    self.plans.insert(key, planned.clone());
+                }
+                planned
+            }
+        };
         files
-            .set(
-                registered_files
-                    .iter()
-                    .map(|(url, chunk)| (url.as_str(), *chunk)),
-            )
+            .set(read_files.iter().map(|(url, chunk)| (url.as_str(), *chunk)))
             .map_err(QueryError::execution)?;
         let registered = started.elapsed();
         let pins: Vec<ChunkRef> = sources
@@ -478,12 +528,12 @@ impl QueryEngine {
                 ChunkSource::Remote | ChunkSource::Unread => None,
             })
             .collect();
-        let plan = state.statement_to_plan(statement).await.map_err(classify)?;
-        sql_options().verify_plan(&plan).map_err(classify)?;
-        let inner = DataFrame::new(state, plan)
-            .execute_stream()
+        let physical = state
+            .query_planner()
+            .create_physical_plan(&plan, &state)
             .await
             .map_err(classify)?;
+        let inner = execute_stream(physical, state.task_ctx()).map_err(classify)?;
         tracing::info!(
             dataset = %ShortId(dataset),
             blocks = ?blocks,
@@ -492,6 +542,7 @@ impl QueryEngine {
             remote = chunks.iter().filter(|chunk| chunk.remote).count(),
             missing = cover.missing.len(),
             partitions,
+            reused,
             fetch_us = fetched.as_micros() as u64,
             tables_us = (registered - fetched).as_micros() as u64,
             plan_us = (started.elapsed() - registered).as_micros() as u64,
@@ -502,6 +553,7 @@ impl QueryEngine {
             chunks,
             missing: cover.missing,
             pins,
+            reused,
             _running: running,
         })
     }
@@ -1517,6 +1569,8 @@ pub struct QueryStream {
     chunks: Vec<ChunkUse>,
     missing: Vec<Range<u64>>,
     pins: Vec<ChunkRef>,
+    /// Whether the plan was an earlier query's ([`crate::plans`]).
+    reused: bool,
     /// Counts the query as running until the stream is dropped.
     _running: Running,
 }
@@ -1564,6 +1618,13 @@ impl QueryStream {
     /// The pinned chunks (those read locally), in block order.
     pub fn pinned(&self) -> &[ChunkRef] {
         &self.pins
+    }
+
+    /// Whether the query ran the plan made for an earlier query of the same SQL over the same
+    /// chunks (its tables were not registered nor its SQL planned again): see
+    /// [`QueryEngine::query`].
+    pub fn plan_reused(&self) -> bool {
+        self.reused
     }
 
     /// Gathers every batch.

@@ -62,6 +62,7 @@ mod exact_sum;
 mod local;
 pub mod memory;
 pub mod output;
+mod plans;
 mod probe_filter;
 pub mod synth;
 mod within;

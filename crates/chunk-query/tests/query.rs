@@ -1113,3 +1113,61 @@ async fn issue11_chunkwise_joins_over_overlapping_chunks_count_each_block_once()
     let plan = a.run(20..150, &format!("EXPLAIN {}", JOINS[0].0)).await;
     assert!(plan.contains("ChunkwiseJoinExec"), "{plan}");
 }
+
+/// Issue 11 item 8: a query that comes again over the same chunks, all on disk, reuses its
+/// plan and answers alike; another range, a chunk no longer on disk, or an EXPLAIN plans
+/// anew.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn issue11_a_repeated_query_reuses_its_plan() {
+    let fixture = six();
+    let worker = Worker::with(
+        fixture.catalog(),
+        |config| config,
+        QueryConfig::default()
+            .with_target_partitions(2)
+            .with_adaptive_partitions(false)
+            .with_remote_reads(false),
+    );
+    let run = |blocks: std::ops::Range<u64>, sql: &'static str| {
+        let engine = &worker.engine;
+        async move {
+            let stream = engine.query(&DATASET, blocks, sql).await.unwrap();
+            let reused = stream.plan_reused();
+            (pretty(&stream.collect().await.unwrap()), reused)
+        }
+    };
+    // The chunks fetched (whole): a query that fetches keeps no plan.
+    let stream = worker
+        .engine
+        .query(&DATASET, 75..210, QUERIES[0])
+        .await
+        .unwrap();
+    assert!(stream.used_chunks().iter().all(|chunk| chunk.fetched));
+    drop(stream);
+    for sql in [QUERIES[2], JOINS[0].0, JOINS[1].0] {
+        let expected = fixture.reference(&(75..210), sql).await;
+        assert_eq!(run(75..210, sql).await, (expected.clone(), false), "{sql}");
+        for _ in 0..3 {
+            assert_eq!(run(75..210, sql).await, (expected.clone(), true), "{sql}");
+        }
+        let other = fixture.reference(&(75..200), sql).await;
+        assert_eq!(run(75..200, sql).await, (other, false), "{sql}");
+    }
+    let explain = "EXPLAIN SELECT count(*) FROM blocks";
+    for _ in 0..2 {
+        assert!(!run(75..210, explain).await.1);
+    }
+    // A chunk gone from the disk: fetched again, planned again; then, the same chunk on
+    // disk again (same id, same files), the plan is reused.
+    let sql = QUERIES[0];
+    let expected = fixture.reference(&(75..210), sql).await;
+    assert_eq!(run(75..210, sql).await, (expected.clone(), false));
+    assert_eq!(run(75..210, sql).await, (expected.clone(), true));
+    worker.manager.delete_chunk(fixture.chunks[2].id);
+    worker.manager.wait_idle().await;
+    let stream = worker.engine.query(&DATASET, 75..210, sql).await.unwrap();
+    assert!(!stream.plan_reused());
+    assert!(stream.used_chunks().iter().any(|chunk| chunk.fetched));
+    assert_eq!(pretty(&stream.collect().await.unwrap()), expected);
+    assert_eq!(run(75..210, sql).await, (expected, true));
+}
