@@ -52,9 +52,7 @@ use datafusion::physical_plan::execution_plan::{
 };
 use datafusion::physical_plan::filter::FilterExec;
 use datafusion::physical_plan::joins::{HashJoinExec, PartitionMode};
-use datafusion::physical_plan::metrics::{
-    Count, ExecutionPlanMetricsSet, MetricBuilder, MetricsSet,
-};
+use datafusion::physical_plan::metrics::{ExecutionPlanMetricsSet, MetricBuilder, MetricsSet};
 use datafusion::physical_plan::projection::ProjectionExec;
 use datafusion::physical_plan::repartition::RepartitionExec;
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
@@ -211,16 +209,59 @@ impl PhysicalOptimizerRule for ChunkwiseJoins {
 /// the join of those inputs restricted to the chunk's files.
 #[derive(Debug)]
 pub(crate) struct ChunkwiseJoinExec {
-    /// The join as planned (its inputs span every chunk); each chunk's join is a copy.
-    join: Arc<HashJoinExec>,
-    files: Arc<ChunkFiles>,
+    joins: Arc<ChunkJoins>,
     block_column: String,
     /// The chunks each partition joins, in order.
     chunks: Vec<Vec<usize>>,
-    /// The dynamic filters of all the chunks' joins are sampled as one.
-    sampler: Arc<Mutex<Sampler>>,
     properties: Arc<PlanProperties>,
     metrics: ExecutionPlanMetricsSet,
+}
+
+/// What a [`ChunkwiseJoinExec`]'s partitions share to make each chunk's join.
+#[derive(Debug)]
+struct ChunkJoins {
+    /// The join as planned (its inputs span every chunk); each chunk's join is a copy.
+    join: Arc<HashJoinExec>,
+    files: Arc<ChunkFiles>,
+    /// The dynamic filters of all the chunks' joins are sampled as one.
+    sampler: Arc<Mutex<Sampler>>,
+}
+
+impl ChunkJoins {
+    /// Runs the join of one chunk's rows; `None` if neither input has any.
+    fn run(
+        &self,
+        chunk: usize,
+        context: Arc<TaskContext>,
+    ) -> Result<Option<SendableRecordBatchStream>> {
+        let build = restrict(self.join.left(), chunk, &self.files)?;
+        let probe = restrict(self.join.right(), chunk, &self.files)?;
+        let (build, probe) = match (build, probe) {
+            (None, None) => return Ok(None),
+            (build, probe) => (
+                build.unwrap_or_else(|| Arc::new(EmptyExec::new(self.join.left().schema()))),
+                probe.unwrap_or_else(|| Arc::new(EmptyExec::new(self.join.right().schema()))),
+            ),
+        };
+        // One partition each: the table is built once, and a join in `CollectLeft` mode
+        // finishes its dynamic filter only when every probe partition has started.
+        let (build, probe) = (one_partition(build), one_partition(probe));
+        let join = self
+            .join
+            .builder()
+            .with_new_children(vec![build, probe])?
+            .reset_state()
+            .build_exec()?;
+        // This chunk's own dynamic filter, into this chunk's probe scan, sampled with the
+        // other chunks'.
+        let config = context.session_config().options();
+        let join = FilterPushdown::new_post_optimization().optimize(join, config)?;
+        let join =
+            SkipIdleJoinFilters::sharing(Arc::clone(&self.sampler)).optimize(join, config)?;
+        // A join gives its thread back between output batches (see `YieldInJoins`).
+        let join = CooperativeExec::new(join);
+        join.execute(0, context).map(Some)
+    }
 }
 
 impl ChunkwiseJoinExec {
@@ -282,47 +323,16 @@ impl ChunkwiseJoinExec {
             Boundedness::Bounded,
         );
         Self {
-            join,
-            files,
+            joins: Arc::new(ChunkJoins {
+                join,
+                files,
+                sampler: Arc::default(),
+            }),
             block_column,
             chunks,
-            sampler: Arc::default(),
             properties: Arc::new(properties),
             metrics: ExecutionPlanMetricsSet::new(),
         }
-    }
-
-    /// The join of one chunk's rows, or `None` if neither input has any.
-    fn chunk_join(
-        &self,
-        chunk: usize,
-        config: &ConfigOptions,
-    ) -> Result<Option<Arc<dyn ExecutionPlan>>> {
-        let build = restrict(self.join.left(), chunk, &self.files)?;
-        let probe = restrict(self.join.right(), chunk, &self.files)?;
-        let (build, probe) = match (build, probe) {
-            (None, None) => return Ok(None),
-            (build, probe) => (
-                build.unwrap_or_else(|| Arc::new(EmptyExec::new(self.join.left().schema()))),
-                probe.unwrap_or_else(|| Arc::new(EmptyExec::new(self.join.right().schema()))),
-            ),
-        };
-        // One partition each: the table is built once, and a join in `CollectLeft` mode
-        // finishes its dynamic filter only when every probe partition has started.
-        let (build, probe) = (one_partition(build), one_partition(probe));
-        let join = self
-            .join
-            .builder()
-            .with_new_children(vec![build, probe])?
-            .reset_state()
-            .build_exec()?;
-        // This chunk's own dynamic filter, into this chunk's probe scan, sampled with the
-        // other chunks'.
-        let join = FilterPushdown::new_post_optimization().optimize(join, config)?;
-        let join =
-            SkipIdleJoinFilters::sharing(Arc::clone(&self.sampler)).optimize(join, config)?;
-        // A join gives its thread back between output batches (see `YieldInJoins`).
-        Ok(Some(Arc::new(CooperativeExec::new(join))))
     }
 }
 
@@ -330,6 +340,7 @@ impl DisplayAs for ChunkwiseJoinExec {
     fn fmt_as(&self, format: DisplayFormatType, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let chunks: usize = self.chunks.iter().map(Vec::len).sum();
         let (skipped, rows) = self
+            .joins
             .sampler
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -340,7 +351,7 @@ impl DisplayAs for ChunkwiseJoinExec {
              probe filters=selective(per chunk, skipped {skipped} of {rows} rows), each: ",
             self.chunks.len()
         )?;
-        self.join.fmt_as(format, f)
+        self.joins.join.fmt_as(format, f)
     }
 }
 
@@ -354,30 +365,36 @@ impl ExecutionPlan for ChunkwiseJoinExec {
     }
 
     fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
-        vec![self.join.left(), self.join.right()]
+        vec![self.joins.join.left(), self.joins.join.right()]
     }
 
     fn apply_expressions(
         &self,
         f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> Result<TreeNodeRecursion>,
     ) -> Result<TreeNodeRecursion> {
-        self.join.apply_expressions(f)
+        self.joins.join.apply_expressions(f)
     }
 
     fn with_new_children(
         self: Arc<Self>,
         children: Vec<Arc<dyn ExecutionPlan>>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        let join = self.join.builder().with_new_children(children)?.build()?;
+        let files = &self.joins.files;
+        let join = self
+            .joins
+            .join
+            .builder()
+            .with_new_children(children)?
+            .build()?;
         let mut sizes = BTreeMap::new();
-        if !chunk_sizes(join.left(), &self.files, &mut sizes)
-            || !chunk_sizes(join.right(), &self.files, &mut sizes)
+        if !chunk_sizes(join.left(), files, &mut sizes)
+            || !chunk_sizes(join.right(), files, &mut sizes)
         {
             return internal_err!("ChunkwiseJoinExec's new inputs are not scans of chunk files");
         }
         Ok(Arc::new(Self::with_chunks(
             Arc::new(join),
-            Arc::clone(&self.files),
+            Arc::clone(files),
             self.block_column.clone(),
             spread(&sizes, self.chunks.len()),
         )))
@@ -396,18 +413,25 @@ impl ExecutionPlan for ChunkwiseJoinExec {
             );
         };
         let schema = self.schema();
-        let mut joins = Vec::with_capacity(chunks.len());
-        let config = Arc::clone(context.session_config().options());
-        for &chunk in chunks {
-            joins.extend(self.chunk_join(chunk, &config)?);
-        }
         let joined = MetricBuilder::new(&self.metrics).counter("chunks_joined", partition);
         let output_rows = MetricBuilder::new(&self.metrics).output_rows(partition);
         let output = Arc::clone(&schema);
-        // The chunks one after another: each one's join runs when the previous one is done
-        // (its table dropped).
-        let stream = futures::stream::iter(joins)
-            .map(move |join| chunk_stream(join, Arc::clone(&context), &joined))
+        let joins = Arc::clone(&self.joins);
+        // The chunks one after another: each one's join is made and run when the previous
+        // one is done (its table dropped).
+        let stream = futures::stream::iter(chunks.clone())
+            .map(move |chunk| {
+                let joined = joined.clone();
+                let (joins, context) = (Arc::clone(&joins), Arc::clone(&context));
+                futures::stream::once(async move {
+                    let stream = joins.run(chunk, context)?;
+                    if stream.is_some() {
+                        joined.add(1);
+                    }
+                    Ok::<_, DataFusionError>(futures::stream::iter(stream).flatten())
+                })
+                .try_flatten()
+            })
             .flatten()
             .map(move |batch| {
                 let batch = batch?;
@@ -436,18 +460,6 @@ fn one_partition(plan: Arc<dyn ExecutionPlan>) -> Arc<dyn ExecutionPlan> {
     } else {
         plan
     }
-}
-
-/// The rows of one chunk's join (of one partition: see [`ChunkwiseJoinExec::chunk_join`]).
-fn chunk_stream(
-    join: Arc<dyn ExecutionPlan>,
-    context: Arc<TaskContext>,
-    joined: &Count,
-) -> futures::stream::BoxStream<'static, Result<arrow::record_batch::RecordBatch>> {
-    joined.add(1);
-    futures::stream::once(async move { join.execute(0, context) })
-        .try_flatten()
-        .boxed()
 }
 
 /// The chunks, by size, spread over at most `partitions` partitions with about equal bytes
