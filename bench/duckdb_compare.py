@@ -6,9 +6,10 @@ Standard library plus the `duckdb` wheel.
 
 For every query of QUERIES: one warm-up run each side (the worker fetches its chunks, the
 page cache fills), then REPS rounds, each running the query on the worker (HTTP, the whole
-body read), on DuckDB with threads=N (N = the CPUs) and on DuckDB with threads=1; the
-medians are compared. The worker's answer is checked against DuckDB's: numbers equal (sums
-of decimals exactly, as Python Decimals), strings equal, rows in the same order.
+body read), on DuckDB with threads=N (N = the CPUs) and on DuckDB with threads=1, the one
+that goes first turning from round to round; the medians are compared. The worker's answer
+is checked against DuckDB's: numbers equal (sums of decimals exactly, as Python Decimals),
+strings equal, rows in the same order.
 Then CLIENTS concurrent clients run the query set in a loop for SECONDS, on the worker and
 on DuckDB (one cursor per client thread), and the queries per second are compared.
 
@@ -286,20 +287,23 @@ def main():
     print(f"answers: {len(QUERIES) - mismatches} of {len(QUERIES)} queries agree with DuckDB "
           "(numbers exactly, rows in order)", flush=True)
 
-    # Medians; the three runs of a query are interleaved so load changes hit them alike.
+    # Medians; the three runs of a query are interleaved so load changes hit them alike, and
+    # their order turns from round to round: the first run of a query follows the last (the
+    # heaviest, DuckDB on one thread) of the query before, with the caches full of that.
     server_cpu = process_cpu(args.server_pid) if args.server_pid else None
     own_cpu = process_cpu(None)
     sides = ("worker", "duck_n", "duck_1")
     times = {name: {side: [] for side in sides} for name, _ in QUERIES}
     cpus = {name: {side: [] for side in sides} for name, _ in QUERIES}
-    for _ in range(args.reps):
+    for round_number in range(args.reps):
         for name, sql in QUERIES:
             runs = (
                 ("worker", lambda: worker.raw(sql), server_cpu),
                 ("duck_n", lambda: duck_n.execute(sql).fetchall(), own_cpu),
                 ("duck_1", lambda: duck_1.execute(sql).fetchall(), own_cpu),
             )
-            for side, run, clock in runs:
+            turn = round_number % len(runs)
+            for side, run, clock in runs[turn:] + runs[:turn]:
                 if clock is None:
                     times[name][side].append(timed(run))
                 else:
