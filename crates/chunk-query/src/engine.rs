@@ -46,6 +46,17 @@
 //! queried again and again (the second query reads from disk, with no request at all) or
 //! when a query reads most of every file anyway: turn remote reads off then.
 //!
+//! # Joins and repeated queries
+//!
+//! A chunk holds every row of its blocks in every table, so a hash join whose keys pair the
+//! block column of both sides (`t.block_number = l.block_number`) matches rows of one chunk
+//! only: it runs chunk by chunk, each partition joining its chunks one after another with
+//! DataFusion's own hash join over that chunk's files (`ChunkwiseJoinExec` in `EXPLAIN`). A
+//! chunk's table stays in the CPU's caches, the partitions build their tables in parallel, and
+//! the join needs one chunk's table of memory per partition. A query whose chunks are all on
+//! disk keeps its optimized plan for the next run of the same SQL over the same chunks (see
+//! [`QueryEngine::query`]).
+//!
 //! # Exact arithmetic
 //!
 //! Sums of integers are `Decimal128(38, 0)`, sums of decimals are checked, and integer `+`,
