@@ -18,10 +18,12 @@
 //! Which chunk a file belongs to is told by the engine ([`ChunkFiles`]), not guessed from
 //! paths. The rule applies only where the answer is the same by construction: both inputs
 //! are scans of chunk files under operators that keep or drop rows one at a time
-//! (projections, filters, unions, exchanges), every file is known, one pair of keys is the
-//! block column on both sides, NULL keys never match, and the join has no limit and does not
-//! depend on the whole build side (a null-aware anti join does). Otherwise the plan is left
-//! as DataFusion made it.
+//! (projections, filters, unions, exchanges) or chunkwise joins (a join of three tables on
+//! the block column runs chunk by chunk as a whole: each chunk's join joins that chunk's join
+//! of the other two), every file is known, one pair of keys is the block column on both
+//! sides, NULL keys never match, and the join has no limit and does not depend on the whole
+//! build side (a null-aware anti join does). Otherwise the plan is left as DataFusion made
+//! it.
 //!
 //! Each chunk's join is DataFusion's own `HashJoinExec` (one table, `CollectLeft`), with its
 //! dynamic filter pushed into that chunk's probe scan (the bounds and keys of that chunk's
@@ -33,7 +35,7 @@ use std::fmt;
 use std::sync::{Arc, Mutex, OnceLock};
 
 use datafusion::common::tree_node::TreeNodeRecursion;
-use datafusion::common::{JoinType, NullEquality, Result, internal_err};
+use datafusion::common::{JoinSide, JoinType, NullEquality, Result, internal_err};
 use datafusion::config::ConfigOptions;
 use datafusion::datasource::listing::{ListingTableUrl, PartitionedFile};
 use datafusion::datasource::physical_plan::{FileGroup, FileScanConfig};
@@ -51,6 +53,7 @@ use datafusion::physical_plan::execution_plan::{
     Boundedness, ChildrenPropertiesMode, EmissionType, ReplaceChildrenOptions,
 };
 use datafusion::physical_plan::filter::FilterExec;
+use datafusion::physical_plan::joins::utils::{ColumnIndex, build_join_schema};
 use datafusion::physical_plan::joins::{HashJoinExec, PartitionMode};
 use datafusion::physical_plan::metrics::{ExecutionPlanMetricsSet, MetricBuilder, MetricsSet};
 use datafusion::physical_plan::projection::ProjectionExec;
@@ -228,12 +231,9 @@ struct ChunkJoins {
 }
 
 impl ChunkJoins {
-    /// Runs the join of one chunk's rows; `None` if neither input has any.
-    fn run(
-        &self,
-        chunk: usize,
-        context: Arc<TaskContext>,
-    ) -> Result<Option<SendableRecordBatchStream>> {
+    /// The join of one chunk's rows (one partition; its dynamic filter not pushed yet):
+    /// `None` if neither input has any.
+    fn plan(&self, chunk: usize) -> Result<Option<Arc<dyn ExecutionPlan>>> {
         let build = restrict(self.join.left(), chunk, &self.files)?;
         let probe = restrict(self.join.right(), chunk, &self.files)?;
         let (build, probe) = match (build, probe) {
@@ -246,14 +246,26 @@ impl ChunkJoins {
         // One partition each: the table is built once, and a join in `CollectLeft` mode
         // finishes its dynamic filter only when every probe partition has started.
         let (build, probe) = (one_partition(build), one_partition(probe));
-        let join = self
-            .join
+        self.join
             .builder()
             .with_new_children(vec![build, probe])?
             .reset_state()
-            .build_exec()?;
-        // This chunk's own dynamic filter, into this chunk's probe scan, sampled with the
-        // other chunks'.
+            .build_exec()
+            .map(Some)
+    }
+
+    /// Runs the join of one chunk's rows; `None` if neither input has any.
+    fn run(
+        &self,
+        chunk: usize,
+        context: Arc<TaskContext>,
+    ) -> Result<Option<SendableRecordBatchStream>> {
+        let Some(join) = self.plan(chunk)? else {
+            return Ok(None);
+        };
+        // This chunk's own dynamic filters (its join's, and those of the chunkwise joins
+        // below it, now plain joins of the chunk), into this chunk's scans; this join's sampled
+        // with the other chunks'.
         let config = context.session_config().options();
         let join = FilterPushdown::new_post_optimization().optimize(join, config)?;
         let join =
@@ -514,6 +526,33 @@ fn is_block_column(plan: &Arc<dyn ExecutionPlan>, index: usize, block: &str) -> 
         };
         return is_block_column(filter.input(), index, block);
     }
+    if let Some(chunkwise) = plan.downcast_ref::<ChunkwiseJoinExec>() {
+        // A column of one side of a join of chunks (a join's rows are of one chunk).
+        let join = &chunkwise.joins.join;
+        let index = match &join.projection {
+            Some(projection) => match projection.get(index) {
+                Some(&index) => index,
+                None => return false,
+            },
+            None => index,
+        };
+        let (_, columns) = build_join_schema(
+            &join.left().schema(),
+            &join.right().schema(),
+            join.join_type(),
+        );
+        return match columns.get(index) {
+            Some(ColumnIndex {
+                index,
+                side: JoinSide::Left,
+            }) => is_block_column(join.left(), *index, block),
+            Some(ColumnIndex {
+                index,
+                side: JoinSide::Right,
+            }) => is_block_column(join.right(), *index, block),
+            _ => false,
+        };
+    }
     if plan.downcast_ref::<DataSourceExec>().is_some() {
         // A scan's columns are the files' (no partition columns: see `chunk_sizes`).
         return plan
@@ -542,7 +581,8 @@ fn passes_rows(plan: &dyn ExecutionPlan) -> bool {
 }
 
 /// Adds the bytes of each chunk that `plan` scans to `sizes`; `false` if `plan` is not made
-/// only of scans of known chunk files under operators [`restrict`] copies.
+/// only of scans of known chunk files under operators [`restrict`] copies (chunkwise joins
+/// included).
 fn chunk_sizes(
     plan: &Arc<dyn ExecutionPlan>,
     files: &ChunkFiles,
@@ -569,6 +609,7 @@ fn chunk_sizes(
         return true;
     }
     let copied = passes_rows(plan.as_ref())
+        || plan.downcast_ref::<ChunkwiseJoinExec>().is_some()
         || plan.downcast_ref::<UnionExec>().is_some()
         || plan.downcast_ref::<ProjectionExec>().is_some()
         || plan
@@ -608,6 +649,9 @@ fn restrict(
         config.output_partitioning = None;
         let scan = scan.clone().with_data_source(Arc::new(config));
         return Ok(Some(Arc::new(scan)));
+    }
+    if let Some(chunkwise) = plan.downcast_ref::<ChunkwiseJoinExec>() {
+        return chunkwise.joins.plan(chunk);
     }
     if passes_rows(plan.as_ref()) {
         return match plan.children().first() {

@@ -49,13 +49,15 @@ const IDLE_TENTHS: u64 = 9;
 /// by the last of them).
 #[derive(Debug, Default)]
 pub(crate) struct SkipIdleJoinFilters {
-    /// The sampler every filter it wraps shares, if one: otherwise each filter has its own.
+    /// The sampler of the filters of the plan's root join, if given: otherwise each filter
+    /// has its own.
     sampler: Option<Arc<Mutex<Sampler>>>,
 }
 
 impl SkipIdleJoinFilters {
-    /// The rule whose filters all share `sampler`: the filters of the joins of one join's
-    /// chunks ([`crate::chunkwise`]), which filter alike, skip and sample as one.
+    /// The rule whose wrapping of the filters of the plan's root (a join) shares `sampler`:
+    /// the joins of one join's chunks ([`crate::chunkwise`]), whose filters filter alike, skip
+    /// and sample as one. Other joins' filters have their own.
     pub(crate) fn sharing(sampler: Arc<Mutex<Sampler>>) -> Self {
         Self {
             sampler: Some(sampler),
@@ -83,7 +85,13 @@ impl PhysicalOptimizerRule for SkipIdleJoinFilters {
         if joins.is_empty() {
             return Ok(plan);
         }
-        plan.transform_up(|node| wrap_scan_filters(node, &joins, self.sampler.as_ref()))
+        let root: HashSet<u64> = plan
+            .dynamic_expressions_produced()
+            .iter()
+            .filter_map(|filter| filter.expression_id())
+            .collect();
+        let shared = self.sampler.as_ref().map(|sampler| (sampler, &root));
+        plan.transform_up(|node| wrap_scan_filters(node, &joins, shared))
             .map(|rewritten| rewritten.data)
     }
 
@@ -101,7 +109,7 @@ impl PhysicalOptimizerRule for SkipIdleJoinFilters {
 fn wrap_scan_filters(
     node: Arc<dyn ExecutionPlan>,
     joins: &HashSet<u64>,
-    sampler: Option<&Arc<Mutex<Sampler>>>,
+    shared: Option<(&Arc<Mutex<Sampler>>, &HashSet<u64>)>,
 ) -> Result<Transformed<Arc<dyn ExecutionPlan>>> {
     let Some(scan) = node.downcast_ref::<DataSourceExec>() else {
         return Ok(Transformed::no(node));
@@ -120,10 +128,15 @@ fn wrap_scan_filters(
             // Wrapped already (the rule ran on this plan before).
             return Ok(Transformed::new(expr, false, TreeNodeRecursion::Jump));
         }
-        let from_a_join = expr.downcast_ref::<DynamicFilterPhysicalExpr>().is_some()
-            && expr.expression_id().is_some_and(|id| joins.contains(&id));
-        if from_a_join {
-            let sampler = sampler.map_or_else(Arc::default, Arc::clone);
+        let id = expr
+            .downcast_ref::<DynamicFilterPhysicalExpr>()
+            .and_then(|_| expr.expression_id())
+            .filter(|id| joins.contains(id));
+        if let Some(id) = id {
+            let sampler = match shared {
+                Some((sampler, root)) if root.contains(&id) => Arc::clone(sampler),
+                _ => Arc::default(),
+            };
             let wrapped: Arc<dyn PhysicalExpr> = Arc::new(SelectiveFilter {
                 filter: expr,
                 sampler,
