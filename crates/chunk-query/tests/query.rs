@@ -1066,6 +1066,19 @@ const JOINS: [(&str, bool); 12] = [
     ),
 ];
 
+/// A worker whose queries run in two partitions (however many run at once) and read whole
+/// chunks.
+fn two_partitions(catalog: Catalog) -> Worker {
+    Worker::with(
+        catalog,
+        |config| config,
+        QueryConfig::default()
+            .with_target_partitions(2)
+            .with_adaptive_partitions(false)
+            .with_remote_reads(false),
+    )
+}
+
 /// Issue 11 item 8: a join on the block column runs chunk by chunk (one chunk's table at a
 /// time per partition, built in parallel) and answers as DataFusion does over the files:
 /// inner, outer, semi, anti and self joins, with filters on either side and non-equality
@@ -1073,13 +1086,7 @@ const JOINS: [(&str, bool); 12] = [
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn issue11_joins_on_the_block_column_run_chunk_by_chunk() {
     let fixture = six();
-    let worker = Worker::with(
-        fixture.catalog(),
-        |config| config,
-        QueryConfig::default()
-            .with_target_partitions(2)
-            .with_remote_reads(false),
-    );
+    let worker = two_partitions(fixture.catalog());
     for blocks in [75..210, 0..300] {
         for (sql, chunkwise) in JOINS {
             let expected = fixture.reference(&blocks, sql).await;
@@ -1120,14 +1127,9 @@ async fn issue11_joins_on_the_block_column_run_chunk_by_chunk() {
 async fn issue11_chunkwise_joins_over_overlapping_chunks_count_each_block_once() {
     let overlapping = Fixture::new(&[0..100, 0..40, 40..100, 80..160]);
     let disjoint = Fixture::new(&[0..50, 50..100, 100..160]);
-    let config = || {
-        QueryConfig::default()
-            .with_target_partitions(2)
-            .with_remote_reads(false)
-    };
     let (a, b) = (
-        Worker::with(overlapping.catalog(), |config| config, config()),
-        Worker::with(disjoint.catalog(), |config| config, config()),
+        two_partitions(overlapping.catalog()),
+        two_partitions(disjoint.catalog()),
     );
     for (sql, _) in &JOINS[..4] {
         let expected = disjoint.reference(&(20..150), sql).await;
@@ -1144,14 +1146,7 @@ async fn issue11_chunkwise_joins_over_overlapping_chunks_count_each_block_once()
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn issue11_a_repeated_query_reuses_its_plan() {
     let fixture = six();
-    let worker = Worker::with(
-        fixture.catalog(),
-        |config| config,
-        QueryConfig::default()
-            .with_target_partitions(2)
-            .with_adaptive_partitions(false)
-            .with_remote_reads(false),
-    );
+    let worker = two_partitions(fixture.catalog());
     let run = |blocks: std::ops::Range<u64>, sql: &'static str| {
         let engine = &worker.engine;
         async move {
