@@ -30,6 +30,12 @@ fn data() -> Data {
 
 /// The test dataset with this many transactions per block on average.
 fn data_with(transactions_per_block: u32) -> Data {
+    data_in_chunks(transactions_per_block, 250)
+}
+
+/// The test dataset with this many transactions per block on average, in chunks of this many
+/// blocks.
+fn data_in_chunks(transactions_per_block: u32, chunk_blocks: u64) -> Data {
     common::init_tracing();
     let origin = Origin::start().unwrap();
     let synth = Synth::new(
@@ -38,8 +44,8 @@ fn data_with(transactions_per_block: u32) -> Data {
             .with_row_group_rows(8192),
     );
     let mut descriptions = Vec::new();
-    for start in (0..1000).step_by(250) {
-        let chunk = synth.chunk(&DATASET, start..start + 250).unwrap();
+    for start in (0..1000).step_by(chunk_blocks as usize) {
+        let chunk = synth.chunk(&DATASET, start..start + chunk_blocks).unwrap();
         for (name, bytes) in &chunk.files {
             origin.insert(&chunk.path(name), bytes.clone());
         }
@@ -439,4 +445,41 @@ async fn issue11_a_chunkwise_join_needs_one_chunks_table_of_memory() {
     );
     // The same answer where memory allows the whole table.
     assert_eq!(unlimited(&data).run(BLOCKS, whole).await, answer);
+}
+
+/// Issue 11 item 8: a join DataFusion plans partitioned (both inputs hashed into eight
+/// partitions: a build side past its bounds for one table, on a worker of more than four
+/// query threads) runs chunk by chunk too, without the exchanges, and answers as the one-table
+/// join of a two-partition worker.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn issue11_a_partitioned_join_runs_chunk_by_chunk() {
+    // 200,000 transactions in ten chunks.
+    let data = data_in_chunks(200, 100);
+    let join = "SELECT count(*) AS n, sum(t.gas) AS gas, count(DISTINCT l.address) AS contracts \
+                FROM transactions t JOIN logs l \
+                ON t.block_number = l.block_number AND t.transaction_index = l.transaction_index";
+    let worker = |partitions: usize| {
+        Worker::with(
+            data.catalog.clone(),
+            |config| config,
+            QueryConfig::default()
+                .with_target_partitions(partitions)
+                .with_adaptive_partitions(false)
+                .with_remote_reads(false),
+        )
+    };
+    let (eight, two) = (worker(8), worker(2));
+    let plan = eight.run(BLOCKS, &format!("EXPLAIN {join}")).await;
+    let chunkwise = plan
+        .lines()
+        .position(|line| line.contains("ChunkwiseJoinExec: chunks=10, partitions=8"));
+    // The join's inputs as planned (hashed) are its children; its chunks' joins run without.
+    let hashed = plan
+        .lines()
+        .position(|line| line.contains("RepartitionExec: partitioning=Hash"));
+    assert!(
+        matches!((chunkwise, hashed), (Some(join), Some(input)) if join < input),
+        "{plan}"
+    );
+    assert_eq!(eight.run(BLOCKS, join).await, two.run(BLOCKS, join).await);
 }
