@@ -53,7 +53,8 @@
 //! only: it runs chunk by chunk, each partition joining its chunks one after another with
 //! DataFusion's own hash join over that chunk's files (`ChunkwiseJoinExec` in `EXPLAIN`). A
 //! chunk's table stays in the CPU's caches, the partitions build their tables in parallel, and
-//! the join needs one chunk's table of memory per partition. A query whose chunks are all on
+//! the join needs one chunk's table of memory per partition (small chunks are joined a few at
+//! a time). A query whose chunks are all on
 //! disk keeps its optimized plan for the next run of the same SQL over the same chunks (see
 //! [`QueryEngine::query`]).
 //!

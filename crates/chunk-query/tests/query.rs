@@ -1110,12 +1110,13 @@ async fn issue11_joins_on_the_block_column_run_chunk_by_chunk() {
             );
         }
     }
-    // Every chunk was joined, in two partitions.
+    // Every chunk was joined, in two partitions (these chunks are small: two units of
+    // three chunks each).
     let plan = worker
         .run(0..300, &format!("EXPLAIN ANALYZE {}", JOINS[0].0))
         .await;
     assert!(
-        plan.contains("ChunkwiseJoinExec: chunks=6, partitions=2"),
+        plan.contains("ChunkwiseJoinExec: chunks=6, units=2, partitions=2"),
         "{plan}"
     );
     assert!(plan.contains("chunks_joined=6"), "{plan}");
