@@ -210,8 +210,9 @@ impl PhysicalOptimizerRule for ChunkwiseJoins {
 }
 
 /// A hash join computed chunk by chunk: see the [module](self). Its children are the join's
-/// inputs over all chunks, as planned; each partition runs, for each of its chunks in turn,
-/// the join of those inputs restricted to the chunk's files.
+/// inputs over all chunks, as planned; each partition runs, for each of its units in turn (a
+/// chunk, or a few small ones in a row), the join of those inputs restricted to the unit's
+/// files.
 #[derive(Debug)]
 pub(crate) struct ChunkwiseJoinExec {
     joins: Arc<ChunkJoins>,
@@ -332,7 +333,7 @@ impl ChunkwiseJoinExec {
         units: Vec<Vec<Unit>>,
     ) -> Self {
         let mut equivalence: EquivalenceProperties = join.properties().eq_properties.clone();
-        // Each partition's rows come chunk after chunk, in no declared order.
+        // Each partition's rows come unit after unit, in no declared order.
         equivalence.clear_orderings();
         let properties = PlanProperties::new(
             equivalence,
