@@ -116,7 +116,7 @@ use crate::catalog::{Catalog, Cover, CoverPart};
 use crate::checked::{CheckedArithmetic, WidenSums};
 use crate::chunkwise::{ChunkFiles, ChunkwiseJoins};
 use crate::error::QueryError;
-use crate::plans::{CachedPlan, PlanCache, PlanKey};
+use crate::plans::{CachedPlan, PLAN_CHUNKS_KEPT, PlanCache, PlanKey};
 use crate::probe_filter::SkipIdleJoinFilters;
 
 /// The file extension that makes a chunk file a table.
@@ -408,9 +408,9 @@ impl QueryEngine {
     /// Only read-only queries are allowed (no DDL, DML or `SET`). Call it inside a tokio
     /// runtime; the stream must be polled there too.
     ///
-    /// A query whose chunks are all on this worker's disk keeps its optimized plan (the 64
-    /// most recently used are kept, until [`QueryEngine::set_catalog`]): the same SQL over the
-    /// same range, the same chunks read alike and as many partitions runs it again without
+    /// A query over up to 64 chunks, all on this worker's disk, keeps its optimized plan (the
+    /// 64 most recently used are kept, until [`QueryEngine::set_catalog`]): the same SQL over
+    /// the same range, the same chunks read alike and as many partitions runs it again without
     /// registering its tables or planning its SQL ([`QueryStream::plan_reused`]).
     ///
     /// # Errors
@@ -459,7 +459,7 @@ impl QueryEngine {
         });
         let (schemas, tables, key, (sources, chunks)) = if all_local {
             // A plan made for these chunks, read this way, may be kept.
-            let key = PlanKey {
+            let key = (cover.parts.len() <= PLAN_CHUNKS_KEPT).then(|| PlanKey {
                 sql: sql.to_string(),
                 dataset: *dataset,
                 blocks: blocks.clone(),
@@ -473,10 +473,10 @@ impl QueryEngine {
                         (*part.chunk.id(), part.blocks.clone(), local)
                     })
                     .collect(),
-            };
+            });
             let tables = Some(named);
             let sources = self.report(&cover, decided, Vec::new());
-            (None, tables, Some(key), sources)
+            (None, tables, key, sources)
         } else {
             drop(decided);
             // Planned against the schemas first: a query that cannot plan fetches nothing

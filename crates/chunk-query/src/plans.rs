@@ -9,7 +9,8 @@
 //! read, keyed by everything it depends on: the SQL text, the dataset, the block range, the
 //! partitions, and each chunk of the cover with how it is read. Only queries whose chunks are
 //! all on this worker's disk are kept: their files are immutable (a chunk's directory is named
-//! by its id) and pinned for the query, as on the first run.
+//! by its id) and pinned for the query, as on the first run. Queries over more than
+//! [`PLAN_CHUNKS_KEPT`] chunks are not kept.
 //!
 //! A logical plan holds no state of a run (the physical plan, made anew from it each time,
 //! does): reusing one gives the same physical plan as planning again would.
@@ -23,6 +24,12 @@ use datafusion::logical_expr::LogicalPlan;
 
 /// How many plans are kept; the least recently used goes first.
 const PLANS_KEPT: usize = 64;
+
+/// The most chunks a kept plan may read. A plan holds its tables' file listings and the
+/// statistics DataFusion gathered of every file (a few kB each), and planning is a small part
+/// of a query over many chunks: a plan over more is not kept, so that the kept plans stay
+/// within a few tens of MB.
+pub(crate) const PLAN_CHUNKS_KEPT: usize = 64;
 
 /// What a query's plan depends on.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]

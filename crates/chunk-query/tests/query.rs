@@ -1141,6 +1141,17 @@ async fn issue11_chunkwise_joins_over_overlapping_chunks_count_each_block_once()
     assert!(plan.contains("ChunkwiseJoinExec"), "{plan}");
 }
 
+/// The answer of `sql` over `blocks`, and whether its plan was reused.
+async fn answer_and_reuse(
+    worker: &Worker,
+    blocks: std::ops::Range<u64>,
+    sql: &str,
+) -> (String, bool) {
+    let stream = worker.engine.query(&DATASET, blocks, sql).await.unwrap();
+    let reused = stream.plan_reused();
+    (pretty(&stream.collect().await.unwrap()), reused)
+}
+
 /// Issue 11 item 8: a query that comes again over the same chunks, all on disk, reuses its
 /// plan and answers alike; another range, a chunk no longer on disk, or an EXPLAIN plans
 /// anew.
@@ -1148,14 +1159,7 @@ async fn issue11_chunkwise_joins_over_overlapping_chunks_count_each_block_once()
 async fn issue11_a_repeated_query_reuses_its_plan() {
     let fixture = six();
     let worker = two_partitions(fixture.catalog());
-    let run = |blocks: std::ops::Range<u64>, sql: &'static str| {
-        let engine = &worker.engine;
-        async move {
-            let stream = engine.query(&DATASET, blocks, sql).await.unwrap();
-            let reused = stream.plan_reused();
-            (pretty(&stream.collect().await.unwrap()), reused)
-        }
-    };
+    let run = |blocks, sql| answer_and_reuse(&worker, blocks, sql);
     // The chunks fetched (whole): a query that fetches keeps no plan.
     let stream = worker
         .engine
@@ -1190,4 +1194,24 @@ async fn issue11_a_repeated_query_reuses_its_plan() {
     assert!(stream.used_chunks().iter().any(|chunk| chunk.fetched));
     assert_eq!(pretty(&stream.collect().await.unwrap()), expected);
     assert_eq!(run(75..210, sql).await, (expected, true));
+}
+
+/// Issue 11 item 8: a query over more chunks than a kept plan may read (64) plans anew each
+/// time (a plan holds every file's statistics).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn issue11_a_query_over_many_chunks_keeps_no_plan() {
+    let ranges: Vec<std::ops::Range<u64>> = (0..65).map(|n| n * 2..n * 2 + 2).collect();
+    let fixture = Fixture::new(&ranges);
+    let worker = two_partitions(fixture.catalog());
+    let sql = QUERIES[0];
+    let run = |blocks| answer_and_reuse(&worker, blocks, sql);
+    // 65 chunks: never kept.
+    let expected = fixture.reference(&(0..130), sql).await;
+    for _ in 0..3 {
+        assert_eq!(run(0..130).await, (expected.clone(), false));
+    }
+    // 64 chunks (on disk since the runs above): kept.
+    let expected = fixture.reference(&(0..128), sql).await;
+    assert_eq!(run(0..128).await, (expected.clone(), false));
+    assert_eq!(run(0..128).await, (expected, true));
 }
