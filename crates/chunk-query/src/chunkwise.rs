@@ -70,27 +70,24 @@ use futures::{StreamExt, TryStreamExt};
 
 use crate::probe_filter::{Sampler, SkipIdleJoinFilters};
 
-/// A file as a scan names it: its object store's URL and its path in that store.
-type FileKey = (String, String);
-
 /// Which chunk of the query each of its files belongs to, told by the engine once the
 /// query's tables are registered (a chunk is the index of its part in the query's cover).
 #[derive(Debug, Default)]
 pub(crate) struct ChunkFiles {
-    files: OnceLock<HashMap<FileKey, usize>>,
+    /// Object store URL -> path in that store -> chunk.
+    files: OnceLock<HashMap<String, HashMap<String, usize>>>,
 }
 
 impl ChunkFiles {
     /// Records the files of the query, `(url, chunk)`; only the first call counts.
     pub(crate) fn set<'a>(&self, files: impl IntoIterator<Item = (&'a str, usize)>) -> Result<()> {
-        let mut known = HashMap::new();
+        let mut known: HashMap<String, HashMap<String, usize>> = HashMap::new();
         for (url, chunk) in files {
             let url = ListingTableUrl::parse(url)?;
-            let key = (
-                url.object_store().as_str().to_string(),
-                url.prefix().as_ref().to_string(),
-            );
-            known.insert(key, chunk);
+            known
+                .entry(url.object_store().as_str().to_string())
+                .or_default()
+                .insert(url.prefix().as_ref().to_string(), chunk);
         }
         // A second call would describe the same tables: the first stands.
         let _first_stands = self.files.set(known);
@@ -99,11 +96,8 @@ impl ChunkFiles {
 
     /// The chunk of `file`, read through the store `store`.
     fn chunk(&self, store: &str, file: &PartitionedFile) -> Option<usize> {
-        let key = (
-            store.to_string(),
-            file.object_meta.location.as_ref().to_string(),
-        );
-        self.files.get()?.get(&key).copied()
+        let path: &str = file.object_meta.location.as_ref();
+        self.files.get()?.get(store)?.get(path).copied()
     }
 }
 
@@ -216,7 +210,6 @@ impl PhysicalOptimizerRule for ChunkwiseJoins {
 #[derive(Debug)]
 pub(crate) struct ChunkwiseJoinExec {
     joins: Arc<ChunkJoins>,
-    block_column: String,
     /// The units each partition joins, in order: each unit a few chunks in a row, joined as
     /// one ([`units`]).
     units: Vec<Vec<Unit>>,
@@ -233,11 +226,30 @@ struct ChunkJoins {
     /// The files of the scans of the join's inputs, by chunk.
     build_scans: ScanFiles,
     probe_scans: ScanFiles,
+    /// The bytes each chunk's files give the join's inputs (joins below it included).
+    sizes: BTreeMap<usize, u64>,
     /// The dynamic filters of all the chunks' joins are sampled as one.
     sampler: Arc<Mutex<Sampler>>,
 }
 
 impl ChunkJoins {
+    /// What the partitions of a chunkwise `join` share, if both its inputs are made only of
+    /// scans of known chunk files under operators [`restrict`] copies.
+    fn new(join: Arc<HashJoinExec>, files: Arc<ChunkFiles>) -> Option<Self> {
+        let mut sizes = BTreeMap::new();
+        let (mut build_scans, mut probe_scans) = (Vec::new(), Vec::new());
+        let known = read_inputs(join.left(), &files, &mut build_scans, &mut sizes)
+            && read_inputs(join.right(), &files, &mut probe_scans, &mut sizes);
+        known.then(|| Self {
+            join,
+            files,
+            build_scans,
+            probe_scans,
+            sizes,
+            sampler: Arc::default(),
+        })
+    }
+
     /// The join of one unit's rows (one partition; its dynamic filter not pushed yet):
     /// `None` if neither input has any.
     fn plan(&self, unit: &[usize]) -> Result<Option<Arc<dyn ExecutionPlan>>> {
@@ -303,36 +315,25 @@ impl ChunkwiseJoinExec {
         if !eligible {
             return Ok(None);
         }
-        let mut sizes = BTreeMap::new();
-        if !chunk_sizes(join.left(), files, &mut sizes)
-            || !chunk_sizes(join.right(), files, &mut sizes)
-        {
-            return Ok(None);
-        }
-        // With fewer chunks than partitions, DataFusion's join uses more of the CPUs.
-        if sizes.len() < partitions.max(2) {
-            return Ok(None);
-        }
         let join = join
             .builder()
             .with_partition_mode(PartitionMode::CollectLeft)
             .reset_state()
             .build()?;
-        Ok(Some(Self::with_units(
-            Arc::new(join),
-            Arc::clone(files),
-            block_column.to_string(),
-            spread(units(&sizes, partitions), partitions),
-        )))
+        let Some(joins) = ChunkJoins::new(Arc::new(join), Arc::clone(files)) else {
+            return Ok(None);
+        };
+        // With fewer chunks than partitions, DataFusion's join uses more of the CPUs.
+        if joins.sizes.len() < partitions.max(2) {
+            return Ok(None);
+        }
+        Ok(Some(Self::with_units(joins, partitions)))
     }
 
-    fn with_units(
-        join: Arc<HashJoinExec>,
-        files: Arc<ChunkFiles>,
-        block_column: String,
-        units: Vec<Vec<Unit>>,
-    ) -> Self {
-        let mut equivalence: EquivalenceProperties = join.properties().eq_properties.clone();
+    /// The chunkwise join of `joins`, its units spread over up to `partitions` partitions.
+    fn with_units(joins: ChunkJoins, partitions: usize) -> Self {
+        let units = spread(units(&joins.sizes, partitions), partitions);
+        let mut equivalence: EquivalenceProperties = joins.join.properties().eq_properties.clone();
         // Each partition's rows come unit after unit, in no declared order.
         equivalence.clear_orderings();
         let properties = PlanProperties::new(
@@ -341,18 +342,8 @@ impl ChunkwiseJoinExec {
             EmissionType::Incremental,
             Boundedness::Bounded,
         );
-        let (mut build_scans, mut probe_scans) = (Vec::new(), Vec::new());
-        scan_files(join.left(), &files, &mut build_scans);
-        scan_files(join.right(), &files, &mut probe_scans);
         Self {
-            joins: Arc::new(ChunkJoins {
-                join,
-                files,
-                build_scans,
-                probe_scans,
-                sampler: Arc::default(),
-            }),
-            block_column,
+            joins: Arc::new(joins),
             units,
             properties: Arc::new(properties),
             metrics: ExecutionPlanMetricsSet::new(),
@@ -404,26 +395,16 @@ impl ExecutionPlan for ChunkwiseJoinExec {
         self: Arc<Self>,
         children: Vec<Arc<dyn ExecutionPlan>>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        let files = &self.joins.files;
         let join = self
             .joins
             .join
             .builder()
             .with_new_children(children)?
             .build()?;
-        let mut sizes = BTreeMap::new();
-        if !chunk_sizes(join.left(), files, &mut sizes)
-            || !chunk_sizes(join.right(), files, &mut sizes)
-        {
+        let Some(joins) = ChunkJoins::new(Arc::new(join), Arc::clone(&self.joins.files)) else {
             return internal_err!("ChunkwiseJoinExec's new inputs are not scans of chunk files");
-        }
-        let partitions = self.units.len();
-        Ok(Arc::new(Self::with_units(
-            Arc::new(join),
-            Arc::clone(files),
-            self.block_column.clone(),
-            spread(units(&sizes, partitions), partitions),
-        )))
+        };
+        Ok(Arc::new(Self::with_units(joins, self.units.len())))
     }
 
     fn execute(
@@ -597,7 +578,7 @@ fn is_block_column(plan: &Arc<dyn ExecutionPlan>, index: usize, block: &str) -> 
         };
     }
     if plan.downcast_ref::<DataSourceExec>().is_some() {
-        // A scan's columns are the files' (no partition columns: see `chunk_sizes`).
+        // A scan's columns are the files' (no partition columns: see `read_inputs`).
         return plan
             .schema()
             .fields()
@@ -623,12 +604,18 @@ fn passes_rows(plan: &dyn ExecutionPlan) -> bool {
     exchange && plan.fetch().is_none()
 }
 
-/// Adds the bytes of each chunk that `plan` scans to `sizes`; `false` if `plan` is not made
-/// only of scans of known chunk files under operators [`restrict`] copies (chunkwise joins
-/// included).
-fn chunk_sizes(
+/// The files of each scan of a join's input, by chunk, in the order [`restrict`] meets the
+/// scans (so that restricting the input to each unit in turn does not go through every file
+/// of the input each time).
+type ScanFiles = Vec<HashMap<usize, Vec<PartitionedFile>>>;
+
+/// Adds the scans of `plan` to `scans` and the bytes of each chunk it reads to `sizes`;
+/// `false` if `plan` is not made only of scans of known chunk files under operators
+/// [`restrict`] copies (chunkwise joins included: they restrict their own inputs).
+fn read_inputs(
     plan: &Arc<dyn ExecutionPlan>,
     files: &ChunkFiles,
+    scans: &mut ScanFiles,
     sizes: &mut BTreeMap<usize, u64>,
 ) -> bool {
     if let Some(scan) = plan.downcast_ref::<DataSourceExec>() {
@@ -639,6 +626,7 @@ fn chunk_sizes(
             return false;
         }
         let store = config.object_store_url.as_str();
+        let mut by_chunk: HashMap<usize, Vec<PartitionedFile>> = HashMap::new();
         for file in config.file_groups.iter().flat_map(|group| group.iter()) {
             let Some(chunk) = files.chunk(store, file) else {
                 return false;
@@ -648,11 +636,18 @@ fn chunk_sizes(
                 None => file.object_meta.size,
             };
             *sizes.entry(chunk).or_default() += bytes;
+            by_chunk.entry(chunk).or_default().push(file.clone());
+        }
+        scans.push(by_chunk);
+        return true;
+    }
+    if let Some(chunkwise) = plan.downcast_ref::<ChunkwiseJoinExec>() {
+        for (&chunk, &bytes) in &chunkwise.joins.sizes {
+            *sizes.entry(chunk).or_default() += bytes;
         }
         return true;
     }
     let copied = passes_rows(plan.as_ref())
-        || plan.downcast_ref::<ChunkwiseJoinExec>().is_some()
         || plan.downcast_ref::<UnionExec>().is_some()
         || plan.downcast_ref::<ProjectionExec>().is_some()
         || plan
@@ -662,37 +657,11 @@ fn chunk_sizes(
         && plan
             .children()
             .into_iter()
-            .all(|child| chunk_sizes(child, files, sizes))
-}
-
-/// The files of each scan of a join's input, by chunk, in the order [`restrict`] meets the
-/// scans (so that restricting the input to each chunk in turn does not go through every file
-/// of the input each time).
-type ScanFiles = Vec<HashMap<usize, Vec<PartitionedFile>>>;
-
-/// The [`ScanFiles`] of `plan`, which passed [`chunk_sizes`].
-fn scan_files(plan: &Arc<dyn ExecutionPlan>, files: &ChunkFiles, scans: &mut ScanFiles) {
-    if let Some(scan) = plan.downcast_ref::<DataSourceExec>() {
-        let mut by_chunk: HashMap<usize, Vec<PartitionedFile>> = HashMap::new();
-        if let Some(config) = scan.data_source().downcast_ref::<FileScanConfig>() {
-            let store = config.object_store_url.as_str();
-            for file in config.file_groups.iter().flat_map(|group| group.iter()) {
-                if let Some(chunk) = files.chunk(store, file) {
-                    by_chunk.entry(chunk).or_default().push(file.clone());
-                }
-            }
-        }
-        scans.push(by_chunk);
-    } else if plan.downcast_ref::<ChunkwiseJoinExec>().is_none() {
-        // (A chunkwise join below restricts its own inputs.)
-        for child in plan.children() {
-            scan_files(child, files, scans);
-        }
-    }
+            .all(|child| read_inputs(child, files, scans, sizes))
 }
 
 /// `plan` reading only the files of the chunks of `unit`, without its exchanges (a unit is
-/// read by one partition); `None` if it reads none of them. `plan` passed [`chunk_sizes`];
+/// read by one partition); `None` if it reads none of them. `plan` passed [`read_inputs`];
 /// `scans` are its [`ScanFiles`], the next one at `next`.
 fn restrict(
     plan: &Arc<dyn ExecutionPlan>,
