@@ -70,18 +70,23 @@ use futures::{StreamExt, TryStreamExt};
 
 use crate::probe_filter::{Sampler, SkipIdleJoinFilters};
 
+/// The chunk of each file of a query, as scans name files: object store URL -> path in that
+/// store -> chunk (the index of its part in the query's cover).
+pub(crate) type FileChunks = HashMap<String, HashMap<String, usize>>;
+
 /// Which chunk of the query each of its files belongs to, told by the engine once the
-/// query's tables are registered (a chunk is the index of its part in the query's cover).
+/// query's tables are registered (or its plan is reused, with the files it reads).
 #[derive(Debug, Default)]
 pub(crate) struct ChunkFiles {
-    /// Object store URL -> path in that store -> chunk.
-    files: OnceLock<HashMap<String, HashMap<String, usize>>>,
+    files: OnceLock<Arc<FileChunks>>,
 }
 
 impl ChunkFiles {
-    /// Records the files of the query, `(url, chunk)`; only the first call counts.
-    pub(crate) fn set<'a>(&self, files: impl IntoIterator<Item = (&'a str, usize)>) -> Result<()> {
-        let mut known: HashMap<String, HashMap<String, usize>> = HashMap::new();
+    /// The [`FileChunks`] of a query's files, `(url, chunk)`.
+    pub(crate) fn index<'a>(
+        files: impl IntoIterator<Item = (&'a str, usize)>,
+    ) -> Result<Arc<FileChunks>> {
+        let mut known = FileChunks::new();
         for (url, chunk) in files {
             let url = ListingTableUrl::parse(url)?;
             known
@@ -89,9 +94,13 @@ impl ChunkFiles {
                 .or_default()
                 .insert(url.prefix().as_ref().to_string(), chunk);
         }
+        Ok(Arc::new(known))
+    }
+
+    /// Records the chunks of the query's files; only the first call counts.
+    pub(crate) fn set(&self, files: Arc<FileChunks>) {
         // A second call would describe the same tables: the first stands.
-        let _first_stands = self.files.set(known);
-        Ok(())
+        let _first_stands = self.files.set(files);
     }
 
     /// The chunk of `file`, read through the store `store`.

@@ -495,11 +495,11 @@ impl QueryEngine {
         let reused = cached.is_some();
         let CachedPlan {
             plan,
-            files: read_files,
+            files: file_chunks,
         } = match cached {
             Some(cached) => cached,
             None => {
-                let read_files = self
+                let registered = self
                     .register_tables(
                         &context,
                         &cover,
@@ -512,9 +512,12 @@ impl QueryEngine {
                 let plan = state.statement_to_plan(statement).await.map_err(classify)?;
                 sql_options().verify_plan(&plan).map_err(classify)?;
                 let plan = state.optimize(&plan).map_err(classify)?;
+                let file_chunks =
+                    ChunkFiles::index(registered.iter().map(|(url, chunk)| (url.as_str(), *chunk)))
+                        .map_err(QueryError::execution)?;
                 let planned = CachedPlan {
                     plan,
-                    files: read_files,
+                    files: file_chunks,
                 };
                 // Not an EXPLAIN: its text is made while optimizing.
                 let explain = matches!(
@@ -529,9 +532,7 @@ impl QueryEngine {
                 planned
             }
         };
-        files
-            .set(read_files.iter().map(|(url, chunk)| (url.as_str(), *chunk)))
-            .map_err(QueryError::execution)?;
+        files.set(file_chunks);
         let registered = started.elapsed();
         let pins: Vec<ChunkRef> = sources
             .into_iter()

@@ -17,10 +17,12 @@
 
 use std::collections::HashMap;
 use std::ops::Range;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use chunk_manager::{ChunkId, DatasetId};
 use datafusion::logical_expr::LogicalPlan;
+
+use crate::chunkwise::FileChunks;
 
 /// How many plans are kept; the least recently used goes first.
 const PLANS_KEPT: usize = 64;
@@ -43,12 +45,12 @@ pub(crate) struct PlanKey {
     pub(crate) parts: Vec<(ChunkId, Range<u64>, bool)>,
 }
 
-/// A kept plan: the optimized logical plan, and the URL of every file its tables read with
-/// its chunk (for [`crate::chunkwise::ChunkFiles`]).
+/// A kept plan: the optimized logical plan, and the chunk of every file its tables read (for
+/// [`crate::chunkwise::ChunkFiles`]).
 #[derive(Debug, Clone)]
 pub(crate) struct CachedPlan {
     pub(crate) plan: LogicalPlan,
-    pub(crate) files: Vec<(String, usize)>,
+    pub(crate) files: Arc<FileChunks>,
 }
 
 /// The plans kept, with when each was last used.
@@ -123,7 +125,7 @@ mod tests {
     fn plan() -> CachedPlan {
         CachedPlan {
             plan: LogicalPlanBuilder::empty(false).build().unwrap(),
-            files: Vec::new(),
+            files: Arc::default(),
         }
     }
 
